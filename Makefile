@@ -1,0 +1,67 @@
+# punchd build and test entry points.
+#
+# Every target uses `deno` from PATH when it is 2.9 or newer; otherwise it
+# installs the pinned `deno` package from the npm registry into .tools/ (git
+# ignored) and uses that. Nothing is downloaded at run time.
+
+DENO_VERSION := 2.9.6
+TOOLS := $(CURDIR)/.tools
+LOCAL_DENO := $(TOOLS)/node_modules/deno/deno
+
+SYSTEM_DENO := $(shell command -v deno 2>/dev/null)
+SYSTEM_OK := $(shell [ -n "$(SYSTEM_DENO)" ] && "$(SYSTEM_DENO)" --version 2>/dev/null | awk 'NR==1 { split($$2, v, "."); if (v[1] > 2 || (v[1] == 2 && v[2] >= 9)) print "yes" }')
+ifeq ($(SYSTEM_OK),yes)
+DENO := $(SYSTEM_DENO)
+DENO_DEP :=
+else
+DENO := $(LOCAL_DENO)
+DENO_DEP := $(LOCAL_DENO)
+endif
+
+RUN_FLAGS := --allow-ffi --allow-read --allow-write --allow-env --allow-net --allow-run --allow-sys
+
+.PHONY: all deno test fmt lint check unit daemon compile clean
+
+all: test
+
+# Install the pinned Deno from the npm registry (the binary ships inside the
+# platform package @deno/linux-*-glibc; npm links it into the deno package).
+$(LOCAL_DENO):
+	@command -v npm >/dev/null || { echo "make: npm is needed to install deno $(DENO_VERSION)" >&2; exit 1; }
+	mkdir -p $(TOOLS)
+	npm install --prefix $(TOOLS) --no-audit --no-fund --no-save --loglevel=error deno@$(DENO_VERSION)
+	@if ! "$@" --version >/dev/null 2>&1; then \
+	  bin=$$(ls $(TOOLS)/node_modules/@deno/linux-*/deno 2>/dev/null | head -n 1); \
+	  [ -n "$$bin" ] || { echo "make: no deno binary in the npm package" >&2; exit 1; }; \
+	  ln -sf "$$bin" "$@"; \
+	fi
+	@"$@" --version | head -n 1
+
+deno: $(DENO_DEP)
+	@"$(DENO)" --version | head -n 1
+
+fmt: $(DENO_DEP)
+	"$(DENO)" fmt --check
+
+lint: $(DENO_DEP)
+	"$(DENO)" lint
+
+check: $(DENO_DEP)
+	"$(DENO)" check src ffi tests
+
+unit: $(DENO_DEP)
+	"$(DENO)" test $(RUN_FLAGS) tests/
+
+# The README's test command: formatting, lint, type check, then every test.
+test: fmt lint check unit
+
+daemon: $(DENO_DEP)
+	"$(DENO)" run $(RUN_FLAGS) src/daemon/main.ts $(ARGS)
+
+# One self-contained executable. deno compile needs Deno's runtime base
+# binary; set DENORT_BIN to a local copy (it cannot be downloaded here).
+compile: $(DENO_DEP)
+	"$(DENO)" compile $(RUN_FLAGS) --output dist/punchd src/daemon/main.ts
+
+clean:
+	rm -rf dist

@@ -1,0 +1,359 @@
+/**
+ * Typed wrappers over the libc symbols: numbers, strings and Uint8Arrays in,
+ * numbers and decoded structs out; every failure throws SyscallError with the
+ * errno read on this thread right after the call. Calls on non-blocking fds
+ * that would block return `null` instead of throwing.
+ *
+ * @module
+ */
+
+import {
+  F_GETFL,
+  F_SETFL,
+  MSG_CMSG_CLOEXEC,
+  MSG_CTRUNC,
+  MSG_DONTWAIT,
+  MSG_NOSIGNAL,
+  O_NONBLOCK,
+  SO_ERROR,
+  SO_PEERCRED,
+  SOCK_CLOEXEC,
+  SOCK_NONBLOCK,
+  SOL_SOCKET,
+} from "./constants.ts";
+import { EAGAIN, EINPROGRESS, EINTR, SyscallError } from "./errno.ts";
+import { cString, errno, groupId, libc } from "./libc.ts";
+import {
+  cmsg,
+  cmsgSpace,
+  decodeInt,
+  decodeMsghdr,
+  encodeInt,
+  type PollFd,
+  pollfd,
+  rightsFds,
+  rightsMessage,
+  SCM_MAX_FD,
+  sockaddr,
+  SOCKADDR_STORAGE_SIZE,
+  type SocketAddress,
+  type Ucred,
+  ucred,
+  unsafeEncodeMsghdr,
+} from "./structs.ts";
+
+function fail(syscall: string): never {
+  throw new SyscallError(syscall, errno());
+}
+
+function check(syscall: string, result: number): number {
+  if (result < 0) fail(syscall);
+  return result;
+}
+
+/** Runs `call` again while it fails with EINTR; returns the result and errno. */
+function retry(call: () => number | bigint): { result: number; errno: number } {
+  for (;;) {
+    const result = Number(call());
+    if (result >= 0) return { result, errno: 0 };
+    const e = errno();
+    if (e !== EINTR) return { result, errno: e };
+  }
+}
+
+/** Socket-address out-parameter: a storage buffer and its socklen_t. */
+function addressOut(): { buf: Uint8Array<ArrayBuffer>; len: Uint8Array<ArrayBuffer> } {
+  return { buf: new Uint8Array(SOCKADDR_STORAGE_SIZE), len: encodeInt(SOCKADDR_STORAGE_SIZE) };
+}
+
+function readAddress(out: { buf: Uint8Array; len: Uint8Array }): SocketAddress {
+  return sockaddr.decode(out.buf, Math.min(decodeInt(out.len), SOCKADDR_STORAGE_SIZE)).value;
+}
+
+/** socket(2), always non-blocking and close-on-exec. */
+export function socket(domain: number, type: number, protocol = 0): number {
+  return check("socket", libc().socket(domain, type | SOCK_NONBLOCK | SOCK_CLOEXEC, protocol));
+}
+
+/** socketpair(2), both ends non-blocking and close-on-exec. */
+export function socketpair(domain: number, type: number): [number, number] {
+  const sv = new Uint8Array(8);
+  check("socketpair", libc().socketpair(domain, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv));
+  return [decodeInt(sv), decodeInt(sv.subarray(4))];
+}
+
+/** bind(2). */
+export function bind(fd: number, address: SocketAddress): void {
+  const buf = sockaddr.encode(address);
+  check("bind", libc().bind(fd, buf, buf.byteLength));
+}
+
+/** listen(2). */
+export function listen(fd: number, backlog: number): void {
+  check("listen", libc().listen(fd, backlog));
+}
+
+/** accept4(2) with SOCK_NONBLOCK|SOCK_CLOEXEC; null when nothing is pending. */
+export function accept(fd: number): { fd: number; address: SocketAddress } | null {
+  const out = addressOut();
+  const { result, errno: e } = retry(() =>
+    libc().accept4(fd, out.buf, out.len, SOCK_NONBLOCK | SOCK_CLOEXEC)
+  );
+  if (result < 0) {
+    if (e === EAGAIN) return null;
+    throw new SyscallError("accept", e);
+  }
+  return { fd: result, address: readAddress(out) };
+}
+
+/**
+ * connect(2) on a non-blocking socket: "connected" when it completed at once,
+ * "in-progress" when the caller must wait for writability and then read
+ * SO_ERROR (see {@linkcode socketError}).
+ */
+export function connect(fd: number, address: SocketAddress): "connected" | "in-progress" {
+  const buf = sockaddr.encode(address);
+  const { result, errno: e } = retry(() => libc().connect(fd, buf, buf.byteLength));
+  if (result === 0) return "connected";
+  if (e === EINPROGRESS || e === EAGAIN) return "in-progress";
+  throw new SyscallError("connect", e);
+}
+
+/** close(2). EINTR is not retried (Linux has released the fd already). */
+export function close(fd: number): void {
+  check("close", libc().close(fd));
+}
+
+/** shutdown(2). */
+export function shutdown(fd: number, how: number): void {
+  check("shutdown", libc().shutdown(fd, how));
+}
+
+/** setsockopt(2) with a C int value. */
+export function setIntOption(fd: number, level: number, name: number, value: number): void {
+  const buf = encodeInt(value);
+  check("setsockopt", libc().setsockopt(fd, level, name, buf, buf.byteLength));
+}
+
+/** setsockopt(2) with raw bytes (struct options). */
+export function setOption(
+  fd: number,
+  level: number,
+  name: number,
+  value: Uint8Array<ArrayBuffer>,
+): void {
+  check("setsockopt", libc().setsockopt(fd, level, name, value, value.byteLength));
+}
+
+/** getsockopt(2) of a C int. */
+export function getIntOption(fd: number, level: number, name: number): number {
+  const buf = new Uint8Array(4);
+  const len = encodeInt(4);
+  check("getsockopt", libc().getsockopt(fd, level, name, buf, len));
+  return decodeInt(buf);
+}
+
+/** The pending socket error (SO_ERROR), cleared by reading it; 0 when none. */
+export function socketError(fd: number): number {
+  return getIntOption(fd, SOL_SOCKET, SO_ERROR);
+}
+
+/** SO_PEERCRED of a connected unix socket. */
+export function peerCredentials(fd: number): Ucred {
+  const buf = new Uint8Array(ucred.encodedLength());
+  const len = encodeInt(buf.byteLength);
+  check("getsockopt", libc().getsockopt(fd, SOL_SOCKET, SO_PEERCRED, buf, len));
+  return ucred.decode(buf).value;
+}
+
+/** getsockname(2). */
+export function localAddress(fd: number): SocketAddress {
+  const out = addressOut();
+  check("getsockname", libc().getsockname(fd, out.buf, out.len));
+  return readAddress(out);
+}
+
+/** getpeername(2). */
+export function peerAddress(fd: number): SocketAddress {
+  const out = addressOut();
+  check("getpeername", libc().getpeername(fd, out.buf, out.len));
+  return readAddress(out);
+}
+
+/** send(2) without blocking or SIGPIPE; bytes sent, or null when it would block. */
+export function send(fd: number, data: Uint8Array<ArrayBuffer>): number | null {
+  const { result, errno: e } = retry(() =>
+    libc().sendto(fd, data, BigInt(data.byteLength), MSG_DONTWAIT | MSG_NOSIGNAL, null, 0)
+  );
+  if (result >= 0) return result;
+  if (e === EAGAIN) return null;
+  throw new SyscallError("send", e);
+}
+
+/** recv(2) without blocking into `buf`; bytes read (0 at end of stream), or null when it would block. */
+export function recv(fd: number, buf: Uint8Array<ArrayBuffer>, flags = 0): number | null {
+  const { result, errno: e } = retry(() =>
+    libc().recvfrom(fd, buf, BigInt(buf.byteLength), MSG_DONTWAIT | flags, null, null)
+  );
+  if (result >= 0) return result;
+  if (e === EAGAIN) return null;
+  throw new SyscallError("recv", e);
+}
+
+/** write(2) to a non-blocking fd; bytes written, or null when it would block. */
+export function write(fd: number, data: Uint8Array<ArrayBuffer>): number | null {
+  const { result, errno: e } = retry(() => libc().write(fd, data, BigInt(data.byteLength)));
+  if (result >= 0) return result;
+  if (e === EAGAIN) return null;
+  throw new SyscallError("write", e);
+}
+
+/** sendto(2) of one datagram; bytes sent, or null when it would block. */
+export function sendTo(
+  fd: number,
+  data: Uint8Array<ArrayBuffer>,
+  to: SocketAddress,
+): number | null {
+  const addr = sockaddr.encode(to);
+  const { result, errno: e } = retry(() =>
+    libc().sendto(
+      fd,
+      data,
+      BigInt(data.byteLength),
+      MSG_DONTWAIT | MSG_NOSIGNAL,
+      addr,
+      addr.byteLength,
+    )
+  );
+  if (result >= 0) return result;
+  if (e === EAGAIN) return null;
+  throw new SyscallError("sendto", e);
+}
+
+/** recvfrom(2) of one datagram; null when none is queued. */
+export function recvFrom(
+  fd: number,
+  buf: Uint8Array<ArrayBuffer>,
+): { length: number; from: SocketAddress } | null {
+  const out = addressOut();
+  const { result, errno: e } = retry(() =>
+    libc().recvfrom(fd, buf, BigInt(buf.byteLength), MSG_DONTWAIT, out.buf, out.len)
+  );
+  if (result >= 0) return { length: result, from: readAddress(out) };
+  if (e === EAGAIN) return null;
+  throw new SyscallError("recvfrom", e);
+}
+
+/**
+ * sendmsg(2) of `data` with `fds` as SCM_RIGHTS in the same message; bytes
+ * sent, or null when it would block (nothing was sent then).
+ */
+export function sendMessage(
+  fd: number,
+  data: Uint8Array<ArrayBuffer>,
+  fds: readonly number[] = [],
+): number | null {
+  const control = fds.length > 0 ? cmsg.encode([rightsMessage(fds)]) : null;
+  const buffers = { name: null, iov: [data], control };
+  const { msghdr, iovec } = unsafeEncodeMsghdr(buffers);
+  const { result, errno: e } = retry(() => libc().sendmsg(fd, msghdr, MSG_DONTWAIT | MSG_NOSIGNAL));
+  // Keep the pointed-to buffers reachable until after the call.
+  void buffers;
+  void iovec;
+  if (result >= 0) return result;
+  if (e === EAGAIN) return null;
+  throw new SyscallError("sendmsg", e);
+}
+
+/** What recvmsg(2) delivered. */
+export interface ReceivedMessage {
+  /** Bytes read into the data buffer (0 at end of stream). */
+  length: number;
+  /** fds received with SCM_RIGHTS; the caller owns them (close-on-exec set). */
+  fds: number[];
+  /** True when the kernel dropped control data (more fds than room). */
+  controlTruncated: boolean;
+}
+
+/** recvmsg(2) into `buf` with room for `maxFds` passed fds; null when it would block. */
+export function receiveMessage(
+  fd: number,
+  buf: Uint8Array<ArrayBuffer>,
+  maxFds = 8,
+): ReceivedMessage | null {
+  const control = new Uint8Array(cmsgSpace(4 * Math.min(Math.max(maxFds, 1), SCM_MAX_FD)));
+  const buffers = { name: null, iov: [buf], control };
+  const { msghdr, iovec } = unsafeEncodeMsghdr(buffers);
+  const { result, errno: e } = retry(() =>
+    libc().recvmsg(fd, msghdr, MSG_DONTWAIT | MSG_CMSG_CLOEXEC)
+  );
+  void buffers;
+  void iovec;
+  if (result < 0) {
+    if (e === EAGAIN) return null;
+    throw new SyscallError("recvmsg", e);
+  }
+  const header = decodeMsghdr(msghdr).value;
+  const fds = rightsFds(
+    cmsg.decode(control, Math.min(header.controlLength, control.byteLength)).value,
+  );
+  return { length: result, fds, controlTruncated: (header.flags & MSG_CTRUNC) !== 0 };
+}
+
+/** Sets or clears O_NONBLOCK. */
+export function setNonBlocking(fd: number, on: boolean): void {
+  const flags = check("fcntl", libc().fcntl(fd, F_GETFL, 0));
+  check("fcntl", libc().fcntl(fd, F_SETFL, on ? flags | O_NONBLOCK : flags & ~O_NONBLOCK));
+}
+
+/** True when `fd` is an open descriptor in this process. */
+export function isOpen(fd: number): boolean {
+  return libc().fcntl(fd, F_GETFL, 0) >= 0;
+}
+
+/** poll(2) with timeout 0: the current readiness of each entry, never waits. */
+export function pollNow(entries: readonly Omit<PollFd, "revents">[]): PollFd[] {
+  const buf = pollfd.encode(entries.map((e) => ({ ...e, revents: 0 })));
+  check("poll", libc().poll(buf, BigInt(entries.length), 0));
+  return pollfd.decode(buf).value;
+}
+
+/** unlink(2); false when the path did not exist. */
+export function unlink(path: string): boolean {
+  if (libc().unlink(cString(path)) === 0) return true;
+  const e = errno();
+  if (e === 2) return false;
+  throw new SyscallError("unlink", e);
+}
+
+/** chmod(2). */
+export function chmod(path: string, mode: number): void {
+  check("chmod", libc().chmod(cString(path), mode));
+}
+
+/** chown(2); -1 (0xffffffff) leaves an id unchanged. */
+export function chown(path: string, uid: number, gid: number): void {
+  check("chown", libc().chown(cString(path), uid >>> 0, gid >>> 0));
+}
+
+/** umask(2); returns the previous mask. */
+export function umask(mask: number): number {
+  return libc().umask(mask);
+}
+
+/** The gid of a group name, or undefined when there is no such group. */
+export function lookupGroup(name: string): number | undefined {
+  return groupId(name);
+}
+
+/** geteuid(2). */
+export function effectiveUid(): number {
+  return libc().geteuid();
+}
+
+/** The fds open in process `pid` (default: this one), from /proc/PID/fd. */
+export function openFds(pid: number = Deno.pid): number[] {
+  const fds: number[] = [];
+  for (const entry of Deno.readDirSync(`/proc/${pid}/fd`)) fds.push(Number(entry.name));
+  return fds.sort((a, b) => a - b);
+}

@@ -1,0 +1,296 @@
+/**
+ * The client library for Deno applications: connect to punchd, start or
+ * answer attempts, receive progress data to forward to the peer, and get the
+ * connected socket (received with SCM_RIGHTS) as a `Socket` with streams.
+ *
+ * ```ts
+ * const punchd = await PunchdClient.connect("/tmp/punchd.socket");
+ * const attempt = punchd.initiate({ id: "a1", technique: "tcp-direct", srcIp, srcPorts: [4000], dstIp, dstPorts: [5000] });
+ * for await (const data of attempt.progress) sendToPeer(data); // via the rendezvous server
+ * const socket = await attempt.socket;
+ * const { readable, writable } = socket.streams();
+ * ```
+ *
+ * Depends only on the control codec and `ffi/`.
+ *
+ * @module
+ */
+
+import { Socket } from "../../ffi/socket.ts";
+import {
+  decodeReply,
+  encodeRequest,
+  type Endpoints,
+  type Protocol,
+  type Reply,
+  type TechniqueName,
+} from "../control/codec.ts";
+import { LineSplitter } from "../control/connection.ts";
+
+/** punchd answered `error|ID|REASON`. */
+export class PunchdError extends Error {
+  /** The attempt or request ID the error is about ("-" for none). */
+  readonly id: string;
+  /** punchd's reason. */
+  readonly reason: string;
+  /** Builds the error. */
+  constructor(id: string, reason: string) {
+    super(`punchd refused ${id}: ${reason}`);
+    this.name = "PunchdError";
+    this.id = id;
+    this.reason = reason;
+  }
+}
+
+/** The endpoint punchd says to publish. */
+export interface PublicEndpoint {
+  ip: string;
+  ports: number[];
+  /** How punchd learned it ("local" without probe servers). */
+  source: string;
+}
+
+/** An attempt in flight. */
+export interface Attempt {
+  readonly id: string;
+  /** Progress data, in order, to forward to the peer; ends when the attempt ends. */
+  readonly progress: AsyncIterable<string>;
+  /** The connected socket, or a PunchdError. */
+  readonly socket: Promise<Socket>;
+  /** Forwards later data from the peer (`peer|ID|DATA`). */
+  peer(data: string): Promise<void>;
+  /** Asks punchd to cancel; `socket` then rejects. */
+  cancel(): Promise<void>;
+}
+
+/** Parameters of initiate. */
+export interface InitiateParams extends Endpoints {
+  id: string;
+  technique: TechniqueName;
+}
+
+/** Parameters of respond: initiate's plus the initiator's progress data. */
+export interface RespondParams extends InitiateParams {
+  extra: string;
+}
+
+class ProgressQueue implements AsyncIterable<string> {
+  #items: string[] = [];
+  #waiters: ((r: IteratorResult<string>) => void)[] = [];
+  #ended = false;
+
+  push(item: string): void {
+    const waiter = this.#waiters.shift();
+    if (waiter) waiter({ value: item, done: false });
+    else this.#items.push(item);
+  }
+
+  end(): void {
+    this.#ended = true;
+    for (const w of this.#waiters.splice(0)) w({ value: undefined, done: true });
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<string> {
+    return {
+      next: () => {
+        const item = this.#items.shift();
+        if (item !== undefined) return Promise.resolve({ value: item, done: false });
+        if (this.#ended) return Promise.resolve({ value: undefined, done: true });
+        return new Promise((resolve) => this.#waiters.push(resolve));
+      },
+    };
+  }
+}
+
+interface Pending {
+  progress: ProgressQueue;
+  resolve: (socket: Socket) => void;
+  reject: (error: Error) => void;
+}
+
+const encoder = new TextEncoder();
+
+/** A connection to punchd's control socket. */
+export class PunchdClient {
+  readonly #socket: Socket;
+  readonly #attempts = new Map<string, Pending>();
+  readonly #endpoints = new Map<
+    string,
+    { resolve: (e: PublicEndpoint) => void; reject: (e: Error) => void }
+  >();
+  /** fds received but not yet matched to their `ok` line. */
+  readonly #fds: number[] = [];
+  readonly #reading: Promise<void>;
+  #closed = false;
+  #failure: Error | null = null;
+
+  private constructor(socket: Socket) {
+    this.#socket = socket;
+    this.#reading = this.#readLoop();
+  }
+
+  /** Connects to punchd at `path` (default /tmp/punchd.socket). */
+  static async connect(path = "/tmp/punchd.socket"): Promise<PunchdClient> {
+    const socket = Socket.create("unix", "stream");
+    try {
+      await socket.connect({ family: "unix", path });
+    } catch (error) {
+      socket.close();
+      throw new Error(`Cannot connect to punchd at ${path}: ${(error as Error).message}`, {
+        cause: error,
+      });
+    }
+    return new PunchdClient(socket);
+  }
+
+  /** Starts a hole punching attempt. */
+  initiate(params: InitiateParams): Attempt {
+    return this.#attempt(params.id, encodeRequest({ type: "initiate", ...params }));
+  }
+
+  /** Answers an attempt the peer started; `extra` is the peer's progress data. */
+  respond(params: RespondParams): Attempt {
+    return this.#attempt(params.id, encodeRequest({ type: "respond", ...params }));
+  }
+
+  /** Asks punchd which endpoint to publish for a coming attempt. */
+  endpoint(
+    id: string,
+    protocol: Protocol,
+    srcIp: string,
+    srcPorts: number[],
+  ): Promise<PublicEndpoint> {
+    if (this.#endpoints.has(id) || this.#attempts.has(id)) {
+      return Promise.reject(new Error(`Cannot ask for endpoint: ID ${id} is in use`));
+    }
+    return new Promise((resolve, reject) => {
+      this.#endpoints.set(id, { resolve, reject });
+      this.#send(encodeRequest({ type: "endpoint", id, protocol, srcIp, srcPorts })).catch(
+        (error) => {
+          this.#endpoints.delete(id);
+          reject(error);
+        },
+      );
+    });
+  }
+
+  /** Sends a raw line (for tests and tools); the reply arrives through the usual routing. */
+  sendRaw(line: string): Promise<void> {
+    return this.#send(line);
+  }
+
+  #attempt(id: string, line: string): Attempt {
+    if (this.#attempts.has(id)) {
+      throw new Error(`Cannot start attempt: ID ${id} is already active on this client`);
+    }
+    const progress = new ProgressQueue();
+    let resolve!: (s: Socket) => void;
+    let reject!: (e: Error) => void;
+    const socket = new Promise<Socket>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    this.#attempts.set(id, { progress, resolve, reject });
+    this.#send(line).catch((error) => this.#settle(id, error));
+    return {
+      id,
+      progress,
+      socket,
+      peer: (data) => this.#send(encodeRequest({ type: "peer", id, data })),
+      cancel: () => this.#send(encodeRequest({ type: "cancel", id })),
+    };
+  }
+
+  #send(line: string): Promise<void> {
+    if (this.#closed) {
+      return Promise.reject(new Error("Cannot send to punchd: the client is closed"));
+    }
+    if (this.#failure) return Promise.reject(this.#failure);
+    return this.#socket.write(encoder.encode(line));
+  }
+
+  #settle(id: string, outcome: Socket | Error): void {
+    const pending = this.#attempts.get(id);
+    if (pending === undefined) {
+      if (outcome instanceof Socket) outcome.close();
+      return;
+    }
+    this.#attempts.delete(id);
+    pending.progress.end();
+    if (outcome instanceof Socket) pending.resolve(outcome);
+    else pending.reject(outcome);
+  }
+
+  #route(reply: Reply): void {
+    switch (reply.type) {
+      case "progress":
+        this.#attempts.get(reply.id)?.progress.push(reply.data);
+        return;
+      case "ok": {
+        const fd = this.#fds.shift();
+        if (fd === undefined) {
+          this.#settle(reply.id, new Error("punchd said ok but passed no socket"));
+          return;
+        }
+        this.#settle(reply.id, new Socket(fd));
+        return;
+      }
+      case "endpoint": {
+        const waiter = this.#endpoints.get(reply.id);
+        this.#endpoints.delete(reply.id);
+        waiter?.resolve({ ip: reply.ip, ports: reply.ports, source: reply.source });
+        return;
+      }
+      case "error": {
+        const error = new PunchdError(reply.id, reply.reason);
+        const waiter = this.#endpoints.get(reply.id);
+        if (waiter) {
+          this.#endpoints.delete(reply.id);
+          waiter.reject(error);
+          return;
+        }
+        if (this.#attempts.has(reply.id)) this.#settle(reply.id, error);
+        return;
+      }
+    }
+  }
+
+  async #readLoop(): Promise<void> {
+    const splitter = new LineSplitter(1024);
+    const buf = new Uint8Array(4096);
+    const decoder = new TextDecoder();
+    try {
+      for (;;) {
+        const received = await this.#socket.receiveWithFds(buf, 16);
+        this.#fds.push(...received.fds);
+        if (received.length === 0) throw new Error("punchd closed the connection");
+        for (const line of splitter.push(buf.subarray(0, received.length))) {
+          if (line.kind !== "line") continue;
+          try {
+            this.#route(decodeReply(decoder.decode(line.bytes)));
+          } catch {
+            // A reply this client version does not understand: ignore it.
+          }
+        }
+      }
+    } catch (error) {
+      this.#failure = this.#closed
+        ? new Error("Cannot use punchd client: it is closed")
+        : error as Error;
+      for (const id of [...this.#attempts.keys()]) this.#settle(id, this.#failure);
+      for (const [id, waiter] of this.#endpoints) {
+        this.#endpoints.delete(id);
+        waiter.reject(this.#failure);
+      }
+    }
+  }
+
+  /** Closes the connection (punchd cancels this client's attempts) and any unclaimed fds. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#socket.close();
+    await this.#reading;
+    for (const fd of this.#fds.splice(0)) new Socket(fd).close();
+  }
+}

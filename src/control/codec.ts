@@ -1,0 +1,321 @@
+/**
+ * The control socket's wire codec: one message per line, at most 500 bytes
+ * before the `\n`, fields separated by `|`, port lists comma separated.
+ *
+ * Requests (application to punchd):
+ * ```
+ * initiate|ID|TECHNIQUE|SRC_IP|SRC_PORTS|DST_IP|DST_PORTS
+ * respond|ID|TECHNIQUE|SRC_IP|SRC_PORTS|DST_IP|DST_PORTS|EXTRA
+ * peer|ID|DATA
+ * cancel|ID
+ * endpoint|ID|PROTOCOL|SRC_IP|SRC_PORTS
+ * ```
+ * Replies (punchd to application):
+ * ```
+ * progress|ID|DATA          forward DATA to the peer (it becomes EXTRA or a peer message)
+ * ok|ID                     sent in one sendmsg with the connected socket (SCM_RIGHTS)
+ * endpoint|ID|IP|PORTS|HOW  the endpoint to publish for a coming attempt
+ * error|ID|REASON           ID is "-" when the request had no usable ID
+ * ```
+ * The codec is pure: it validates a whole message and returns a value or
+ * throws SyntaxError/RangeError with a short reason fit for `error|ID|...`.
+ *
+ * @module
+ */
+
+import { canonicalIp, parsePort } from "../../ffi/ip.ts";
+
+/** Maximum message length in bytes, not counting the terminating `\n`. */
+export const MAX_MESSAGE_BYTES = 500;
+/** Maximum number of ports in one list. */
+export const MAX_PORTS = 16;
+/** Maximum length of an attempt ID. */
+export const MAX_ID_LENGTH = 64;
+
+/** Technique names the daemon knows. */
+export const TECHNIQUES = ["tcp-direct"] as const;
+/** A technique name. */
+export type TechniqueName = typeof TECHNIQUES[number];
+
+/** Transport protocols for endpoint discovery. */
+export const PROTOCOLS = ["tcp", "udp"] as const;
+/** A transport protocol. */
+export type Protocol = typeof PROTOCOLS[number];
+
+/** Addresses and ports of one side pair of an attempt. */
+export interface Endpoints {
+  /** Local address to bind (canonical text). */
+  srcIp: string;
+  srcPorts: number[];
+  /** The peer's address (canonical text). */
+  dstIp: string;
+  dstPorts: number[];
+}
+
+/** `initiate|ID|TECHNIQUE|SRC_IP|SRC_PORTS|DST_IP|DST_PORTS` */
+export interface InitiateRequest extends Endpoints {
+  type: "initiate";
+  id: string;
+  technique: TechniqueName;
+}
+
+/** `respond|ID|TECHNIQUE|SRC_IP|SRC_PORTS|DST_IP|DST_PORTS|EXTRA` */
+export interface RespondRequest extends Endpoints {
+  type: "respond";
+  id: string;
+  technique: TechniqueName;
+  /** The initiator's progress data, as the application received it. */
+  extra: string;
+}
+
+/** `peer|ID|DATA`: later progress data from the peer for a running attempt. */
+export interface PeerRequest {
+  type: "peer";
+  id: string;
+  data: string;
+}
+
+/** `cancel|ID` */
+export interface CancelRequest {
+  type: "cancel";
+  id: string;
+}
+
+/** `endpoint|ID|PROTOCOL|SRC_IP|SRC_PORTS` */
+export interface EndpointRequest {
+  type: "endpoint";
+  id: string;
+  protocol: Protocol;
+  srcIp: string;
+  srcPorts: number[];
+}
+
+/** Any request. */
+export type Request =
+  | InitiateRequest
+  | RespondRequest
+  | PeerRequest
+  | CancelRequest
+  | EndpointRequest;
+
+/** Any reply. */
+export type Reply =
+  | { type: "progress"; id: string; data: string }
+  | { type: "ok"; id: string }
+  | { type: "endpoint"; id: string; ip: string; ports: number[]; source: string }
+  | { type: "error"; id: string; reason: string };
+
+/** A request that could not be decoded, with the ID when one was readable. */
+export class RequestError extends Error {
+  /** The request's ID, or "-" when it had none that could be used. */
+  readonly id: string;
+  /** Builds the error; `reason` becomes the reply's REASON. */
+  constructor(id: string, reason: string, options?: ErrorOptions) {
+    super(reason, options);
+    this.name = "RequestError";
+    this.id = id;
+  }
+}
+
+const ID_PATTERN = /^[A-Za-z0-9_.:@+-]{1,64}$/;
+/** Opaque data: printable ASCII except `|`. */
+const DATA_PATTERN = /^[\x21-\x7b\x7d\x7e]+$/;
+const FIELD_COUNTS: Record<Request["type"], number> = {
+  initiate: 7,
+  respond: 8,
+  peer: 3,
+  cancel: 2,
+  endpoint: 5,
+};
+
+/** True when `id` is a valid attempt ID. */
+export function isValidId(id: string): boolean {
+  return ID_PATTERN.test(id);
+}
+
+/** True when `data` may travel as an opaque field (progress data, EXTRA, reasons). */
+export function isValidData(data: string): boolean {
+  return DATA_PATTERN.test(data);
+}
+
+/** Parses a non-empty comma separated port list without duplicates. */
+export function parsePorts(text: string): number[] {
+  if (text === "") throw new SyntaxError("empty port list");
+  const parts = text.split(",");
+  if (parts.length > MAX_PORTS) throw new RangeError(`too many ports (at most ${MAX_PORTS})`);
+  const ports = parts.map((p) => {
+    if (p === "") throw new SyntaxError("empty entry in port list");
+    try {
+      return parsePort(p);
+    } catch {
+      throw new RangeError(`bad port "${p}" (1..65535)`);
+    }
+  });
+  if (new Set(ports).size !== ports.length) throw new SyntaxError("duplicate port in list");
+  return ports;
+}
+
+function parseAddress(text: string, what: string): string {
+  try {
+    return canonicalIp(text);
+  } catch {
+    throw new SyntaxError(`bad ${what} address "${text.slice(0, 60)}"`);
+  }
+}
+
+/**
+ * Decodes one request line (without its `\n`). Throws RequestError whose
+ * message is the reason to send back and whose `id` is the ID to use.
+ */
+export function decodeRequest(line: Uint8Array): Request {
+  if (line.byteLength > MAX_MESSAGE_BYTES) {
+    throw new RequestError("-", `message longer than ${MAX_MESSAGE_BYTES} bytes`);
+  }
+  let text: string;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(line);
+  } catch {
+    throw new RequestError("-", "message is not valid UTF-8");
+  }
+  if (text.endsWith("\r")) text = text.slice(0, -1);
+  const fields = text.split("|");
+  const rawId = fields[1];
+  const id = rawId !== undefined && isValidId(rawId) ? rawId : "-";
+  const type = fields[0] ?? "";
+  if (!Object.hasOwn(FIELD_COUNTS, type)) {
+    throw new RequestError(id, `unknown message type "${type.slice(0, 20)}"`);
+  }
+  const t = type as Request["type"];
+  const expected = FIELD_COUNTS[t];
+  if (fields.length !== expected) {
+    throw new RequestError(id, `${t} takes ${expected} fields, got ${fields.length}`);
+  }
+  if (id === "-") throw new RequestError("-", "bad ID (1-64 of A-Z a-z 0-9 _ . : @ + -)");
+  try {
+    return decodeFields(t, id, fields);
+  } catch (error) {
+    if (error instanceof RequestError) throw error;
+    throw new RequestError(id, (error as Error).message, { cause: error });
+  }
+}
+
+function technique(text: string): TechniqueName {
+  const name = TECHNIQUES.find((t) => t === text);
+  if (name === undefined) throw new RangeError(`unknown technique "${text.slice(0, 30)}"`);
+  return name;
+}
+
+function endpoints(fields: string[]): Endpoints {
+  const [, , , srcIp = "", srcPorts = "", dstIp = "", dstPorts = ""] = fields;
+  const src = parseAddress(srcIp, "source");
+  const dst = parseAddress(dstIp, "destination");
+  if (src.includes(":") !== dst.includes(":")) {
+    throw new TypeError("source and destination addresses are of different families");
+  }
+  return { srcIp: src, srcPorts: parsePorts(srcPorts), dstIp: dst, dstPorts: parsePorts(dstPorts) };
+}
+
+function decodeFields(type: Request["type"], id: string, fields: string[]): Request {
+  switch (type) {
+    case "initiate":
+      return { type, id, technique: technique(fields[2] ?? ""), ...endpoints(fields) };
+    case "respond": {
+      const extra = fields[7] ?? "";
+      if (!isValidData(extra)) {
+        throw new SyntaxError("bad EXTRA (printable ASCII without |, not empty)");
+      }
+      return { type, id, technique: technique(fields[2] ?? ""), ...endpoints(fields), extra };
+    }
+    case "peer": {
+      const data = fields[2] ?? "";
+      if (!isValidData(data)) {
+        throw new SyntaxError("bad DATA (printable ASCII without |, not empty)");
+      }
+      return { type, id, data };
+    }
+    case "cancel":
+      return { type, id };
+    case "endpoint": {
+      const protocol = PROTOCOLS.find((p) => p === fields[2]);
+      if (protocol === undefined) {
+        throw new RangeError(`unknown protocol "${(fields[2] ?? "").slice(0, 20)}"`);
+      }
+      return {
+        type,
+        id,
+        protocol,
+        srcIp: parseAddress(fields[3] ?? "", "source"),
+        srcPorts: parsePorts(fields[4] ?? ""),
+      };
+    }
+  }
+}
+
+/** Makes any text safe as a reason field: no `|`, no control characters, bounded. */
+export function sanitizeReason(text: string): string {
+  // Everything outside printable ASCII (control characters included) and "|" goes.
+  const clean = text.replace(
+    /[^\x20-\x7b\x7d\x7e]/g,
+    (c) => c === "|" || c < " " || c === "\x7f" ? " " : "?",
+  ).trim();
+  return (clean === "" ? "unknown error" : clean).slice(0, 400);
+}
+
+/** Encodes a reply as one line with its `\n`. */
+export function encodeReply(reply: Reply): string {
+  switch (reply.type) {
+    case "progress":
+      if (!isValidData(reply.data)) throw new TypeError("Cannot encode progress: bad data");
+      return `progress|${reply.id}|${reply.data}\n`;
+    case "ok":
+      return `ok|${reply.id}\n`;
+    case "endpoint":
+      return `endpoint|${reply.id}|${reply.ip}|${reply.ports.join(",")}|${reply.source}\n`;
+    case "error":
+      return `error|${reply.id}|${sanitizeReason(reply.reason)}\n`;
+  }
+}
+
+/** Encodes a request as one line with its `\n` (used by clients). */
+export function encodeRequest(request: Request): string {
+  switch (request.type) {
+    case "initiate":
+      return `initiate|${request.id}|${request.technique}|${request.srcIp}|${
+        request.srcPorts.join(",")
+      }|${request.dstIp}|${request.dstPorts.join(",")}\n`;
+    case "respond":
+      return `respond|${request.id}|${request.technique}|${request.srcIp}|${
+        request.srcPorts.join(",")
+      }|${request.dstIp}|${request.dstPorts.join(",")}|${request.extra}\n`;
+    case "peer":
+      return `peer|${request.id}|${request.data}\n`;
+    case "cancel":
+      return `cancel|${request.id}\n`;
+    case "endpoint":
+      return `endpoint|${request.id}|${request.protocol}|${request.srcIp}|${
+        request.srcPorts.join(",")
+      }\n`;
+  }
+}
+
+/** Decodes a reply line (without `\n`), for clients. Throws SyntaxError on anything else. */
+export function decodeReply(text: string): Reply {
+  const fields = text.split("|");
+  const [type, id = ""] = fields;
+  if (!isValidId(id) && !(type === "error" && id === "-")) {
+    throw new SyntaxError(`Cannot parse reply "${text}": bad ID`);
+  }
+  if (type === "ok" && fields.length === 2) return { type, id };
+  if (type === "progress" && fields.length === 3) return { type, id, data: fields[2] ?? "" };
+  if (type === "error" && fields.length === 3) return { type, id, reason: fields[2] ?? "" };
+  if (type === "endpoint" && fields.length === 5) {
+    return {
+      type,
+      id,
+      ip: fields[2] ?? "",
+      ports: parsePorts(fields[3] ?? ""),
+      source: fields[4] ?? "",
+    };
+  }
+  throw new SyntaxError(`Cannot parse reply "${text.slice(0, 80)}"`);
+}

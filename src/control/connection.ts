@@ -1,0 +1,133 @@
+/**
+ * One client connection on the control socket: splits the byte stream into
+ * request lines (refusing over-long ones without losing sync), and writes
+ * replies one at a time, an `ok` together with its fd in one sendmsg.
+ *
+ * @module
+ */
+
+import { Socket } from "../../ffi/socket.ts";
+import type { Ucred } from "../../ffi/structs.ts";
+import { encodeReply, MAX_MESSAGE_BYTES, type Reply } from "./codec.ts";
+
+/** A line read from the client, or an over-long line that was discarded. */
+export type Line = { kind: "line"; bytes: Uint8Array } | { kind: "too-long" };
+
+const encoder = new TextEncoder();
+
+/**
+ * Splits bytes into `\n`-terminated lines of at most `maxBytes`. A longer
+ * line is reported once as "too-long" and skipped up to its `\n`.
+ */
+export class LineSplitter {
+  readonly #maxBytes: number;
+  #pending: Uint8Array = new Uint8Array(0);
+  #discarding = false;
+
+  /** A splitter for lines of at most `maxBytes` bytes before the `\n`. */
+  constructor(maxBytes = MAX_MESSAGE_BYTES) {
+    this.#maxBytes = maxBytes;
+  }
+
+  /** Feeds bytes; returns the lines they complete. */
+  push(chunk: Uint8Array): Line[] {
+    const lines: Line[] = [];
+    let start = 0;
+    for (;;) {
+      const nl = chunk.indexOf(0x0a, start);
+      if (nl < 0) break;
+      const piece = chunk.subarray(start, nl);
+      if (this.#discarding) {
+        this.#discarding = false;
+      } else if (this.#pending.byteLength + piece.byteLength > this.#maxBytes) {
+        lines.push({ kind: "too-long" });
+      } else {
+        lines.push({ kind: "line", bytes: concat(this.#pending, piece) });
+      }
+      this.#pending = new Uint8Array(0);
+      start = nl + 1;
+    }
+    const rest = chunk.subarray(start);
+    if (!this.#discarding && rest.byteLength > 0) {
+      if (this.#pending.byteLength + rest.byteLength > this.#maxBytes) {
+        lines.push({ kind: "too-long" });
+        this.#discarding = true;
+        this.#pending = new Uint8Array(0);
+      } else {
+        this.#pending = concat(this.#pending, rest);
+      }
+    }
+    return lines;
+  }
+}
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  if (a.byteLength === 0) return b.slice();
+  const out = new Uint8Array(a.byteLength + b.byteLength);
+  out.set(a);
+  out.set(b, a.byteLength);
+  return out;
+}
+
+/** A connected control client. */
+export class ClientConnection {
+  /** Daemon-wide number of this connection (for logs). */
+  readonly number: number;
+  /** SO_PEERCRED of the client. */
+  readonly credentials: Ucred;
+  readonly #socket: Socket;
+  #writes: Promise<void> = Promise.resolve();
+  readonly #closed = new AbortController();
+
+  /** Wraps an accepted socket. */
+  constructor(socket: Socket, number: number, credentials: Ucred) {
+    this.#socket = socket;
+    this.number = number;
+    this.credentials = credentials;
+  }
+
+  /** Aborted when the connection is closed. */
+  get signal(): AbortSignal {
+    return this.#closed.signal;
+  }
+
+  /** Yields request lines until the client disconnects or the connection is closed. */
+  async *lines(): AsyncGenerator<Line> {
+    const splitter = new LineSplitter();
+    const buf = new Uint8Array(4096);
+    try {
+      for (;;) {
+        const n = await this.#socket.read(buf, this.#closed.signal);
+        if (n === 0) return;
+        yield* splitter.push(buf.subarray(0, n));
+      }
+    } catch (error) {
+      if (this.#closed.signal.aborted) return;
+      throw error;
+    }
+  }
+
+  /**
+   * Queues a reply; replies go out in order. With `fd`, the reply and the fd
+   * travel in one sendmsg (SCM_RIGHTS). Resolves when written; rejects when
+   * the client is gone. The caller still owns (and closes) `fd`.
+   */
+  reply(reply: Reply, fd?: number): Promise<void> {
+    const bytes = encoder.encode(encodeReply(reply));
+    const write = async () => {
+      if (this.#closed.signal.aborted) throw new Error("Cannot reply: the client disconnected");
+      if (fd === undefined) await this.#socket.write(bytes, this.#closed.signal);
+      else await this.#socket.sendWithFds(bytes, [fd], this.#closed.signal);
+    };
+    const next = this.#writes.then(write);
+    this.#writes = next.catch(() => {});
+    return next;
+  }
+
+  /** Closes the connection once; pending reads and writes end. */
+  close(): void {
+    if (this.#closed.signal.aborted) return;
+    this.#closed.abort(new Error("connection closed"));
+    this.#socket.close();
+  }
+}

@@ -1,0 +1,166 @@
+/**
+ * The control socket: an AF_UNIX stream socket made through FFI (its fds are
+ * needed for SCM_RIGHTS), created mode 0660 with an optional group, with
+ * stale-socket detection, and an accept loop handing out ClientConnections.
+ *
+ * @module
+ */
+
+import { dirname } from "node:path";
+import { ECONNREFUSED, ENOENT, SyscallError } from "../../ffi/errno.ts";
+import { Socket } from "../../ffi/socket.ts";
+import * as sys from "../../ffi/syscalls.ts";
+import { StartupError } from "../errors.ts";
+import type { Logger } from "../log.ts";
+import { ClientConnection } from "./connection.ts";
+
+/** Options of the control socket. */
+export interface ControlServerOptions {
+  /** Filesystem path of the socket. */
+  path: string;
+  /** Group that may connect (mode 0660); undefined keeps the daemon's group. */
+  gid?: number;
+  log: Logger;
+}
+
+/**
+ * Decides what to do with an existing path: nothing there, a stale socket
+ * (removed), a live daemon or a non-socket file (errors).
+ */
+async function clearStaleSocket(path: string): Promise<void> {
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.lstat(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return;
+    throw new StartupError(`Cannot inspect ${path}: ${(error as Error).message}`, { cause: error });
+  }
+  if (!info.isSocket) throw new StartupError(`Cannot use ${path}: it exists and is not a socket`);
+  const probe = Socket.create("unix", "stream");
+  try {
+    await probe.connect({ family: "unix", path }, AbortSignal.timeout(2000));
+  } catch (error) {
+    if (error instanceof SyscallError && (error.errno === ECONNREFUSED || error.errno === ENOENT)) {
+      sys.unlink(path);
+      return;
+    }
+    throw new StartupError(`Cannot check ${path} for a live daemon: ${(error as Error).message}`, {
+      cause: error,
+    });
+  } finally {
+    probe.close();
+  }
+  throw new StartupError(`Cannot listen on ${path}: another punchd is answering there`);
+}
+
+/** The listening control socket. */
+export class ControlServer {
+  readonly #listener: Socket;
+  readonly #path: string;
+  readonly #log: Logger;
+  #nextClient = 1;
+  readonly #stopped = new AbortController();
+
+  private constructor(listener: Socket, path: string, log: Logger) {
+    this.#listener = listener;
+    this.#path = path;
+    this.#log = log;
+  }
+
+  /** Creates the socket file (replacing a stale one) and starts listening. */
+  static async listen(options: ControlServerOptions): Promise<ControlServer> {
+    const { path, log } = options;
+    try {
+      const dir = await Deno.stat(dirname(path));
+      if (!dir.isDirectory) {
+        throw new StartupError(`Cannot listen on ${path}: ${dirname(path)} is not a directory`);
+      }
+    } catch (error) {
+      if (error instanceof StartupError) throw error;
+      throw new StartupError(`Cannot listen on ${path}: ${(error as Error).message}`, {
+        cause: error,
+      });
+    }
+    await clearStaleSocket(path);
+    const listener = Socket.create("unix", "stream");
+    try {
+      // The socket file is created by bind: set the mode through umask so
+      // that nobody outside owner and group can connect, even for a moment.
+      const previous = sys.umask(0o117);
+      try {
+        listener.bind({ family: "unix", path });
+      } finally {
+        sys.umask(previous);
+      }
+      if (options.gid !== undefined) sys.chown(path, -1, options.gid);
+      sys.chmod(path, 0o660);
+      const mode = (await Deno.stat(path)).mode ?? 0;
+      if ((mode & 0o777) !== 0o660) {
+        throw new StartupError(
+          `Cannot set mode 0660 on ${path}: it is ${(mode & 0o777).toString(8)}`,
+        );
+      }
+      listener.listen(128);
+    } catch (error) {
+      listener.close();
+      try {
+        sys.unlink(path);
+      } catch {
+        // Nothing was created.
+      }
+      if (error instanceof StartupError) throw error;
+      throw new StartupError(`Cannot listen on ${path}: ${(error as Error).message}`, {
+        cause: error,
+      });
+    }
+    log.info("listening", { socket: path });
+    return new ControlServer(listener, path, log);
+  }
+
+  /** The socket path. */
+  get path(): string {
+    return this.#path;
+  }
+
+  /** Yields each new client until stop(). Accept errors are logged, not fatal. */
+  async *clients(): AsyncGenerator<ClientConnection> {
+    while (!this.#stopped.signal.aborted) {
+      let accepted: { socket: Socket };
+      try {
+        accepted = await this.#listener.accept(this.#stopped.signal);
+      } catch (error) {
+        if (this.#stopped.signal.aborted) return;
+        // EMFILE and friends: log, back off briefly, keep serving others.
+        this.#log.error("accept failed", { error: (error as Error).message });
+        await new Promise((r) => setTimeout(r, 100));
+        continue;
+      }
+      let credentials;
+      try {
+        credentials = sys.peerCredentials(accepted.socket.fd);
+      } catch (error) {
+        this.#log.warn("cannot read client credentials; closing", {
+          error: (error as Error).message,
+        });
+        accepted.socket.close();
+        continue;
+      }
+      yield new ClientConnection(accepted.socket, this.#nextClient++, credentials);
+    }
+  }
+
+  /** Stops accepting, closes the socket and removes the socket file. */
+  stop(): void {
+    if (this.#stopped.signal.aborted) return;
+    this.#stopped.abort();
+    this.#listener.close();
+    try {
+      sys.unlink(this.#path);
+    } catch (error) {
+      this.#log.warn("cannot remove socket file", {
+        socket: this.#path,
+        error: (error as Error).message,
+      });
+    }
+  }
+}

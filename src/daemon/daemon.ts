@@ -1,0 +1,306 @@
+/**
+ * The daemon: the control server, the per-client attempt tables, and the
+ * technique workers, wired through the command table.
+ *
+ * @module
+ */
+
+import { Socket } from "../../ffi/socket.ts";
+import { inetAddress } from "../../ffi/structs.ts";
+import { close as closeFd } from "../../ffi/syscalls.ts";
+import {
+  decodeRequest,
+  type EndpointRequest,
+  type InitiateRequest,
+  MAX_MESSAGE_BYTES,
+  type Reply,
+  type Request,
+  RequestError,
+  type RespondRequest,
+  type TechniqueName,
+  TECHNIQUES,
+} from "../control/codec.ts";
+import { COMMANDS, permitted } from "../control/commands.ts";
+import type { ClientConnection, Line } from "../control/connection.ts";
+import { ControlServer, type ControlServerOptions } from "../control/server.ts";
+import { AlreadyActiveError } from "../errors.ts";
+import type { Logger } from "../log.ts";
+import type { AttemptSpec } from "../techniques/protocol.ts";
+import { TECHNIQUE_REGISTRY, type TechniqueEntry } from "../techniques/registry.ts";
+import { TechniqueWorkers, type WorkerLike } from "./workers.ts";
+
+/** Everything the daemon is configured with. */
+export interface DaemonOptions {
+  socketPath: string;
+  /** Group of the socket file; undefined keeps the daemon's. */
+  gid?: number;
+  log: Logger;
+  /** Milliseconds an attempt may take. */
+  attemptTimeoutMs: number;
+  /** Clients connected at once. */
+  maxClients: number;
+  /** Attempts one client may run at once. */
+  maxAttemptsPerClient: number;
+  /** Techniques (tests substitute workers through `spawn`). */
+  registry?: Readonly<Record<TechniqueName, TechniqueEntry>>;
+  spawn?: (url: URL) => WorkerLike;
+}
+
+interface Client {
+  connection: ClientConnection;
+  /** Attempt ID to worker key, for active attempts. */
+  attempts: Map<string, number>;
+  log: Logger;
+}
+
+/** A running punchd. */
+export class Daemon {
+  readonly #options: DaemonOptions;
+  readonly #server: ControlServer;
+  readonly #workers: TechniqueWorkers;
+  readonly #registry: Readonly<Record<TechniqueName, TechniqueEntry>>;
+  readonly #clients = new Set<Client>();
+  readonly #sessions = new Set<Promise<void>>();
+  #serving: Promise<void> | null = null;
+  #stopping: Promise<void> | null = null;
+
+  private constructor(options: DaemonOptions, server: ControlServer) {
+    this.#options = options;
+    this.#server = server;
+    this.#registry = options.registry ?? TECHNIQUE_REGISTRY;
+    const workerOptions: ConstructorParameters<typeof TechniqueWorkers>[0] = {
+      registry: this.#registry,
+      log: options.log,
+    };
+    if (options.spawn) workerOptions.spawn = options.spawn;
+    this.#workers = new TechniqueWorkers(workerOptions);
+  }
+
+  /** Opens the control socket and starts serving. */
+  static async start(options: DaemonOptions): Promise<Daemon> {
+    const serverOptions: ControlServerOptions = { path: options.socketPath, log: options.log };
+    if (options.gid !== undefined) serverOptions.gid = options.gid;
+    const server = await ControlServer.listen(serverOptions);
+    const daemon = new Daemon(options, server);
+    daemon.#serving = daemon.#serve();
+    options.log.info("punchd started", { techniques: TECHNIQUES.join(",") });
+    return daemon;
+  }
+
+  /** Resolves when the daemon has stopped. */
+  get finished(): Promise<void> {
+    return this.#stopping ?? this.#serving ?? Promise.resolve();
+  }
+
+  /** Clients connected now. */
+  get clientCount(): number {
+    return this.#clients.size;
+  }
+
+  /** Attempts running now. */
+  get attemptCount(): number {
+    return this.#workers.running;
+  }
+
+  async #serve(): Promise<void> {
+    for await (const connection of this.#server.clients()) {
+      const { uid, gid, pid } = connection.credentials;
+      const log = this.#options.log.child({ client: connection.number });
+      if (this.#clients.size >= this.#options.maxClients) {
+        log.warn("refusing client: too many clients", { uid, gid, pid });
+        connection.reply({ type: "error", id: "-", reason: "too many clients" }).finally(() =>
+          connection.close()
+        );
+        continue;
+      }
+      log.info("client connected", { uid, gid, pid });
+      const client: Client = { connection, attempts: new Map(), log };
+      this.#clients.add(client);
+      const session = this.#session(client).finally(() => this.#sessions.delete(session));
+      this.#sessions.add(session);
+    }
+  }
+
+  async #session(client: Client): Promise<void> {
+    try {
+      for await (const line of client.connection.lines()) {
+        await this.#handle(client, line);
+      }
+    } catch (error) {
+      client.log.warn("client connection failed", { error: (error as Error).message });
+    } finally {
+      for (const key of client.attempts.values()) this.#workers.cancel(key, "client disconnected");
+      client.attempts.clear();
+      client.connection.close();
+      this.#clients.delete(client);
+      client.log.info("client disconnected");
+    }
+  }
+
+  /** Handles one line; never throws (a reply that cannot be written ends the session by the read side). */
+  async #handle(client: Client, line: Line): Promise<void> {
+    let reply: Reply | null;
+    try {
+      if (line.kind === "too-long") {
+        throw new RequestError("-", `message longer than ${MAX_MESSAGE_BYTES} bytes`);
+      }
+      const request = decodeRequest(line.bytes);
+      const command = COMMANDS[request.type];
+      if (!permitted(command, client.connection.credentials)) {
+        throw new RequestError(request.id, `${request.type} is not permitted for this user`);
+      }
+      reply = this.#dispatch(client, request);
+    } catch (error) {
+      const id = error instanceof RequestError ? error.id : "-";
+      const reason = (error as Error).message;
+      client.log.debug("request refused", { id, reason });
+      reply = { type: "error", id, reason };
+    }
+    if (reply !== null) await client.connection.reply(reply).catch(() => {});
+  }
+
+  #dispatch(client: Client, request: Request): Reply | null {
+    switch (request.type) {
+      case "initiate":
+      case "respond":
+        this.#startAttempt(client, request);
+        return null;
+      case "peer": {
+        const key = client.attempts.get(request.id);
+        if (key === undefined || !this.#workers.peer(key, request.data)) {
+          throw new RequestError(request.id, "no active attempt with this ID");
+        }
+        return null;
+      }
+      case "cancel": {
+        const key = client.attempts.get(request.id);
+        if (key === undefined) throw new RequestError(request.id, "no active attempt with this ID");
+        this.#workers.cancel(key, "by client");
+        return null;
+      }
+      case "endpoint":
+        return this.#endpoint(request);
+    }
+  }
+
+  #startAttempt(client: Client, request: InitiateRequest | RespondRequest): void {
+    const { id } = request;
+    if (client.attempts.has(id)) throw new RequestError(id, new AlreadyActiveError(id).message);
+    if (client.attempts.size >= this.#options.maxAttemptsPerClient) {
+      throw new RequestError(
+        id,
+        `too many active attempts (at most ${this.#options.maxAttemptsPerClient})`,
+      );
+    }
+    const spec: AttemptSpec = {
+      technique: request.technique,
+      role: request.type,
+      id,
+      srcIp: request.srcIp,
+      srcPorts: request.srcPorts,
+      dstIp: request.dstIp,
+      dstPorts: request.dstPorts,
+      timeoutMs: this.#options.attemptTimeoutMs,
+    };
+    if (request.type === "respond") spec.extra = request.extra;
+    try {
+      this.#registry[request.technique].technique.validate(spec);
+    } catch (error) {
+      throw new RequestError(id, (error as Error).message, { cause: error });
+    }
+    const { connection, log } = client;
+    const attemptLog = log.child({ attempt: id, technique: spec.technique, role: spec.role });
+    const started = performance.now();
+    const key = this.#workers.start(spec, {
+      progress: (data) => {
+        connection.reply({ type: "progress", id, data }).catch(() => {});
+      },
+      connected: (fd, local, remote) => {
+        client.attempts.delete(id);
+        attemptLog.info("attempt succeeded", {
+          local,
+          remote,
+          ms: Math.round(performance.now() - started),
+        });
+        connection.reply({ type: "ok", id }, fd)
+          .catch((error) =>
+            attemptLog.warn("cannot pass socket to client", { error: (error as Error).message })
+          )
+          .finally(() => closeQuietly(fd));
+      },
+      failed: (reason) => {
+        client.attempts.delete(id);
+        attemptLog.info("attempt failed", { reason, ms: Math.round(performance.now() - started) });
+        connection.reply({ type: "error", id, reason }).catch(() => {});
+      },
+    });
+    client.attempts.set(id, key);
+    attemptLog.info("attempt started", {
+      src: request.srcIp,
+      dst: request.dstIp,
+      dstPorts: request.dstPorts.join(","),
+    });
+  }
+
+  /**
+   * The endpoint to publish. Without probe servers this is the local
+   * endpoint, after checking that each port can be bound.
+   */
+  #endpoint(request: EndpointRequest): Reply {
+    const { id, srcIp, srcPorts, protocol } = request;
+    if (srcIp === "0.0.0.0" || srcIp === "::") {
+      throw new RequestError(id, "SRC_IP is unspecified and no probe server is configured");
+    }
+    for (const port of srcPorts) {
+      const address = inetAddress(srcIp, port);
+      const socket = Socket.create(address.family, protocol === "tcp" ? "stream" : "datagram", {
+        reuseAddress: true,
+        reusePort: true,
+      });
+      try {
+        socket.bind(address);
+      } catch (error) {
+        throw new RequestError(
+          id,
+          `cannot use ${protocol} port ${port}: ${(error as Error).message}`,
+        );
+      } finally {
+        socket.close();
+      }
+    }
+    return { type: "endpoint", id, ip: srcIp, ports: srcPorts, source: "local" };
+  }
+
+  /** Stops accepting, cancels every attempt, disconnects clients, removes the socket file. */
+  stop(): Promise<void> {
+    this.#stopping ??= (async () => {
+      this.#options.log.info("punchd stopping");
+      this.#server.stop();
+      this.#workers.shutdown();
+      // Give the cancellation replies a moment to reach their clients.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        Promise.allSettled(
+          [...this.#clients].map((c) =>
+            c.connection.reply({ type: "error", id: "-", reason: "daemon shutting down" })
+          ),
+        ),
+        new Promise((resolve) => timer = setTimeout(resolve, 500)),
+      ]);
+      clearTimeout(timer);
+      for (const client of this.#clients) client.connection.close();
+      await this.#serving;
+      await Promise.allSettled([...this.#sessions]);
+      this.#options.log.info("punchd stopped");
+    })();
+    return this.#stopping;
+  }
+}
+
+function closeQuietly(fd: number): void {
+  try {
+    closeFd(fd);
+  } catch {
+    // Already closed.
+  }
+}

@@ -1,0 +1,71 @@
+/**
+ * `punchd`, the hole punching daemon: entry point.
+ *
+ * ```
+ * sudo deno run --allow-ffi --allow-read --allow-write src/daemon/main.ts --socket /tmp/punchd.socket
+ * ```
+ *
+ * @module
+ */
+
+import { Logger } from "../log.ts";
+import { EXIT, HELP, parseCommandLine, UsageError, VERSION } from "./config.ts";
+import { Daemon, type DaemonOptions } from "./daemon.ts";
+
+const encoder = new TextEncoder();
+
+function print(stream: { writeSync(p: Uint8Array): number }, text: string): void {
+  stream.writeSync(encoder.encode(text + "\n"));
+}
+
+/** Runs the daemon until SIGINT/SIGTERM; returns the exit code. */
+export async function main(args: readonly string[]): Promise<number> {
+  let invocation;
+  try {
+    invocation = parseCommandLine(args);
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    print(Deno.stderr, `punchd: ${error.message} (see --help)`);
+    return EXIT.USAGE;
+  }
+  if (invocation.kind === "help") {
+    print(Deno.stdout, HELP);
+    return EXIT.OK;
+  }
+  if (invocation.kind === "version") {
+    print(Deno.stdout, `punchd ${VERSION}`);
+    return EXIT.OK;
+  }
+  const { config } = invocation;
+  const log = new Logger(config.logLevel);
+  const options: DaemonOptions = {
+    socketPath: config.socketPath,
+    log,
+    attemptTimeoutMs: config.attemptTimeoutMs,
+    maxClients: config.maxClients,
+    maxAttemptsPerClient: config.maxAttemptsPerClient,
+  };
+  if (config.gid !== undefined) options.gid = config.gid;
+  let daemon: Daemon;
+  try {
+    daemon = await Daemon.start(options);
+  } catch (error) {
+    log.error((error as Error).message);
+    return EXIT.FAILURE;
+  }
+  const stop = () => void daemon.stop();
+  Deno.addSignalListener("SIGINT", stop);
+  Deno.addSignalListener("SIGTERM", stop);
+  try {
+    await daemon.finished;
+  } finally {
+    Deno.removeSignalListener("SIGINT", stop);
+    Deno.removeSignalListener("SIGTERM", stop);
+  }
+  await daemon.stop();
+  return EXIT.OK;
+}
+
+if (import.meta.main) {
+  Deno.exit(await main(Deno.args));
+}

@@ -1,0 +1,230 @@
+/**
+ * Supervision of technique workers: one Deno Worker per technique (started on
+ * first use, hosting all of that technique's attempts), the attempt keys
+ * routed to it, a daemon-side deadline per attempt, and the ledger of fds each
+ * worker holds so that a crashed worker leaks nothing.
+ *
+ * @module
+ */
+
+import type { FdKind } from "../../ffi/fd_ledger.ts";
+import { close as closeFd, write } from "../../ffi/syscalls.ts";
+import type { TechniqueName } from "../control/codec.ts";
+import type { Logger } from "../log.ts";
+import type { AttemptSpec, FromWorker, ToWorker } from "../techniques/protocol.ts";
+import type { TechniqueEntry } from "../techniques/registry.ts";
+
+/** What the daemon learns about one attempt. Exactly one of connected/failed is called, once. */
+export interface AttemptEvents {
+  progress(data: string): void;
+  /** The daemon now owns `fd` and must close it after passing it on. */
+  connected(fd: number, local: string, remote: string): void;
+  failed(reason: string): void;
+}
+
+/** The subset of Worker the supervisor uses (a real Worker in production). */
+export interface WorkerLike {
+  postMessage(message: ToWorker): void;
+  terminate(): void;
+  onmessage: ((event: MessageEvent<FromWorker>) => void) | null;
+  onerror: ((event: ErrorEvent) => void) | null;
+  onmessageerror: ((event: MessageEvent) => void) | null;
+}
+
+interface Running {
+  events: AttemptEvents;
+  technique: TechniqueName;
+  timer: ReturnType<typeof setTimeout>;
+}
+
+interface Hosted {
+  worker: WorkerLike;
+  keys: Set<number>;
+  /** fds the worker owns right now, with their kind. */
+  fds: Map<number, FdKind>;
+}
+
+/** Options of the supervisor. */
+export interface WorkersOptions {
+  registry: Readonly<Record<TechniqueName, TechniqueEntry>>;
+  log: Logger;
+  /** Extra milliseconds the daemon waits past an attempt's own timeout (default 2000). */
+  graceMs?: number;
+  /** Makes a worker (tests inject failures here); default: a module Worker. */
+  spawn?: (url: URL) => WorkerLike;
+}
+
+const defaultSpawn = (url: URL): WorkerLike =>
+  new Worker(url, {
+    type: "module",
+    name: url.pathname.split("/").pop() ?? "technique",
+  }) as unknown as WorkerLike;
+
+/** One worker per technique, many attempts each. */
+export class TechniqueWorkers {
+  readonly #options: WorkersOptions;
+  readonly #spawn: (url: URL) => WorkerLike;
+  readonly #hosted = new Map<TechniqueName, Hosted>();
+  readonly #running = new Map<number, Running>();
+  #nextKey = 1;
+  #closed = false;
+
+  /** Builds the supervisor; workers start on first use. */
+  constructor(options: WorkersOptions) {
+    this.#options = options;
+    this.#spawn = options.spawn ?? defaultSpawn;
+  }
+
+  /** Number of attempts running in workers. */
+  get running(): number {
+    return this.#running.size;
+  }
+
+  /** Number of live workers. */
+  get workers(): number {
+    return this.#hosted.size;
+  }
+
+  /** Starts an attempt; returns its key for peer() and cancel(). */
+  start(spec: AttemptSpec, events: AttemptEvents): number {
+    if (this.#closed) throw new Error("Cannot start attempt: the daemon is shutting down");
+    const hosted = this.#host(spec.technique);
+    const key = this.#nextKey++;
+    const grace = this.#options.graceMs ?? 2000;
+    const timer = setTimeout(() => {
+      this.#options.log.warn("technique worker missed the attempt deadline", { attempt: spec.id });
+      this.cancel(key, `no answer from the ${spec.technique} worker within ${spec.timeoutMs} ms`);
+    }, spec.timeoutMs + grace);
+    this.#running.set(key, { events, technique: spec.technique, timer });
+    hosted.keys.add(key);
+    hosted.worker.postMessage({ type: "start", key, spec, logLevel: this.#options.log.level });
+    return key;
+  }
+
+  /** Forwards peer data to a running attempt; false when it is not running. */
+  peer(key: number, data: string): boolean {
+    const running = this.#running.get(key);
+    if (running === undefined) return false;
+    this.#hosted.get(running.technique)?.worker.postMessage({ type: "peer", key, data });
+    return true;
+  }
+
+  /**
+   * Cancels an attempt: its `failed` event fires now with `reason`; whatever
+   * the worker still sends for it is dropped (a late fd is closed).
+   */
+  cancel(key: number, reason: string): void {
+    const running = this.#finish(key);
+    if (running === undefined) return;
+    this.#hosted.get(running.technique)?.worker.postMessage({ type: "cancel", key, reason });
+    running.events.failed(`cancelled: ${reason}`);
+  }
+
+  /** Cancels everything, terminates every worker and closes the fds they held. */
+  shutdown(reason = "daemon shutting down"): void {
+    this.#closed = true;
+    for (const key of [...this.#running.keys()]) this.cancel(key, reason);
+    for (const technique of [...this.#hosted.keys()]) this.#retire(technique, reason);
+  }
+
+  #finish(key: number): Running | undefined {
+    const running = this.#running.get(key);
+    if (running === undefined) return undefined;
+    this.#running.delete(key);
+    clearTimeout(running.timer);
+    this.#hosted.get(running.technique)?.keys.delete(key);
+    return running;
+  }
+
+  #host(technique: TechniqueName): Hosted {
+    const existing = this.#hosted.get(technique);
+    if (existing !== undefined) return existing;
+    const worker = this.#spawn(this.#options.registry[technique].workerUrl);
+    const hosted: Hosted = { worker, keys: new Set(), fds: new Map() };
+    worker.onmessage = (event) => this.#receive(technique, hosted, event.data);
+    worker.onerror = (event) => {
+      event.preventDefault();
+      this.#crash(technique, hosted, event.message || "uncaught error");
+    };
+    worker.onmessageerror = () => this.#crash(technique, hosted, "undecodable message");
+    this.#hosted.set(technique, hosted);
+    this.#options.log.info("technique worker started", { technique });
+    return hosted;
+  }
+
+  #receive(technique: TechniqueName, hosted: Hosted, message: FromWorker): void {
+    switch (message.type) {
+      case "log":
+        this.#options.log.log(message.record.level, message.record.message, message.record.fields);
+        return;
+      case "fd":
+        if (message.kind === null) hosted.fds.delete(message.fd);
+        else hosted.fds.set(message.fd, message.kind);
+        return;
+      case "progress":
+        this.#running.get(message.key)?.events.progress(message.data);
+        return;
+      case "connected": {
+        const running = this.#finish(message.key);
+        if (running === undefined) {
+          // Cancelled or timed out while the worker finished: nobody wants it.
+          closeQuietly(message.fd);
+          return;
+        }
+        running.events.connected(message.fd, message.local, message.remote);
+        return;
+      }
+      case "failed":
+        this.#finish(message.key)?.events.failed(message.reason);
+        return;
+    }
+    void technique;
+  }
+
+  #crash(technique: TechniqueName, hosted: Hosted, why: string): void {
+    if (this.#hosted.get(technique) !== hosted) return;
+    this.#options.log.error("technique worker crashed", {
+      technique,
+      error: why,
+      attempts: hosted.keys.size,
+    });
+    for (const key of [...hosted.keys]) {
+      this.#finish(key)?.events.failed(`${technique} worker crashed`);
+    }
+    this.#retire(technique, "crashed");
+  }
+
+  #retire(technique: TechniqueName, why: string): void {
+    const hosted = this.#hosted.get(technique);
+    if (hosted === undefined) return;
+    this.#hosted.delete(technique);
+    hosted.worker.terminate();
+    // Wake the worker's reactor first: its epoll_wait holds a runtime thread
+    // until an event arrives, even after its fds are closed.
+    for (const [fd, kind] of hosted.fds) if (kind === "wake") wake(fd);
+    for (const fd of hosted.fds.keys()) closeQuietly(fd);
+    const sockets = [...hosted.fds.values()].filter((kind) => kind === "socket").length;
+    if (sockets > 0) {
+      this.#options.log.warn("closed sockets a retired worker held", { technique, sockets, why });
+    }
+    hosted.fds.clear();
+  }
+}
+
+function wake(fd: number): void {
+  const one = new Uint8Array(8);
+  one[0] = 1;
+  try {
+    write(fd, one);
+  } catch {
+    // Not writable any more: its thread is gone already.
+  }
+}
+
+function closeQuietly(fd: number): void {
+  try {
+    closeFd(fd);
+  } catch {
+    // Already closed: nothing left to release.
+  }
+}

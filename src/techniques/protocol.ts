@@ -1,0 +1,51 @@
+/**
+ * The one message interface between the daemon and a technique worker.
+ *
+ * Daemon to worker: `start` an attempt, deliver `peer` data, `cancel` it.
+ * Worker to daemon: `progress` to forward to the peer, `connected` with the
+ * socket's fd (process wide; the daemon now owns it), `failed` with a
+ * client-facing reason, `log` records, and `fd` ledger entries (kind null: released) so that the
+ * daemon can close a crashed worker's sockets.
+ *
+ * ```
+ *  start ──► running ──progress*──► connected | failed
+ *               │  ▲                      ▲
+ *        cancel │  └── peer data          │
+ *               └──────────────────────────┘ (failed: cancelled)
+ * ```
+ *
+ * @module
+ */
+
+import type { Endpoints, TechniqueName } from "../control/codec.ts";
+import type { LogRecord } from "../log.ts";
+import type { FdKind } from "../../ffi/fd_ledger.ts";
+
+/** Which side of an attempt this host is. */
+export type Role = "initiate" | "respond";
+
+/** Everything a technique needs to run one attempt. */
+export interface AttemptSpec extends Endpoints {
+  technique: TechniqueName;
+  role: Role;
+  /** The client's attempt ID (for logs). */
+  id: string;
+  /** The initiator's progress data (respond only). */
+  extra?: string;
+  /** Milliseconds the attempt may take. */
+  timeoutMs: number;
+}
+
+/** Daemon to worker. */
+export type ToWorker =
+  | { type: "start"; key: number; spec: AttemptSpec; logLevel: string }
+  | { type: "peer"; key: number; data: string }
+  | { type: "cancel"; key: number; reason: string };
+
+/** Worker to daemon. */
+export type FromWorker =
+  | { type: "progress"; key: number; data: string }
+  | { type: "connected"; key: number; fd: number; local: string; remote: string }
+  | { type: "failed"; key: number; reason: string }
+  | { type: "log"; record: LogRecord }
+  | { type: "fd"; fd: number; kind: FdKind | null };

@@ -1,0 +1,26 @@
+/**
+ * The techniques this daemon knows: name, validation (in the daemon) and the
+ * worker module that runs its attempts.
+ *
+ * @module
+ */
+
+import type { TechniqueName } from "../control/codec.ts";
+import { TcpDirect } from "./tcp_direct.ts";
+import type { Technique } from "./technique.ts";
+
+/** A technique and where its worker lives. */
+export interface TechniqueEntry {
+  /** Used in the daemon for validation only; attempts run in the worker. */
+  technique: Technique;
+  /** The worker module's URL. */
+  workerUrl: URL;
+}
+
+/** Every technique, by wire name. */
+export const TECHNIQUE_REGISTRY: Readonly<Record<TechniqueName, TechniqueEntry>> = {
+  "tcp-direct": {
+    technique: new TcpDirect(),
+    workerUrl: new URL("./tcp_direct_worker.ts", import.meta.url),
+  },
+};

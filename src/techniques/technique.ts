@@ -1,0 +1,40 @@
+/**
+ * The interface every technique implements. A technique module is pure
+ * policy plus I/O through `ffi/`; it runs inside its worker, which hosts many
+ * attempts at once (see `worker_host.ts`).
+ *
+ * @module
+ */
+
+import type { Socket } from "../../ffi/socket.ts";
+import type { Logger } from "../log.ts";
+import type { AttemptSpec } from "./protocol.ts";
+
+/** What a running attempt can do besides its own I/O. */
+export interface AttemptContext {
+  /** Aborted on cancel, timeout or shutdown; every wait must honour it. */
+  signal: AbortSignal;
+  /** Sends data the application must forward to its peer. */
+  progress(data: string): void;
+  /** Resolves with the next `peer|ID|DATA` from the application. */
+  nextPeerData(): Promise<string>;
+  /** The attempt's logger (carries the attempt id). */
+  log: Logger;
+}
+
+/** One hole punching technique. */
+export interface Technique {
+  /** The name used on the wire, e.g. "tcp-direct". */
+  readonly name: string;
+  /**
+   * Checks what the generic codec cannot (how many ports, EXTRA format);
+   * throws RangeError/SyntaxError with a client-facing reason. Runs in the
+   * daemon before anything starts.
+   */
+  validate(spec: AttemptSpec): void;
+  /**
+   * Runs one attempt to a connected socket, or throws. Must release every
+   * resource it made on every path, including when `context.signal` aborts.
+   */
+  run(spec: AttemptSpec, context: AttemptContext): Promise<Socket>;
+}

@@ -1,0 +1,126 @@
+/**
+ * Runs inside a technique worker: many attempts of one technique at once,
+ * each with its own AbortController and deadline, exactly one terminal
+ * message (`connected` or `failed`) per started attempt.
+ *
+ * @module
+ */
+
+import { formatAddress } from "../../ffi/structs.ts";
+import { observeFds } from "../../ffi/fd_ledger.ts";
+import { sanitizeReason } from "../control/codec.ts";
+import { AttemptTimeoutError, CancelledError } from "../errors.ts";
+import { Logger, parseLevel } from "../log.ts";
+import type { FromWorker, ToWorker } from "./protocol.ts";
+import type { Technique } from "./technique.ts";
+
+/** The worker global's messaging surface (a subset of DedicatedWorkerGlobalScope). */
+export interface WorkerPort {
+  postMessage(message: FromWorker): void;
+  onmessage: ((event: MessageEvent<ToWorker>) => void) | null;
+}
+
+interface Running {
+  controller: AbortController;
+  peerData: string[];
+  peerWaiters: ((data: string) => void)[];
+  timer: ReturnType<typeof setTimeout>;
+}
+
+/** The reason a client sees for an error thrown by a technique. */
+export function failureReason(error: unknown): string {
+  if (error instanceof Error) return sanitizeReason(error.message);
+  return sanitizeReason(String(error));
+}
+
+/** Serves `technique` on `port` (the worker's global scope). */
+export function hostTechnique(technique: Technique, port: WorkerPort): void {
+  const running = new Map<number, Running>();
+  const post = (message: FromWorker) => port.postMessage(message);
+  observeFds({
+    opened: (fd, kind) => post({ type: "fd", fd, kind }),
+    released: (fd) => post({ type: "fd", fd, kind: null }),
+  });
+
+  const start = async (key: number, message: Extract<ToWorker, { type: "start" }>) => {
+    const { spec } = message;
+    const controller = new AbortController();
+    const attempt: Running = {
+      controller,
+      peerData: [],
+      peerWaiters: [],
+      timer: setTimeout(
+        () => controller.abort(new AttemptTimeoutError(spec.timeoutMs)),
+        spec.timeoutMs,
+      ),
+    };
+    running.set(key, attempt);
+    const log = new Logger(
+      parseLevel(message.logLevel),
+      (record) => post({ type: "log", record }),
+      { attempt: spec.id, technique: technique.name, role: spec.role },
+    );
+    try {
+      const socket = await technique.run(spec, {
+        signal: controller.signal,
+        log,
+        progress: (data) => {
+          if (!controller.signal.aborted) post({ type: "progress", key, data });
+        },
+        nextPeerData: () => {
+          const queued = attempt.peerData.shift();
+          if (queued !== undefined) return Promise.resolve(queued);
+          return new Promise<string>((resolve, reject) => {
+            if (controller.signal.aborted) return reject(controller.signal.reason);
+            attempt.peerWaiters.push(resolve);
+            controller.signal.addEventListener("abort", () => reject(controller.signal.reason), {
+              once: true,
+            });
+          });
+        },
+      });
+      if (controller.signal.aborted) {
+        socket.close();
+        throw controller.signal.reason;
+      }
+      const local = formatAddress(socket.localAddress());
+      const remote = formatAddress(socket.peerAddress());
+      const fd = socket.detach();
+      post({ type: "connected", key, fd, local, remote });
+      log.info("connected", { local, remote });
+    } catch (error) {
+      const reason = controller.signal.aborted
+        ? failureReason(controller.signal.reason)
+        : failureReason(error);
+      log.info("failed", { reason });
+      post({ type: "failed", key, reason });
+    } finally {
+      clearTimeout(attempt.timer);
+      running.delete(key);
+    }
+  };
+
+  port.onmessage = (event: MessageEvent<ToWorker>) => {
+    const message = event.data;
+    switch (message.type) {
+      case "start":
+        if (running.has(message.key)) {
+          post({ type: "failed", key: message.key, reason: "attempt key already running" });
+          return;
+        }
+        void start(message.key, message);
+        return;
+      case "peer": {
+        const attempt = running.get(message.key);
+        if (attempt === undefined) return;
+        const waiter = attempt.peerWaiters.shift();
+        if (waiter !== undefined) waiter(message.data);
+        else if (attempt.peerData.length < 16) attempt.peerData.push(message.data);
+        return;
+      }
+      case "cancel":
+        running.get(message.key)?.controller.abort(new CancelledError(message.reason));
+        return;
+    }
+  };
+}
