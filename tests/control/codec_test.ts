@@ -1,0 +1,178 @@
+import { assertEquals, assertStrictEquals, assertThrows } from "../assert.ts";
+import {
+  decodeReply,
+  decodeRequest,
+  encodeReply,
+  encodeRequest,
+  parsePorts,
+  type Request,
+  RequestError,
+  sanitizeReason,
+} from "../../src/control/codec.ts";
+
+const line = (s: string) => new TextEncoder().encode(s);
+
+Deno.test("decodeRequest reads a valid initiate", () => {
+  assertEquals(
+    decodeRequest(line("initiate|a1|tcp-direct|192.0.2.1|4000|198.51.100.7|5000,5001")),
+    {
+      type: "initiate",
+      id: "a1",
+      technique: "tcp-direct",
+      srcIp: "192.0.2.1",
+      srcPorts: [4000],
+      dstIp: "198.51.100.7",
+      dstPorts: [5000, 5001],
+    },
+  );
+});
+
+Deno.test("decodeRequest reads respond, peer, cancel and endpoint", () => {
+  assertEquals(decodeRequest(line("respond|b|tcp-direct|::1|1|0::1|2|direct1")), {
+    type: "respond",
+    id: "b",
+    technique: "tcp-direct",
+    srcIp: "::1",
+    srcPorts: [1],
+    dstIp: "::1",
+    dstPorts: [2],
+    extra: "direct1",
+  });
+  assertEquals(decodeRequest(line("peer|b|some-data=+/")), {
+    type: "peer",
+    id: "b",
+    data: "some-data=+/",
+  });
+  assertEquals(decodeRequest(line("cancel|b")), { type: "cancel", id: "b" });
+  assertEquals(decodeRequest(line("endpoint|e|udp|10.0.0.1|7,8")), {
+    type: "endpoint",
+    id: "e",
+    protocol: "udp",
+    srcIp: "10.0.0.1",
+    srcPorts: [7, 8],
+  });
+});
+
+Deno.test("encodeRequest and decodeRequest round-trip every request type", () => {
+  const requests: Request[] = [
+    {
+      type: "initiate",
+      id: "x",
+      technique: "tcp-direct",
+      srcIp: "10.0.0.1",
+      srcPorts: [1],
+      dstIp: "10.0.0.2",
+      dstPorts: [2, 3],
+    },
+    {
+      type: "respond",
+      id: "y",
+      technique: "tcp-direct",
+      srcIp: "::1",
+      srcPorts: [9],
+      dstIp: "::2",
+      dstPorts: [8],
+      extra: "e",
+    },
+    { type: "peer", id: "z", data: "d" },
+    { type: "cancel", id: "z" },
+    { type: "endpoint", id: "w", protocol: "tcp", srcIp: "10.0.0.1", srcPorts: [5] },
+  ];
+  for (const request of requests) {
+    const encoded = encodeRequest(request);
+    assertStrictEquals(encoded.endsWith("\n"), true);
+    assertEquals(decodeRequest(line(encoded.slice(0, -1))), request);
+  }
+});
+
+// Each row: a malformed request, the ID the error reply must carry, and a piece of its reason.
+const MALFORMED: [string, string | Uint8Array, string, string][] = [
+  ["over-long line", "initiate|a|" + "x".repeat(500), "-", "longer than 500"],
+  ["not UTF-8", new Uint8Array([0x69, 0x6e, 0xff, 0xfe]), "-", "not valid UTF-8"],
+  ["empty line", "", "-", "unknown message type"],
+  ["unknown type", "hello|a", "a", "unknown message type"],
+  ["missing field", "initiate|a|tcp-direct|10.0.0.1|1|10.0.0.2", "a", "takes 7 fields, got 6"],
+  ["extra field", "initiate|a|tcp-direct|10.0.0.1|1|10.0.0.2|2|x", "a", "takes 7 fields, got 8"],
+  ["missing ID", "cancel|", "-", "bad ID"],
+  ["ID with a space", "cancel|a b", "-", "bad ID"],
+  ["ID too long", "cancel|" + "a".repeat(65), "-", "bad ID"],
+  ["unknown technique", "initiate|a|tcp-magic|10.0.0.1|1|10.0.0.2|2", "a", "unknown technique"],
+  [
+    "bad source address",
+    "initiate|a|tcp-direct|10.0.0.256|1|10.0.0.2|2",
+    "a",
+    "bad source address",
+  ],
+  [
+    "bad destination address",
+    "initiate|a|tcp-direct|10.0.0.1|1|example.com|2",
+    "a",
+    "bad destination address",
+  ],
+  ["mixed families", "initiate|a|tcp-direct|10.0.0.1|1|::1|2", "a", "different families"],
+  ["empty port list", "initiate|a|tcp-direct|10.0.0.1||10.0.0.2|2", "a", "empty port list"],
+  ["empty port entry", "initiate|a|tcp-direct|10.0.0.1|1,,2|10.0.0.2|2", "a", "empty entry"],
+  ["port zero", "initiate|a|tcp-direct|10.0.0.1|0|10.0.0.2|2", "a", "bad port"],
+  ["port too large", "initiate|a|tcp-direct|10.0.0.1|65536|10.0.0.2|2", "a", "bad port"],
+  ["hex port", "initiate|a|tcp-direct|10.0.0.1|0x10|10.0.0.2|2", "a", "bad port"],
+  ["port with space", "initiate|a|tcp-direct|10.0.0.1| 1|10.0.0.2|2", "a", "bad port"],
+  ["duplicate port", "initiate|a|tcp-direct|10.0.0.1|1|10.0.0.2|2,2", "a", "duplicate port"],
+  [
+    "too many ports",
+    "initiate|a|tcp-direct|10.0.0.1|1|10.0.0.2|" +
+    Array.from({ length: 17 }, (_, i) => i + 1).join(","),
+    "a",
+    "too many ports",
+  ],
+  ["empty EXTRA", "respond|a|tcp-direct|10.0.0.1|1|10.0.0.2|2|", "a", "bad EXTRA"],
+  ["EXTRA with a space", "respond|a|tcp-direct|10.0.0.1|1|10.0.0.2|2|a b", "a", "bad EXTRA"],
+  ["empty peer data", "peer|a|", "a", "bad DATA"],
+  ["unknown protocol", "endpoint|a|sctp|10.0.0.1|1", "a", "unknown protocol"],
+];
+
+for (const [name, input, id, reason] of MALFORMED) {
+  Deno.test(`decodeRequest refuses ${name} with a reason and the right ID`, () => {
+    assertThrows(
+      () => decodeRequest(typeof input === "string" ? line(input) : input),
+      (e: Error) => e instanceof RequestError && e.id === id && e.message.includes(reason),
+    );
+  });
+}
+
+Deno.test("parsePorts keeps order and refuses empty lists", () => {
+  assertEquals(parsePorts("3,1,2"), [3, 1, 2]);
+  assertThrows(() => parsePorts(""), SyntaxError);
+});
+
+Deno.test("encodeReply writes each reply type as one line", () => {
+  assertEquals(encodeReply({ type: "ok", id: "a" }), "ok|a\n");
+  assertEquals(encodeReply({ type: "progress", id: "a", data: "direct1" }), "progress|a|direct1\n");
+  assertEquals(
+    encodeReply({ type: "endpoint", id: "a", ip: "10.0.0.1", ports: [1, 2], source: "local" }),
+    "endpoint|a|10.0.0.1|1,2|local\n",
+  );
+  assertEquals(
+    encodeReply({ type: "error", id: "-", reason: "bad|thing\nhere" }),
+    "error|-|bad thing here\n",
+  );
+  assertThrows(() => encodeReply({ type: "progress", id: "a", data: "a|b" }), TypeError);
+});
+
+Deno.test("sanitizeReason keeps reasons on one line of printable ASCII", () => {
+  assertEquals(sanitizeReason("é|\u0000x"), "?  x");
+  assertEquals(sanitizeReason(""), "unknown error");
+  assertEquals(sanitizeReason("x".repeat(1000)).length, 400);
+});
+
+Deno.test("decodeReply reads what encodeReply writes", () => {
+  assertEquals(decodeReply("ok|a"), { type: "ok", id: "a" });
+  assertEquals(decodeReply("error|-|why"), { type: "error", id: "-", reason: "why" });
+  assertEquals(decodeReply("endpoint|a|::1|5|local"), {
+    type: "endpoint",
+    id: "a",
+    ip: "::1",
+    ports: [5],
+    source: "local",
+  });
+  assertThrows(() => decodeReply("ok|a|b"), SyntaxError);
+});

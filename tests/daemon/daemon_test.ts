@@ -1,0 +1,292 @@
+import { assert, assertEquals, assertMatch, assertRejects } from "../assert.ts";
+import { Socket } from "../../ffi/socket.ts";
+import { inetAddress } from "../../ffi/structs.ts";
+import { PunchdClient, PunchdError } from "../../src/client/client.ts";
+import { freePort, rawConnect, readLines, spawnPunchd, startDaemon } from "../helpers/daemon.ts";
+
+const bytes = (s: string) => new TextEncoder().encode(s);
+const text = (b: Uint8Array) => new TextDecoder().decode(b);
+
+async function readExactly(socket: Socket, length: number): Promise<Uint8Array> {
+  const out = new Uint8Array(length);
+  let offset = 0;
+  while (offset < length) {
+    const n = await socket.read(out.subarray(offset), AbortSignal.timeout(10000));
+    if (n === 0) throw new Error(`end of stream after ${offset} of ${length} bytes`);
+    offset += n;
+  }
+  return out;
+}
+
+/** Runs initiate on `a` and respond on `b` for one tcp-direct connection on loopback. */
+async function punchDirect(
+  a: PunchdClient,
+  b: PunchdClient,
+  idA = "a",
+  idB = "b",
+): Promise<[Socket, Socket]> {
+  const [portA, portB] = [freePort(), freePort()];
+  const initiator = a.initiate({
+    id: idA,
+    technique: "tcp-direct",
+    srcIp: "127.0.0.1",
+    srcPorts: [portA],
+    dstIp: "127.0.0.1",
+    dstPorts: [portB],
+  });
+  const first = await initiator.progress[Symbol.asyncIterator]().next();
+  assert(!first.done, "initiator sent no progress data");
+  const responder = b.respond({
+    id: idB,
+    technique: "tcp-direct",
+    srcIp: "127.0.0.1",
+    srcPorts: [portB],
+    dstIp: "127.0.0.1",
+    dstPorts: [portA],
+    extra: first.value,
+  });
+  return await Promise.all([initiator.socket, responder.socket]);
+}
+
+Deno.test("two clients receive both ends of one tcp-direct connection and bytes flow both ways", async () => {
+  await using daemon = await startDaemon();
+  const a = await PunchdClient.connect(daemon.socketPath);
+  const b = await PunchdClient.connect(daemon.socketPath);
+  try {
+    const [sa, sb] = await punchDirect(a, b);
+    using _sa = sa;
+    using _sb = sb;
+    assertEquals(sa.localAddress(), sb.peerAddress());
+    assertEquals(sa.peerAddress(), sb.localAddress());
+    const payload = crypto.getRandomValues(new Uint8Array(65536));
+    const [, got] = await Promise.all([sa.write(payload), readExactly(sb, payload.length)]);
+    assertEquals(got, payload);
+    await sb.write(bytes("pong"));
+    assertEquals(text(await readExactly(sa, 4)), "pong");
+  } finally {
+    await a.close();
+    await b.close();
+  }
+});
+
+Deno.test("the passed sockets work as streams", async () => {
+  await using daemon = await startDaemon();
+  const a = await PunchdClient.connect(daemon.socketPath);
+  const b = await PunchdClient.connect(daemon.socketPath);
+  try {
+    const [sa, sb] = await punchDirect(a, b);
+    const left = sa.streams();
+    const right = sb.streams();
+    const writer = left.writable.getWriter();
+    await writer.write(bytes("hello "));
+    await writer.write(bytes("stream"));
+    await writer.close(); // half-close: the peer reads end of stream
+    const received = await new Response(right.readable).text();
+    assertEquals(received, "hello stream");
+    sa.close();
+    sb.close();
+  } finally {
+    await a.close();
+    await b.close();
+  }
+});
+
+Deno.test("the control socket is mode 0660 and removed on SIGTERM with exit code 0", async () => {
+  const daemon = await startDaemon();
+  const info = await Deno.stat(daemon.socketPath);
+  assertEquals((info.mode ?? 0) & 0o777, 0o660);
+  assert(info.isSocket);
+  const code = await daemon.stop();
+  assertEquals(code, 0);
+  await assertRejects(() => Deno.stat(daemon.socketPath), Deno.errors.NotFound);
+});
+
+Deno.test("a stale socket file is replaced and a live daemon's socket is refused", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "punchd-test-" });
+  const path = `${dir}/punchd.socket`;
+  try {
+    // A socket file nobody listens on: what a killed daemon leaves.
+    const stale = Socket.create("unix", "stream");
+    stale.bind({ family: "unix", path });
+    stale.close();
+    await using first = await startDaemon([], path);
+    const client = await PunchdClient.connect(path);
+    await client.close();
+    // A second daemon on the same path must refuse and leave the first alone.
+    const { child, output } = spawnPunchd(["--socket", path]);
+    const status = await child.status;
+    assertEquals(status.code, 1);
+    assertMatch(await output, /another punchd is answering/);
+    const again = await PunchdClient.connect(path);
+    await again.close();
+    assertEquals(first.pid > 0, true);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a regular file at the socket path is refused and left in place", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "punchd-test-" });
+  const path = `${dir}/punchd.socket`;
+  try {
+    await Deno.writeTextFile(path, "precious");
+    const { child, output } = spawnPunchd(["--socket", path]);
+    assertEquals((await child.status).code, 1);
+    assertMatch(await output, /exists and is not a socket/);
+    assertEquals(await Deno.readTextFile(path), "precious");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("bad flags exit with code 2 and one line on stderr; --help exits 0", async () => {
+  for (
+    const args of [["--bogus"], ["--attempt-timeout", "0x10"], ["--log-level", "loud"], [
+      "--group",
+      "no-such-group-xyz",
+    ]]
+  ) {
+    const { child, output } = spawnPunchd(args);
+    assertEquals((await child.status).code, 2, args.join(" "));
+    const out = (await output).trim();
+    assertEquals(out.split("\n").length, 1, out);
+    assertMatch(out, /^punchd: .*\(see --help\)$/);
+  }
+  const { child, output } = spawnPunchd(["--help"]);
+  assertEquals((await child.status).code, 0);
+  assertMatch(await output, /--socket PATH/);
+});
+
+Deno.test("a duplicate active attempt ID is refused while the first attempt goes on", async () => {
+  await using daemon = await startDaemon();
+  const raw = await rawConnect(daemon.socketPath);
+  try {
+    const [p1, p2] = [freePort(), freePort()];
+    await raw.write(bytes(`initiate|dup|tcp-direct|127.0.0.1|${p1}|127.0.0.1|${p2}\n`));
+    const [progress] = await readLines(raw, 1);
+    assertEquals(progress, "progress|dup|direct1");
+    await raw.write(bytes(`initiate|dup|tcp-direct|127.0.0.1|${p2}|127.0.0.1|${p1}\n`));
+    const [refusal] = await readLines(raw, 1);
+    assertMatch(refusal ?? "", /^error\|dup\|.*already active/);
+    await raw.write(bytes("cancel|dup\n"));
+    const [cancelled] = await readLines(raw, 1);
+    assertEquals(cancelled, "error|dup|cancelled: by client");
+  } finally {
+    raw.close();
+  }
+});
+
+Deno.test("cancel ends an attempt with an error and frees its port", async () => {
+  await using daemon = await startDaemon();
+  const client = await PunchdClient.connect(daemon.socketPath);
+  try {
+    const [port, closed] = [freePort(), freePort()];
+    const attempt = client.initiate({
+      id: "c1",
+      technique: "tcp-direct",
+      srcIp: "127.0.0.1",
+      srcPorts: [port],
+      dstIp: "127.0.0.1",
+      dstPorts: [closed],
+    });
+    await attempt.progress[Symbol.asyncIterator]().next();
+    await attempt.cancel();
+    const error = await attempt.socket.then(() => null, (e) => e);
+    assert(error instanceof PunchdError);
+    assertEquals(error.reason, "cancelled: by client");
+    // The attempt's listener is gone: a plain listener (no SO_REUSEPORT) can take the port.
+    await new Promise((r) => setTimeout(r, 200));
+    using listener = Socket.create("inet", "stream", { reuseAddress: true });
+    listener.bind(inetAddress("127.0.0.1", port));
+    listener.listen();
+  } finally {
+    await client.close();
+  }
+});
+
+Deno.test("an attempt that cannot connect fails within its timeout with a clear reason", async () => {
+  await using daemon = await startDaemon(["--attempt-timeout", "1"]);
+  const client = await PunchdClient.connect(daemon.socketPath);
+  try {
+    const attempt = client.initiate({
+      id: "t1",
+      technique: "tcp-direct",
+      srcIp: "127.0.0.1",
+      srcPorts: [freePort()],
+      dstIp: "127.0.0.1",
+      dstPorts: [freePort()],
+    });
+    const started = performance.now();
+    const error = await attempt.socket.then(() => null, (e) => e);
+    assert(error instanceof PunchdError);
+    assertMatch(error.reason, /timed out after 1000 ms/);
+    assert(performance.now() - started < 5000, "the timeout was not honoured");
+  } finally {
+    await client.close();
+  }
+});
+
+Deno.test("endpoint reports the local endpoint and refuses a port in use", async () => {
+  await using daemon = await startDaemon();
+  const client = await PunchdClient.connect(daemon.socketPath);
+  try {
+    const port = freePort();
+    assertEquals(await client.endpoint("e1", "tcp", "127.0.0.1", [port]), {
+      ip: "127.0.0.1",
+      ports: [port],
+      source: "local",
+    });
+    using busy = Socket.create("inet", "stream");
+    busy.bind(inetAddress("127.0.0.1", 0));
+    busy.listen();
+    const busyPort = (busy.localAddress() as { port: number }).port;
+    const error = await client.endpoint("e2", "tcp", "127.0.0.1", [busyPort]).then(
+      () => null,
+      (e) => e,
+    );
+    assert(error instanceof PunchdError);
+    assertMatch(error.reason, /EADDRINUSE/);
+    const unspecified = await client.endpoint("e3", "udp", "0.0.0.0", [port]).then(
+      () => null,
+      (e) => e,
+    );
+    assert(unspecified instanceof PunchdError);
+    assertMatch(unspecified.reason, /unspecified/);
+  } finally {
+    await client.close();
+  }
+});
+
+Deno.test("a client that disconnects cancels its attempts and the daemon holds no extra fds", async () => {
+  await using daemon = await startDaemon();
+  // Warm up: the worker and its reactor exist from the first attempt on.
+  const a = await PunchdClient.connect(daemon.socketPath);
+  const b = await PunchdClient.connect(daemon.socketPath);
+  const [sa, sb] = await punchDirect(a, b);
+  sa.close();
+  sb.close();
+  await a.close();
+  await b.close();
+  await new Promise((r) => setTimeout(r, 300));
+  const baseline = daemon.fdCount();
+  const client = await PunchdClient.connect(daemon.socketPath);
+  const attempts = Array.from({ length: 20 }, (_, i) =>
+    client.initiate({
+      id: `d${i}`,
+      technique: "tcp-direct",
+      srcIp: "127.0.0.1",
+      srcPorts: [freePort()],
+      dstIp: "127.0.0.1",
+      dstPorts: [freePort()],
+    }));
+  for (const attempt of attempts) await attempt.progress[Symbol.asyncIterator]().next();
+  assert(daemon.fdCount() > baseline, "the attempts hold no sockets");
+  await client.close();
+  for (const attempt of attempts) await attempt.socket.catch(() => {});
+  let count = daemon.fdCount();
+  for (let i = 0; i < 50 && count !== baseline; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    count = daemon.fdCount();
+  }
+  assertEquals(count, baseline);
+});

@@ -1,0 +1,172 @@
+/**
+ * Runs a real punchd process for end-to-end tests: a temporary socket path,
+ * stderr collected for failure messages, and a stop that always reaps it.
+ *
+ * @module
+ */
+
+import { Socket } from "../../ffi/socket.ts";
+import { openFds } from "../../ffi/syscalls.ts";
+
+const MAIN = new URL("../../src/daemon/main.ts", import.meta.url).pathname;
+
+/** Permissions the daemon runs with in tests (what README tells users). */
+export const DAEMON_PERMISSIONS = [
+  "--allow-ffi",
+  "--allow-read",
+  "--allow-write",
+  "--allow-env",
+  "--allow-sys",
+];
+
+/** A running daemon process. */
+export interface RunningDaemon {
+  socketPath: string;
+  pid: number;
+  /** Everything the daemon logged so far. */
+  logs(): string;
+  /** Open fds of the daemon process. */
+  fdCount(): number;
+  /** SIGTERM, then wait; returns the exit code. Idempotent. */
+  stop(): Promise<number>;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+/** Spawns `punchd` with `args` (no --socket) and the given command-line extras. */
+export function spawnPunchd(args: string[]): { child: Deno.ChildProcess; output: Promise<string> } {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", ...DAEMON_PERMISSIONS, MAIN, ...args],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const output = (async () => {
+    const [out, err] = await Promise.all([
+      new Response(child.stdout).text(),
+      new Response(child.stderr).text(),
+    ]);
+    return out + err;
+  })();
+  return { child, output };
+}
+
+/** Waits until something accepts connections at `path`. */
+export async function waitForSocket(path: string, timeoutMs = 15000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const probe = Socket.create("unix", "stream");
+    try {
+      await probe.connect({ family: "unix", path }, AbortSignal.timeout(1000));
+      return;
+    } catch (error) {
+      if (Date.now() > deadline) {
+        throw new Error(`Cannot reach punchd at ${path}: ${(error as Error).message}`);
+      }
+    } finally {
+      probe.close();
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Starts punchd on a fresh socket path (or `socketPath`) and waits until it answers. */
+export async function startDaemon(
+  extraArgs: string[] = [],
+  socketPath?: string,
+): Promise<RunningDaemon> {
+  const dir = await Deno.makeTempDir({ prefix: "punchd-test-" });
+  socketPath ??= `${dir}/punchd.socket`;
+  const { child, output } = spawnPunchd([
+    "--socket",
+    socketPath,
+    "--log-level",
+    "debug",
+    ...extraArgs,
+  ]);
+  let logs = "";
+  const collected = output.then((text) => logs = text);
+  let stopped: Promise<number> | null = null;
+  const stop = () => {
+    stopped ??= (async () => {
+      try {
+        child.kill("SIGTERM");
+      } catch {
+        // Already exited.
+      }
+      const status = await child.status;
+      await collected;
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+      return status.code;
+    })();
+    return stopped;
+  };
+  try {
+    await Promise.race([
+      waitForSocket(socketPath),
+      child.status.then((s) => {
+        throw new Error(`punchd exited with ${s.code} before listening`);
+      }),
+    ]);
+  } catch (error) {
+    await stop();
+    throw new Error(`${(error as Error).message}\n${logs}`);
+  }
+  return {
+    socketPath,
+    pid: child.pid,
+    logs: () => logs,
+    fdCount: () => openFds(child.pid).length,
+    stop,
+    [Symbol.asyncDispose]: async () => {
+      await stop();
+    },
+  };
+}
+
+/** Reads `count` reply lines from a raw control connection. */
+export async function readLines(
+  socket: Socket,
+  count: number,
+  timeoutMs = 20000,
+): Promise<string[]> {
+  const lines: string[] = [];
+  let pending = "";
+  const buf = new Uint8Array(65536);
+  const signal = AbortSignal.timeout(timeoutMs);
+  const decoder = new TextDecoder();
+  while (lines.length < count) {
+    const n = await socket.read(buf, signal);
+    if (n === 0) {
+      throw new Error(`punchd closed the connection after ${lines.length} of ${count} lines`);
+    }
+    pending += decoder.decode(buf.subarray(0, n), { stream: true });
+    const parts = pending.split("\n");
+    pending = parts.pop() ?? "";
+    lines.push(...parts);
+  }
+  return lines;
+}
+
+/** A raw connection to the control socket. */
+export async function rawConnect(path: string): Promise<Socket> {
+  const socket = Socket.create("unix", "stream");
+  try {
+    await socket.connect({ family: "unix", path });
+  } catch (error) {
+    socket.close();
+    throw error;
+  }
+  return socket;
+}
+
+/** A TCP port on 127.0.0.1 that nothing listens on right now. */
+export function freePort(): number {
+  const probe = Socket.create("inet", "stream");
+  try {
+    probe.bind({ family: "inet", address: "127.0.0.1", port: 0 });
+    const address = probe.localAddress();
+    return address.family === "unix" ? 0 : address.port;
+  } finally {
+    probe.close();
+  }
+}
