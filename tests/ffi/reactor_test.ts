@@ -3,6 +3,7 @@ import { AF_UNIX, SOCK_STREAM } from "../../ffi/constants.ts";
 import { FdClosedError, reactor } from "../../ffi/reactor.ts";
 import { Socket } from "../../ffi/socket.ts";
 import * as sys from "../../ffi/syscalls.ts";
+import { note } from "../helpers/skip.ts";
 
 function pair(): [Socket, Socket] {
   const [a, b] = sys.socketpair(AF_UNIX, SOCK_STREAM);
@@ -20,7 +21,7 @@ function fdLimit(): number {
 
 Deno.test("one reactor waits on two thousand sockets at once and wakes each exactly when ready", async () => {
   const count = Math.min(2000, Math.floor((fdLimit() - 200) / 2));
-  if (count < 2000) console.warn(`NOTE: fd limit allows only ${count} socket pairs in this run`);
+  if (count < 2000) note(`NOTE: the fd limit allows only ${count} socket pairs in this run`);
   const pairs = Array.from({ length: count }, pair);
   try {
     const reads = pairs.map(([, b]) => b.read(new Uint8Array(1)));
