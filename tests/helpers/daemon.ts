@@ -32,22 +32,23 @@ export interface RunningDaemon {
   [Symbol.asyncDispose](): Promise<void>;
 }
 
-/** Spawns `punchd` with `args` (no --socket) and the given command-line extras. */
-export function spawnPunchd(args: string[]): { child: Deno.ChildProcess; output: Promise<string> } {
+/** Spawns `punchd` with `args`; `output()` is what it printed so far (stdout and stderr). */
+export function spawnPunchd(
+  args: string[],
+): { child: Deno.ChildProcess; output: Promise<string>; sofar(): string } {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", ...DAEMON_PERMISSIONS, MAIN, ...args],
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  const output = (async () => {
-    const [out, err] = await Promise.all([
-      new Response(child.stdout).text(),
-      new Response(child.stderr).text(),
-    ]);
-    return out + err;
-  })();
-  return { child, output };
+  let text = "";
+  const drain = async (stream: ReadableStream<Uint8Array>) => {
+    const decoder = new TextDecoder();
+    for await (const chunk of stream) text += decoder.decode(chunk, { stream: true });
+  };
+  const output = Promise.all([drain(child.stdout), drain(child.stderr)]).then(() => text);
+  return { child, output, sofar: () => text };
 }
 
 /** Waits until something accepts connections at `path`. */
@@ -76,15 +77,13 @@ export async function startDaemon(
 ): Promise<RunningDaemon> {
   const dir = await Deno.makeTempDir({ prefix: "punchd-test-" });
   socketPath ??= `${dir}/punchd.socket`;
-  const { child, output } = spawnPunchd([
+  const { child, output, sofar } = spawnPunchd([
     "--socket",
     socketPath,
     "--log-level",
     "debug",
     ...extraArgs,
   ]);
-  let logs = "";
-  const collected = output.then((text) => logs = text);
   let stopped: Promise<number> | null = null;
   const stop = () => {
     stopped ??= (async () => {
@@ -94,7 +93,7 @@ export async function startDaemon(
         // Already exited.
       }
       const status = await child.status;
-      await collected;
+      await output;
       await Deno.remove(dir, { recursive: true }).catch(() => {});
       return status.code;
     })();
@@ -109,12 +108,12 @@ export async function startDaemon(
     ]);
   } catch (error) {
     await stop();
-    throw new Error(`${(error as Error).message}\n${logs}`);
+    throw new Error(`${(error as Error).message}\n${sofar()}`);
   }
   return {
     socketPath,
     pid: child.pid,
-    logs: () => logs,
+    logs: sofar,
     fdCount: () => openFds(child.pid).length,
     stop,
     [Symbol.asyncDispose]: async () => {

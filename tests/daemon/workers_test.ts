@@ -1,0 +1,157 @@
+import { assert, assertEquals } from "../assert.ts";
+import { isOpen } from "../../ffi/syscalls.ts";
+import { Socket } from "../../ffi/socket.ts";
+import { type AttemptEvents, TechniqueWorkers, type WorkerLike } from "../../src/daemon/workers.ts";
+import type { FromWorker, ToWorker } from "../../src/techniques/protocol.ts";
+import { Logger } from "../../src/log.ts";
+import type { AttemptSpec } from "../../src/techniques/protocol.ts";
+import { TcpDirect } from "../../src/techniques/tcp_direct.ts";
+import { freePort } from "../helpers/daemon.ts";
+
+const registry = {
+  "tcp-direct": {
+    technique: new TcpDirect(),
+    workerUrl: new URL("../fixtures/crashing_worker.ts", import.meta.url),
+  },
+};
+
+interface Outcome {
+  progress: string[];
+  result: Promise<{ fd: number } | { reason: string }>;
+  events: AttemptEvents;
+}
+
+function outcome(): Outcome {
+  const progress: string[] = [];
+  let settle!: (v: { fd: number } | { reason: string }) => void;
+  const result = new Promise<{ fd: number } | { reason: string }>((r) => settle = r);
+  return {
+    progress,
+    result,
+    events: {
+      progress: (data) => progress.push(data),
+      connected: (fd) => settle({ fd }),
+      failed: (reason) => settle({ reason }),
+    },
+  };
+}
+
+function spec(id: string, src: number, dst: number, role: "initiate" | "respond"): AttemptSpec {
+  const s: AttemptSpec = {
+    technique: "tcp-direct",
+    role,
+    id,
+    srcIp: "127.0.0.1",
+    srcPorts: [src],
+    dstIp: "127.0.0.1",
+    dstPorts: [dst],
+    timeoutMs: 5000,
+  };
+  if (role === "respond") s.extra = "direct1";
+  return s;
+}
+
+Deno.test("a crashed technique worker fails its attempts, releases its fds, and the next attempt gets a new worker", async () => {
+  const records: string[] = [];
+  const workers = new TechniqueWorkers({
+    registry,
+    log: new Logger(
+      "debug",
+      (r) => records.push(`${r.level} ${r.message} ${JSON.stringify(r.fields)}`),
+    ),
+  });
+  try {
+    const crash = outcome();
+    workers.start(spec("crash", freePort(), freePort(), "initiate"), crash.events);
+    const result = await crash.result;
+    assertEquals(result, { reason: "tcp-direct worker crashed" });
+    const held = Number(crash.progress[0]?.replace("holding-fd-", ""));
+    assert(Number.isInteger(held), `no fd reported: ${crash.progress}`);
+    assertEquals(isOpen(held), false, "the crashed worker's socket is still open");
+    assertEquals(workers.workers, 0);
+    assertEquals(workers.running, 0);
+    assert(records.some((r) => r.startsWith("error technique worker crashed")), records.join("\n"));
+
+    // The technique still works: a fresh worker runs a real tcp-direct pair.
+    const [p1, p2] = [freePort(), freePort()];
+    const a = outcome();
+    const b = outcome();
+    workers.start(spec("a", p1, p2, "initiate"), a.events);
+    workers.start(spec("b", p2, p1, "respond"), b.events);
+    const [ra, rb] = await Promise.all([a.result, b.result]);
+    assert("fd" in ra && "fd" in rb, JSON.stringify([ra, rb]));
+    new Socket(ra.fd).close();
+    new Socket(rb.fd).close();
+    assertEquals(workers.workers, 1);
+  } finally {
+    workers.shutdown();
+  }
+});
+
+/** An in-process stand-in for a worker, driven by the test. */
+class FakeWorker implements WorkerLike {
+  onmessage: ((event: MessageEvent<FromWorker>) => void) | null = null;
+  onerror: ((event: ErrorEvent) => void) | null = null;
+  onmessageerror: ((event: MessageEvent) => void) | null = null;
+  received: ToWorker[] = [];
+  terminated = false;
+  postMessage(message: ToWorker): void {
+    this.received.push(message);
+  }
+  terminate(): void {
+    this.terminated = true;
+  }
+  send(message: FromWorker): void {
+    this.onmessage?.(new MessageEvent("message", { data: message }));
+  }
+}
+
+Deno.test("cancel reports at once and a late success from the worker is closed, not leaked", () => {
+  const fake = new FakeWorker();
+  const workers = new TechniqueWorkers({
+    registry,
+    log: new Logger("error", () => {}),
+    spawn: () => fake,
+  });
+  try {
+    const a = outcome();
+    let failed = "";
+    a.events.failed = (reason) => failed = reason;
+    const key = workers.start(spec("a", 1000, 1001, "initiate"), a.events);
+    workers.cancel(key, "test");
+    assertEquals(failed, "cancelled: test");
+    assertEquals(fake.received.map((m) => m.type), ["start", "cancel"]);
+    // The worker finished anyway and hands over its socket: nobody wants it.
+    const late = Socket.create("inet", "stream");
+    const fd = late.detach();
+    fake.send({ type: "connected", key, fd, local: "x", remote: "y" });
+    assertEquals(isOpen(fd), false);
+  } finally {
+    workers.shutdown();
+  }
+  assertEquals(fake.terminated, true);
+});
+
+Deno.test("retiring a worker closes every fd its ledger holds and wakes its reactor", () => {
+  const fake = new FakeWorker();
+  const workers = new TechniqueWorkers({
+    registry,
+    log: new Logger("error", () => {}),
+    spawn: () => fake,
+  });
+  const a = outcome();
+  workers.start(spec("a", 1000, 1001, "initiate"), a.events);
+  const held = [
+    Socket.create("inet", "stream").detach(),
+    Socket.create("inet", "datagram").detach(),
+  ];
+  for (const fd of held) fake.send({ type: "fd", fd, kind: "socket" });
+  const released = Socket.create("inet", "stream");
+  fake.send({ type: "fd", fd: released.fd, kind: "socket" });
+  fake.send({ type: "fd", fd: released.fd, kind: null });
+  workers.shutdown();
+  for (const fd of held) assertEquals(isOpen(fd), false);
+  // An fd the worker had already released is not the supervisor's to close.
+  assertEquals(isOpen(released.fd), true);
+  released.close();
+});
