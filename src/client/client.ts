@@ -17,6 +17,7 @@
  */
 
 import { Socket } from "../../ffi/socket.ts";
+import { setNonBlocking } from "../../ffi/syscalls.ts";
 import {
   decodeReply,
   encodeRequest,
@@ -230,6 +231,14 @@ export class PunchdClient {
         const fd = this.#fds.shift();
         if (fd === undefined) {
           this.#settle(reply.id, new Error("punchd said ok but passed no socket"));
+          return;
+        }
+        try {
+          // punchd passes a blocking socket; this library does non-blocking I/O.
+          setNonBlocking(fd, true);
+        } catch (error) {
+          new Socket(fd).close();
+          this.#settle(reply.id, error as Error);
           return;
         }
         this.#settle(reply.id, new Socket(fd));

@@ -8,6 +8,7 @@
 
 import { formatAddress } from "../../ffi/structs.ts";
 import { observeFds } from "../../ffi/fd_ledger.ts";
+import { setNonBlocking } from "../../ffi/syscalls.ts";
 import { sanitizeReason } from "../control/codec.ts";
 import { AttemptTimeoutError, CancelledError } from "../errors.ts";
 import { Logger, parseLevel } from "../log.ts";
@@ -86,6 +87,8 @@ export function hostTechnique(technique: Technique, port: WorkerPort): void {
       const local = formatAddress(socket.localAddress());
       const remote = formatAddress(socket.peerAddress());
       const fd = socket.detach();
+      // Applications receive an ordinary blocking socket, as socket(2) makes it.
+      setNonBlocking(fd, false);
       post({ type: "connected", key, fd, local, remote });
       log.info("connected", { local, remote });
     } catch (error) {
