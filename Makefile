@@ -18,7 +18,10 @@ DENO := $(LOCAL_DENO)
 DENO_DEP := $(LOCAL_DENO)
 endif
 
-RUN_FLAGS := --allow-ffi --allow-read --allow-write --allow-env --allow-net --allow-run --allow-sys
+# What the daemon needs: libc through FFI, and reading its own modules and
+# the socket path. (FFI can do anything the process can; the flags document
+# intent rather than confine.)
+RUN_FLAGS := --allow-ffi --allow-read
 
 .PHONY: all deno test fmt lint check unit daemon compile clean
 
@@ -64,7 +67,8 @@ daemon: $(DENO_DEP)
 # One self-contained executable. deno compile needs Deno's runtime base
 # binary; set DENORT_BIN to a local copy (it cannot be downloaded here).
 compile: $(DENO_DEP)
-	"$(DENO)" compile $(RUN_FLAGS) --output dist/punchd src/daemon/main.ts
+	@[ -n "$$DENORT_BIN" ] && [ -x "$$DENORT_BIN" ] || { echo "make compile: set DENORT_BIN to a local denort $(DENO_VERSION) binary (it is not downloaded)" >&2; exit 1; }
+	"$(DENO)" compile $(RUN_FLAGS) --include src/techniques --output dist/punchd src/daemon/main.ts
 
 clean:
 	rm -rf dist

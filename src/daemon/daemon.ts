@@ -196,6 +196,7 @@ export class Daemon {
       technique: request.technique,
       role: request.type,
       id,
+      client: client.connection.number,
       srcIp: request.srcIp,
       srcPorts: request.srcPorts,
       dstIp: request.dstIp,

@@ -30,6 +30,8 @@ export interface AttemptSpec extends Endpoints {
   role: Role;
   /** The client's attempt ID (for logs). */
   id: string;
+  /** The daemon's number of the client connection (for logs). */
+  client: number;
   /** The initiator's progress data (respond only). */
   extra?: string;
   /** Milliseconds the attempt may take. */

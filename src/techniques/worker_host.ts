@@ -59,7 +59,7 @@ export function hostTechnique(technique: Technique, port: WorkerPort): void {
     const log = new Logger(
       parseLevel(message.logLevel),
       (record) => post({ type: "log", record }),
-      { attempt: spec.id, technique: technique.name, role: spec.role },
+      { client: spec.client, attempt: spec.id, technique: technique.name, role: spec.role },
     );
     try {
       const socket = await technique.run(spec, {

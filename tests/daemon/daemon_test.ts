@@ -3,6 +3,7 @@ import { Socket } from "../../ffi/socket.ts";
 import { inetAddress } from "../../ffi/structs.ts";
 import { PunchdClient, PunchdError } from "../../src/client/client.ts";
 import { freePort, rawConnect, readLines, spawnPunchd, startDaemon } from "../helpers/daemon.ts";
+import { skipUnless } from "../helpers/skip.ts";
 
 const bytes = (s: string) => new TextEncoder().encode(s);
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -289,4 +290,53 @@ Deno.test("a client that disconnects cancels its attempts and the daemon holds n
     count = daemon.fdCount();
   }
   assertEquals(count, baseline);
+});
+
+function hasIpv6Loopback(): boolean {
+  try {
+    using probe = Socket.create("inet6", "stream");
+    probe.bind(inetAddress("::1", 0));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const IPV6 = "tcp-direct works over IPv6 loopback";
+Deno.test({
+  name: IPV6,
+  ignore: skipUnless(hasIpv6Loopback(), IPV6, "no IPv6 loopback (::1) here"),
+}, async () => {
+  await using daemon = await startDaemon();
+  const a = await PunchdClient.connect(daemon.socketPath);
+  const b = await PunchdClient.connect(daemon.socketPath);
+  try {
+    const [pa, pb] = [freePort(), freePort()];
+    const initiator = a.initiate({
+      id: "v6a",
+      technique: "tcp-direct",
+      srcIp: "::1",
+      srcPorts: [pa],
+      dstIp: "::1",
+      dstPorts: [pb],
+    });
+    const extra = (await initiator.progress[Symbol.asyncIterator]().next()).value ?? "";
+    const responder = b.respond({
+      id: "v6b",
+      technique: "tcp-direct",
+      srcIp: "::1",
+      srcPorts: [pb],
+      dstIp: "::1",
+      dstPorts: [pa],
+      extra,
+    });
+    using sa = await initiator.socket;
+    using sb = await responder.socket;
+    assertEquals(sa.peerAddress(), { family: "inet6", address: "::1", port: pb });
+    await sa.write(bytes("six"));
+    assertEquals(text(await readExactly(sb, 3)), "six");
+  } finally {
+    await a.close();
+    await b.close();
+  }
 });

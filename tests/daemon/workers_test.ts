@@ -41,6 +41,7 @@ function spec(id: string, src: number, dst: number, role: "initiate" | "respond"
     technique: "tcp-direct",
     role,
     id,
+    client: 1,
     srcIp: "127.0.0.1",
     srcPorts: [src],
     dstIp: "127.0.0.1",
