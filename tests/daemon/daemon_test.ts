@@ -340,3 +340,67 @@ Deno.test({
     await b.close();
   }
 });
+
+const GROUP = "--group sets the control socket's group";
+Deno.test({
+  name: GROUP,
+  ignore: skipUnless(Deno.uid() === 0, GROUP, "chown to another group needs root"),
+}, async () => {
+  await using daemon = await startDaemon(["--group", "65534"]);
+  const info = await Deno.stat(daemon.socketPath);
+  assertEquals(info.gid, 65534);
+  assertEquals((info.mode ?? 0) & 0o777, 0o660);
+});
+
+Deno.test("SIGTERM cancels running attempts, tells their clients, and exits 0", async () => {
+  const daemon = await startDaemon();
+  const raw = await rawConnect(daemon.socketPath);
+  try {
+    await raw.write(
+      bytes(`initiate|s1|tcp-direct|127.0.0.1|${freePort()}|127.0.0.1|${freePort()}\n`),
+    );
+    assertEquals(await readLines(raw, 1), ["progress|s1|direct1"]);
+    const stopping = daemon.stop();
+    const lines = await readLines(raw, 2);
+    assertEquals(lines, [
+      "error|s1|cancelled: daemon shutting down",
+      "error|-|daemon shutting down",
+    ]);
+    assertEquals(await stopping, 0);
+  } finally {
+    raw.close();
+  }
+});
+
+Deno.test("a client that never reads its replies stalls nobody else", async () => {
+  await using daemon = await startDaemon(["--log-level", "info"]);
+  const baseline = daemon.fdCount();
+  const flooder = await rawConnect(daemon.socketPath);
+  const other = await PunchdClient.connect(daemon.socketPath);
+  try {
+    // Far more error replies than the socket buffers hold: punchd's writes to
+    // this client block, and it stops reading from it (backpressure).
+    const line = bytes("cancel|nope\n");
+    const chunk = new Uint8Array(line.length * 1000);
+    for (let i = 0; i < 1000; i++) chunk.set(line, i * line.length);
+    const flood = (async () => {
+      for (let i = 0; i < 200; i++) await flooder.write(chunk, AbortSignal.timeout(5000));
+    })().catch(() => "blocked");
+    await new Promise((r) => setTimeout(r, 500));
+    for (let i = 0; i < 20; i++) {
+      const port = freePort();
+      assertEquals((await other.endpoint(`o${i}`, "tcp", "127.0.0.1", [port])).ports, [port]);
+    }
+    flooder.close();
+    await flood;
+  } finally {
+    flooder.close();
+    await other.close();
+  }
+  let fds = daemon.fdCount();
+  for (let i = 0; i < 50 && fds !== baseline; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    fds = daemon.fdCount();
+  }
+  assertEquals(fds, baseline);
+});
