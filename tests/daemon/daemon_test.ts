@@ -3,7 +3,7 @@ import { Socket } from "../../ffi/socket.ts";
 import { inetAddress } from "../../ffi/structs.ts";
 import { PunchdClient, PunchdError } from "../../src/client/client.ts";
 import { freePort, rawConnect, readLines, spawnPunchd, startDaemon } from "../helpers/daemon.ts";
-import { skipUnless } from "../helpers/skip.ts";
+import { hasIpv6Loopback, skipUnless } from "../helpers/skip.ts";
 
 const bytes = (s: string) => new TextEncoder().encode(s);
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -284,23 +284,8 @@ Deno.test("a client that disconnects cancels its attempts and the daemon holds n
   assert(daemon.fdCount() > baseline, "the attempts hold no sockets");
   await client.close();
   for (const attempt of attempts) await attempt.socket.catch(() => {});
-  let count = daemon.fdCount();
-  for (let i = 0; i < 50 && count !== baseline; i++) {
-    await new Promise((r) => setTimeout(r, 100));
-    count = daemon.fdCount();
-  }
-  assertEquals(count, baseline);
+  assertEquals(await daemon.settledFdCount(baseline), baseline);
 });
-
-function hasIpv6Loopback(): boolean {
-  try {
-    using probe = Socket.create("inet6", "stream");
-    probe.bind(inetAddress("::1", 0));
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 const IPV6 = "tcp-direct works over IPv6 loopback";
 Deno.test({
@@ -397,10 +382,5 @@ Deno.test("a client that never reads its replies stalls nobody else", async () =
     flooder.close();
     await other.close();
   }
-  let fds = daemon.fdCount();
-  for (let i = 0; i < 50 && fds !== baseline; i++) {
-    await new Promise((r) => setTimeout(r, 100));
-    fds = daemon.fdCount();
-  }
-  assertEquals(fds, baseline);
+  assertEquals(await daemon.settledFdCount(baseline), baseline);
 });

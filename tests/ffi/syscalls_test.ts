@@ -4,7 +4,7 @@ import { ECONNREFUSED, SyscallError } from "../../ffi/errno.ts";
 import { Socket } from "../../ffi/socket.ts";
 import { inetAddress } from "../../ffi/structs.ts";
 import * as sys from "../../ffi/syscalls.ts";
-import { skipUnless } from "../helpers/skip.ts";
+import { hasIpv6Loopback, skipUnless } from "../helpers/skip.ts";
 
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
 const bytes = (s: string) => new TextEncoder().encode(s);
@@ -128,16 +128,6 @@ Deno.test("datagrams go both ways with sendTo and receiveFrom", async () => {
   assertEquals(text(buf.subarray(0, got.length)), "ping");
   assertEquals(got.from, a.localAddress());
 });
-
-function hasIpv6Loopback(): boolean {
-  try {
-    using probe = Socket.create("inet6", "stream");
-    probe.bind(inetAddress("::1", 0));
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 const IPV6_TEST = "IPv6 loopback connects and reports canonical addresses";
 Deno.test({

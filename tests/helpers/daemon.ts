@@ -27,6 +27,11 @@ export interface RunningDaemon {
   logs(): string;
   /** Open fds of the daemon process. */
   fdCount(): number;
+  /**
+   * The daemon's fd count once it equals `expected`, or after 5 s whatever it
+   * is then (releasing is asynchronous: cancels travel to workers first).
+   */
+  settledFdCount(expected: number): Promise<number>;
   /** SIGTERM, then wait; returns the exit code. Idempotent. */
   stop(): Promise<number>;
   [Symbol.asyncDispose](): Promise<void>;
@@ -115,6 +120,14 @@ export async function startDaemon(
     pid: child.pid,
     logs: sofar,
     fdCount: () => openFds(child.pid).length,
+    settledFdCount: async (expected) => {
+      let count = openFds(child.pid).length;
+      for (let i = 0; i < 50 && count !== expected; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        count = openFds(child.pid).length;
+      }
+      return count;
+    },
     stop,
     [Symbol.asyncDispose]: async () => {
       await stop();

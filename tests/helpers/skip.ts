@@ -5,6 +5,9 @@
  * @module
  */
 
+import { Socket } from "../../ffi/socket.ts";
+import { inetAddress } from "../../ffi/structs.ts";
+
 const encoder = new TextEncoder();
 
 /** Writes a NOTE/SKIPPED line to stderr. */
@@ -24,4 +27,15 @@ export function skipUnless(condition: boolean, name: string, reason: string): bo
 /** True when this process runs as root (CI does). */
 export function isRoot(): boolean {
   return Deno.uid() === 0;
+}
+
+/** True when this host can bind the IPv6 loopback address ::1. */
+export function hasIpv6Loopback(): boolean {
+  try {
+    using probe = Socket.create("inet6", "stream");
+    probe.bind(inetAddress("::1", 0));
+    return true;
+  } catch {
+    return false;
+  }
 }
