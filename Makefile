@@ -18,10 +18,10 @@ DENO := $(LOCAL_DENO)
 DENO_DEP := $(LOCAL_DENO)
 endif
 
-# What the daemon needs: libc through FFI, and reading its own modules and
-# the socket path. (FFI can do anything the process can; the flags document
+# What the daemon needs: libc through FFI, reading its own modules and the
+# socket path, and running nft. (FFI can do anything the process can; the flags document
 # intent rather than confine.)
-RUN_FLAGS := --allow-ffi --allow-read
+RUN_FLAGS := --allow-ffi --allow-read --allow-run=nft
 
 .PHONY: all deno test fmt lint check unit daemon compile clean
 

@@ -9,7 +9,10 @@ import {
   AF_INET,
   AF_INET6,
   AF_UNIX,
+  IP_TTL,
+  IPPROTO_IP,
   IPPROTO_IPV6,
+  IPV6_UNICAST_HOPS,
   IPV6_V6ONLY,
   SHUT_WR,
   SO_REUSEADDR,
@@ -102,6 +105,28 @@ export class Socket {
   /** bind(2). */
   bind(address: SocketAddress): void {
     sys.bind(this.#live("bind"), address);
+  }
+
+  /** setsockopt(2) of a C int option. */
+  setOption(level: number, name: number, value: number): void {
+    sys.setIntOption(this.#live("set an option"), level, name, value);
+  }
+
+  /** getsockopt(2) of a C int option. */
+  getOption(level: number, name: number): number {
+    return sys.getIntOption(this.#live("get an option"), level, name);
+  }
+
+  /** The unicast TTL (IPv4) or hop limit (IPv6) of outgoing packets. */
+  hopLimit(): number {
+    const v6 = this.localAddress().family === "inet6";
+    return this.getOption(v6 ? IPPROTO_IPV6 : IPPROTO_IP, v6 ? IPV6_UNICAST_HOPS : IP_TTL);
+  }
+
+  /** Sets the unicast TTL (IPv4) or hop limit (IPv6) of outgoing packets. */
+  setHopLimit(hops: number): void {
+    const v6 = this.localAddress().family === "inet6";
+    this.setOption(v6 ? IPPROTO_IPV6 : IPPROTO_IP, v6 ? IPV6_UNICAST_HOPS : IP_TTL, hops);
   }
 
   /** listen(2). */

@@ -8,7 +8,10 @@
 
 import { parseArgs } from "node:util";
 import { lookupGroup } from "../../ffi/syscalls.ts";
+import type { InetAddress } from "../../ffi/structs.ts";
 import { type Level, LEVELS, parseLevel } from "../log.ts";
+import { DEFAULT_LOW_TTL } from "../techniques/tcp_nutss.ts";
+import { parseHostPort } from "./discovery.ts";
 
 /** Exit codes of punchd. */
 export const EXIT = {
@@ -32,6 +35,10 @@ export interface Config {
   attemptTimeoutMs: number;
   maxClients: number;
   maxAttemptsPerClient: number;
+  /** Probe servers for endpoint discovery, in order. */
+  probes: InetAddress[];
+  /** TTL of tcp-nutss's first SYN. */
+  lowTtl: number;
 }
 
 /** What the command line asks for. */
@@ -62,11 +69,15 @@ Options:
   --attempt-timeout SECS   time limit of one attempt, 1-600 (default 10)
   --max-clients N          clients connected at once, 1-65536 (default 1024)
   --max-attempts N         attempts per client at once, 1-65536 (default 256)
+  --probe IP:PORT          probe server for endpoint discovery (repeatable;
+                           two or more show how the NAT maps ports)
+  --nutss-ttl N            TTL of tcp-nutss's first SYN, 1-255 (default 2:
+                           crosses the host's own NAT, not the peer's)
   -h, --help               print this help and exit
   -V, --version            print the version and exit
 
 Exit codes: 0 stopped cleanly, 1 failure, 2 bad command line.
-Needs CAP_NET_RAW and CAP_NET_ADMIN (or root) for most techniques.`;
+Techniques: tcp-direct, tcp-nutss (needs root or CAP_NET_ADMIN for nftables).`;
 
 function integer(text: string, flag: string, min: number, max: number): number {
   if (!/^(0|[1-9][0-9]*)$/.test(text)) {
@@ -94,6 +105,8 @@ export function parseCommandLine(args: readonly string[]): Invocation {
         "attempt-timeout": { type: "string" },
         "max-clients": { type: "string" },
         "max-attempts": { type: "string" },
+        probe: { type: "string", multiple: true },
+        "nutss-ttl": { type: "string" },
         help: { type: "boolean", short: "h" },
         version: { type: "boolean", short: "V" },
       },
@@ -110,6 +123,8 @@ export function parseCommandLine(args: readonly string[]): Invocation {
     attemptTimeoutMs: 10_000,
     maxClients: 1024,
     maxAttemptsPerClient: 256,
+    probes: [],
+    lowTtl: DEFAULT_LOW_TTL,
   };
   if (config.socketPath === "") throw new UsageError("--socket: the path is empty");
   if (v["log-level"] !== undefined) {
@@ -128,6 +143,14 @@ export function parseCommandLine(args: readonly string[]): Invocation {
   if (v["max-attempts"] !== undefined) {
     config.maxAttemptsPerClient = integer(v["max-attempts"], "max-attempts", 1, 65536);
   }
+  for (const probe of v.probe ?? []) {
+    try {
+      config.probes.push(parseHostPort(probe));
+    } catch (error) {
+      throw new UsageError(`--probe: ${(error as Error).message}`);
+    }
+  }
+  if (v["nutss-ttl"] !== undefined) config.lowTtl = integer(v["nutss-ttl"], "nutss-ttl", 1, 255);
   if (v.group !== undefined) {
     const gid = /^(0|[1-9][0-9]*)$/.test(v.group) ? Number(v.group) : lookupGroup(v.group);
     if (gid === undefined) throw new UsageError(`--group: no group named "${v.group}"`);

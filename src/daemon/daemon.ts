@@ -6,7 +6,7 @@
  */
 
 import { Socket } from "../../ffi/socket.ts";
-import { inetAddress } from "../../ffi/structs.ts";
+import { type InetAddress, inetAddress } from "../../ffi/structs.ts";
 import { close as closeFd } from "../../ffi/syscalls.ts";
 import {
   decodeRequest,
@@ -24,6 +24,8 @@ import { COMMANDS, permitted } from "../control/commands.ts";
 import type { ClientConnection, Line } from "../control/connection.ts";
 import { ControlServer, type ControlServerOptions } from "../control/server.ts";
 import { AlreadyActiveError } from "../errors.ts";
+import { createTable, deleteTable, TABLE } from "../firewall/nftables.ts";
+import { combine, observeTcp, observeUdp, predict } from "./discovery.ts";
 import type { Logger } from "../log.ts";
 import type { AttemptSpec } from "../techniques/protocol.ts";
 import { TECHNIQUE_REGISTRY, type TechniqueEntry } from "../techniques/registry.ts";
@@ -41,6 +43,10 @@ export interface DaemonOptions {
   maxClients: number;
   /** Attempts one client may run at once. */
   maxAttemptsPerClient: number;
+  /** Probe servers for endpoint discovery (none: the local endpoint is reported). */
+  probes?: InetAddress[];
+  /** TTL of tcp-nutss's first SYN. */
+  lowTtl?: number;
   /** Techniques (tests substitute workers through `spawn`). */
   registry?: Readonly<Record<TechniqueName, TechniqueEntry>>;
   spawn?: (url: URL) => WorkerLike;
@@ -62,6 +68,8 @@ export class Daemon {
   readonly #clients = new Set<Client>();
   readonly #sessions = new Set<Promise<void>>();
   #serving: Promise<void> | null = null;
+  /** Why techniques that need the firewall cannot run, or null when they can. */
+  #firewallError: string | null = null;
   #stopping: Promise<void> | null = null;
 
   private constructor(options: DaemonOptions, server: ControlServer) {
@@ -82,6 +90,18 @@ export class Daemon {
     if (options.gid !== undefined) serverOptions.gid = options.gid;
     const server = await ControlServer.listen(serverOptions);
     const daemon = new Daemon(options, server);
+    const registry = options.registry ?? TECHNIQUE_REGISTRY;
+    if (Object.values(registry).some((entry) => entry.technique.needsFirewall)) {
+      try {
+        await createTable();
+        options.log.info("firewall table ready", { table: TABLE });
+      } catch (error) {
+        daemon.#firewallError = (error as Error).message;
+        options.log.warn("firewall unavailable: techniques that need it will refuse attempts", {
+          error: daemon.#firewallError,
+        });
+      }
+    }
     daemon.#serving = daemon.#serve();
     options.log.info("punchd started", { techniques: TECHNIQUES.join(",") });
     return daemon;
@@ -149,7 +169,7 @@ export class Daemon {
       if (!permitted(command, client.connection.credentials)) {
         throw new RequestError(request.id, `${request.type} is not permitted for this user`);
       }
-      reply = this.#dispatch(client, request);
+      reply = await this.#dispatch(client, request);
     } catch (error) {
       const id = error instanceof RequestError ? error.id : "-";
       const reason = (error as Error).message;
@@ -159,7 +179,7 @@ export class Daemon {
     if (reply !== null) await client.connection.reply(reply).catch(() => {});
   }
 
-  #dispatch(client: Client, request: Request): Reply | null {
+  #dispatch(client: Client, request: Request): Reply | null | Promise<Reply> {
     switch (request.type) {
       case "initiate":
       case "respond":
@@ -204,8 +224,13 @@ export class Daemon {
       timeoutMs: this.#options.attemptTimeoutMs,
     };
     if (request.type === "respond") spec.extra = request.extra;
+    if (this.#options.lowTtl !== undefined) spec.lowTtl = this.#options.lowTtl;
+    const entry = this.#registry[request.technique];
+    if (entry.technique.needsFirewall && this.#firewallError !== null) {
+      throw new RequestError(id, `${request.technique} needs punchd's nftables table: ${this.#firewallError}`);
+    }
     try {
-      this.#registry[request.technique].technique.validate(spec);
+      entry.technique.validate(spec);
     } catch (error) {
       throw new RequestError(id, (error as Error).message, { cause: error });
     }
@@ -244,32 +269,49 @@ export class Daemon {
   }
 
   /**
-   * The endpoint to publish. Without probe servers this is the local
-   * endpoint, after checking that each port can be bound.
+   * The endpoint to publish: observed through the probe servers and
+   * predicted for the next flow from each port; without probe servers, the
+   * local endpoint after checking that each port can be bound.
    */
-  #endpoint(request: EndpointRequest): Reply {
+  async #endpoint(request: EndpointRequest): Promise<Reply> {
     const { id, srcIp, srcPorts, protocol } = request;
-    if (srcIp === "0.0.0.0" || srcIp === "::") {
-      throw new RequestError(id, "SRC_IP is unspecified and no probe server is configured");
-    }
-    for (const port of srcPorts) {
-      const address = inetAddress(srcIp, port);
-      const socket = Socket.create(address.family, protocol === "tcp" ? "stream" : "datagram", {
-        reuseAddress: true,
-        reusePort: true,
-      });
-      try {
-        socket.bind(address);
-      } catch (error) {
-        throw new RequestError(
-          id,
-          `cannot use ${protocol} port ${port}: ${(error as Error).message}`,
-        );
-      } finally {
-        socket.close();
+    const probes = (this.#options.probes ?? []).filter((p) => p.family === (srcIp.includes(":") ? "inet6" : "inet"));
+    if (probes.length === 0) {
+      if (srcIp === "0.0.0.0" || srcIp === "::") {
+        throw new RequestError(id, "SRC_IP is unspecified and no probe server is configured");
       }
+      for (const port of srcPorts) {
+        const address = inetAddress(srcIp, port);
+        const socket = Socket.create(address.family, protocol === "tcp" ? "stream" : "datagram", {
+          reuseAddress: true,
+          reusePort: true,
+        });
+        try {
+          socket.bind(address);
+        } catch (error) {
+          throw new RequestError(id, `cannot use ${protocol} port ${port}: ${(error as Error).message}`);
+        } finally {
+          socket.close();
+        }
+      }
+      return { type: "endpoint", id, ip: srcIp, ports: srcPorts, source: "local" };
     }
-    return { type: "endpoint", id, ip: srcIp, ports: srcPorts, source: "local" };
+    const signal = AbortSignal.timeout(5000);
+    const observe = protocol === "tcp" ? observeTcp : observeUdp;
+    try {
+      const predictions = [];
+      for (const port of srcPorts) {
+        const local = inetAddress(srcIp, port);
+        const observations = [];
+        // In order, one after another: the order is what reveals a port delta.
+        for (const probe of probes) observations.push(await observe(local, probe, signal));
+        predictions.push(predict(port, observations));
+      }
+      const { ip, ports, how } = combine(predictions);
+      return { type: "endpoint", id, ip, ports, source: how };
+    } catch (error) {
+      throw new RequestError(id, `cannot discover the endpoint: ${(error as Error).message}`, { cause: error });
+    }
   }
 
   /** Stops accepting, cancels every attempt, disconnects clients, removes the socket file. */
@@ -292,6 +334,10 @@ export class Daemon {
       for (const client of this.#clients) client.connection.close();
       await this.#serving;
       await Promise.allSettled([...this.#sessions]);
+      await this.#workers.cleaned();
+      if (this.#firewallError === null && Object.values(this.#registry).some((e) => e.technique.needsFirewall)) {
+        await deleteTable();
+      }
       this.#options.log.info("punchd stopped");
     })();
     return this.#stopping;

@@ -44,6 +44,8 @@ export async function main(args: readonly string[]): Promise<number> {
     attemptTimeoutMs: config.attemptTimeoutMs,
     maxClients: config.maxClients,
     maxAttemptsPerClient: config.maxAttemptsPerClient,
+    probes: config.probes,
+    lowTtl: config.lowTtl,
   };
   if (config.gid !== undefined) options.gid = config.gid;
   let daemon: Daemon;

@@ -8,6 +8,7 @@
  */
 
 import type { FdKind } from "../../ffi/fd_ledger.ts";
+import { type Chain, deleteRule } from "../firewall/nftables.ts";
 import { close as closeFd, write } from "../../ffi/syscalls.ts";
 import type { TechniqueName } from "../control/codec.ts";
 import type { Logger } from "../log.ts";
@@ -42,6 +43,8 @@ interface Hosted {
   keys: Set<number>;
   /** fds the worker owns right now, with their kind. */
   fds: Map<number, FdKind>;
+  /** Firewall rules the worker's attempts hold right now: handle to chain. */
+  rules: Map<number, Chain>;
 }
 
 /** Options of the supervisor. */
@@ -67,6 +70,7 @@ export class TechniqueWorkers {
   readonly #hosted = new Map<TechniqueName, Hosted>();
   readonly #running = new Map<number, Running>();
   #nextKey = 1;
+  readonly #pendingCleanup = new Set<Promise<void>>();
   #closed = false;
 
   /** Builds the supervisor; workers start on first use. */
@@ -120,6 +124,15 @@ export class TechniqueWorkers {
     running.events.failed(`cancelled: ${reason}`);
   }
 
+  /** Resolves once the firewall rules of retired workers are deleted. */
+  async cleaned(): Promise<void> {
+    while (this.#pendingCleanup.size > 0) {
+      const all = [...this.#pendingCleanup];
+      await Promise.allSettled(all);
+      for (const p of all) this.#pendingCleanup.delete(p);
+    }
+  }
+
   /** Cancels everything, terminates every worker and closes the fds they held. */
   shutdown(reason = "daemon shutting down"): void {
     this.#closed = true;
@@ -140,7 +153,7 @@ export class TechniqueWorkers {
     const existing = this.#hosted.get(technique);
     if (existing !== undefined) return existing;
     const worker = this.#spawn(this.#options.registry[technique].workerUrl);
-    const hosted: Hosted = { worker, keys: new Set(), fds: new Map() };
+    const hosted: Hosted = { worker, keys: new Set(), fds: new Map(), rules: new Map() };
     worker.onmessage = (event) => this.#receive(technique, hosted, event.data);
     worker.onerror = (event) => {
       event.preventDefault();
@@ -160,6 +173,10 @@ export class TechniqueWorkers {
       case "fd":
         if (message.kind === null) hosted.fds.delete(message.fd);
         else hosted.fds.set(message.fd, message.kind);
+        return;
+      case "rule":
+        if (message.open) hosted.rules.set(message.handle, message.chain);
+        else hosted.rules.delete(message.handle);
         return;
       case "progress":
         this.#running.get(message.key)?.events.progress(message.data);
@@ -203,6 +220,15 @@ export class TechniqueWorkers {
     // until an event arrives, even after its fds are closed.
     for (const [fd, kind] of hosted.fds) if (kind === "wake") wake(fd);
     for (const fd of hosted.fds.keys()) closeQuietly(fd);
+    for (const [handle, chain] of hosted.rules) {
+      this.#pendingCleanup.add(
+        deleteRule(chain, handle).then(
+          () => this.#options.log.warn("deleted a firewall rule a retired worker held", { technique, handle, why }),
+          (error) => this.#options.log.error("cannot delete firewall rule", { handle, error: (error as Error).message }),
+        ),
+      );
+    }
+    hosted.rules.clear();
     const sockets = [...hosted.fds.values()].filter((kind) => kind === "socket").length;
     if (sockets > 0) {
       this.#options.log.warn("closed sockets a retired worker held", { technique, sockets, why });

@@ -20,6 +20,7 @@
 import type { Endpoints, TechniqueName } from "../control/codec.ts";
 import type { LogRecord } from "../log.ts";
 import type { FdKind } from "../../ffi/fd_ledger.ts";
+import type { Chain } from "../firewall/nftables.ts";
 
 /** Which side of an attempt this host is. */
 export type Role = "initiate" | "respond";
@@ -36,6 +37,8 @@ export interface AttemptSpec extends Endpoints {
   extra?: string;
   /** Milliseconds the attempt may take. */
   timeoutMs: number;
+  /** TTL (hop limit) of tcp-nutss's first SYN. */
+  lowTtl?: number;
 }
 
 /** Daemon to worker. */
@@ -50,4 +53,5 @@ export type FromWorker =
   | { type: "connected"; key: number; fd: number; local: string; remote: string }
   | { type: "failed"; key: number; reason: string }
   | { type: "log"; record: LogRecord }
-  | { type: "fd"; fd: number; kind: FdKind | null };
+  | { type: "fd"; fd: number; kind: FdKind | null }
+  | { type: "rule"; chain: Chain; handle: number; open: boolean };

@@ -7,6 +7,7 @@
 
 import type { TechniqueName } from "../control/codec.ts";
 import { TcpDirect } from "./tcp_direct.ts";
+import { TcpNutss } from "./tcp_nutss.ts";
 import type { Technique } from "./technique.ts";
 
 /** A technique and where its worker lives. */
@@ -22,5 +23,9 @@ export const TECHNIQUE_REGISTRY: Readonly<Record<TechniqueName, TechniqueEntry>>
   "tcp-direct": {
     technique: new TcpDirect(),
     workerUrl: new URL("./tcp_direct_worker.ts", import.meta.url),
+  },
+  "tcp-nutss": {
+    technique: new TcpNutss(),
+    workerUrl: new URL("./tcp_nutss_worker.ts", import.meta.url),
   },
 };

@@ -29,6 +29,7 @@ import {
   type SocketAddress,
 } from "../../ffi/structs.ts";
 import { TechniqueError } from "../errors.ts";
+import { delay, errorCode, RETRYABLE_CONNECT_ERRORS } from "./delay.ts";
 import type { AttemptSpec } from "./protocol.ts";
 import type { AttemptContext, Technique } from "./technique.ts";
 
@@ -46,24 +47,10 @@ function isExpectedPeer(address: SocketAddress, spec: AttemptSpec): boolean {
     spec.dstPorts.includes(address.port);
 }
 
-function delay(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) return reject(signal.reason);
-    const timer = setTimeout(() => {
-      signal.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal.reason);
-    };
-    signal.addEventListener("abort", onAbort, { once: true });
-  });
-}
-
 /** The `tcp-direct` technique. */
 export class TcpDirect implements Technique {
   readonly name = "tcp-direct";
+  readonly needsFirewall = false;
   readonly #retryMs: number;
 
   /** Builds the technique with its tunables. */
@@ -165,7 +152,7 @@ export class TcpDirect implements Technique {
       if (signal.aborted) throw signal.reason;
       for (const r of results) {
         if (r.status !== "rejected") continue;
-        const code = (r.reason as { code?: string }).code ?? "";
+        const code = errorCode(r.reason);
         // The peer's connection was accepted on our port: the accept loop has it.
         if (code === "EADDRNOTAVAIL" || code === "EADDRINUSE") return new Promise<never>(() => {});
         if (

@@ -7,6 +7,7 @@
  */
 
 import type { Socket } from "../../ffi/socket.ts";
+import type { Chain } from "../firewall/nftables.ts";
 import type { Logger } from "../log.ts";
 import type { AttemptSpec } from "./protocol.ts";
 
@@ -20,12 +21,28 @@ export interface AttemptContext {
   nextPeerData(): Promise<string>;
   /** The attempt's logger (carries the attempt id). */
   log: Logger;
+  /**
+   * Firewall rules in punchd's table. Rules added here are deleted when the
+   * attempt ends even if the technique does not, and by the daemon if the
+   * worker dies.
+   */
+  firewall: AttemptFirewall;
+}
+
+/** Rules of one attempt in punchd's nftables table. */
+export interface AttemptFirewall {
+  /** Adds a rule (body without comment) to a chain; returns its handle. */
+  add(chain: Chain, rule: string): Promise<number>;
+  /** Deletes a rule added by this attempt. */
+  remove(chain: Chain, handle: number): Promise<void>;
 }
 
 /** One hole punching technique. */
 export interface Technique {
   /** The name used on the wire, e.g. "tcp-direct". */
   readonly name: string;
+  /** True when attempts add firewall rules (the daemon then needs its nftables table). */
+  readonly needsFirewall: boolean;
   /**
    * Checks what the generic codec cannot (how many ports, EXTRA format);
    * throws RangeError/SyntaxError with a client-facing reason. Runs in the

@@ -7,13 +7,15 @@
  */
 
 import { formatAddress } from "../../ffi/structs.ts";
+import type { Socket } from "../../ffi/socket.ts";
 import { observeFds } from "../../ffi/fd_ledger.ts";
 import { setNonBlocking } from "../../ffi/syscalls.ts";
 import { sanitizeReason } from "../control/codec.ts";
 import { AttemptTimeoutError, CancelledError } from "../errors.ts";
 import { Logger, parseLevel } from "../log.ts";
 import type { FromWorker, ToWorker } from "./protocol.ts";
-import type { Technique } from "./technique.ts";
+import type { AttemptFirewall, Technique } from "./technique.ts";
+import { addRule, type Chain, deleteRule } from "../firewall/nftables.ts";
 
 /** The worker global's messaging surface (a subset of DedicatedWorkerGlobalScope). */
 export interface WorkerPort {
@@ -61,10 +63,32 @@ export function hostTechnique(technique: Technique, port: WorkerPort): void {
       (record) => post({ type: "log", record }),
       { client: spec.client, attempt: spec.id, technique: technique.name, role: spec.role },
     );
+    const rules = new Map<number, Chain>();
+    let outcome: { message: FromWorker; socket?: Socket } = {
+      message: { type: "failed", key, reason: "attempt ended without a result" },
+    };
+    const firewall: AttemptFirewall = {
+      add: async (chain, rule) => {
+        const handle = await addRule(chain, rule, `punchd ${spec.id}`);
+        rules.set(handle, chain);
+        post({ type: "rule", chain, handle, open: true });
+        if (controller.signal.aborted) {
+          await firewall.remove(chain, handle);
+          throw controller.signal.reason;
+        }
+        return handle;
+      },
+      remove: async (chain, handle) => {
+        if (!rules.delete(handle)) return;
+        await deleteRule(chain, handle);
+        post({ type: "rule", chain, handle, open: false });
+      },
+    };
     try {
       const socket = await technique.run(spec, {
         signal: controller.signal,
         log,
+        firewall,
         progress: (data) => {
           if (!controller.signal.aborted) post({ type: "progress", key, data });
         },
@@ -86,21 +110,29 @@ export function hostTechnique(technique: Technique, port: WorkerPort): void {
       }
       const local = formatAddress(socket.localAddress());
       const remote = formatAddress(socket.peerAddress());
-      const fd = socket.detach();
       // Applications receive an ordinary blocking socket, as socket(2) makes it.
-      setNonBlocking(fd, false);
-      post({ type: "connected", key, fd, local, remote });
+      setNonBlocking(socket.fd, false);
+      outcome = { message: { type: "connected", key, fd: -1, local, remote }, socket };
       log.info("connected", { local, remote });
     } catch (error) {
-      const reason = controller.signal.aborted
-        ? failureReason(controller.signal.reason)
-        : failureReason(error);
+      const reason = controller.signal.aborted ? failureReason(controller.signal.reason) : failureReason(error);
       log.info("failed", { reason });
-      post({ type: "failed", key, reason });
+      outcome = { message: { type: "failed", key, reason } };
     } finally {
       clearTimeout(attempt.timer);
+      // Rules go before the outcome is reported: a client that sees the
+      // reply sees the firewall as it was before the attempt.
+      for (const [handle, chain] of [...rules]) {
+        await firewall.remove(chain, handle).catch((error) =>
+          log.error("cannot delete firewall rule", { handle, error: (error as Error).message })
+        );
+      }
       running.delete(key);
     }
+    if (outcome.socket !== undefined && outcome.message.type === "connected") {
+      outcome.message.fd = outcome.socket.detach();
+    }
+    post(outcome.message);
   };
 
   port.onmessage = (event: MessageEvent<ToWorker>) => {

@@ -10,6 +10,8 @@ Deno.test("no flags run with the documented defaults", () => {
       attemptTimeoutMs: 10_000,
       maxClients: 1024,
       maxAttemptsPerClient: 256,
+      probes: [],
+      lowTtl: 2,
     },
   });
 });
@@ -27,6 +29,11 @@ Deno.test("every flag is read", () => {
     "7",
     "--group",
     "root",
+    "--probe",
+    "172.16.0.1:3478",
+    "--probe=[::1]:3479",
+    "--nutss-ttl",
+    "3",
   ]);
   assertEquals(invocation, {
     kind: "run",
@@ -36,6 +43,11 @@ Deno.test("every flag is read", () => {
       attemptTimeoutMs: 30_000,
       maxClients: 5,
       maxAttemptsPerClient: 7,
+      probes: [
+        { family: "inet", address: "172.16.0.1", port: 3478 },
+        { family: "inet6", address: "::1", port: 3479 },
+      ],
+      lowTtl: 3,
       group: "root",
       gid: 0,
     },
@@ -55,6 +67,11 @@ const BAD: [string[], RegExp][] = [
   [["--max-clients", "-1"], /.+/],
   [["--max-attempts", "70000"], /out of range 1-65536/],
   [["--group", "no-such-group-for-punchd"], /no group named/],
+  [["--probe", "example.com:3478"], /--probe: Cannot parse IPv4 address "example.com"/],
+  [["--probe", "10.0.0.1"], /--probe: .*expected IP:PORT/],
+  [["--probe", "::1:3478"], /--probe: .*expected IP:PORT/],
+  [["--probe", "10.0.0.1:0"], /--probe: .*out of range/],
+  [["--nutss-ttl", "256"], /out of range 1-255/],
 ];
 
 for (const [args, message] of BAD) {

@@ -6,9 +6,11 @@ import type { FromWorker, ToWorker } from "../../src/techniques/protocol.ts";
 import { Logger } from "../../src/log.ts";
 import type { AttemptSpec } from "../../src/techniques/protocol.ts";
 import { TcpDirect } from "../../src/techniques/tcp_direct.ts";
+import { TECHNIQUE_REGISTRY } from "../../src/techniques/registry.ts";
 import { freePort } from "../helpers/daemon.ts";
 
 const registry = {
+  ...TECHNIQUE_REGISTRY,
   "tcp-direct": {
     technique: new TcpDirect(),
     workerUrl: new URL("../fixtures/crashing_worker.ts", import.meta.url),

@@ -1,0 +1,276 @@
+/**
+ * The NAT lab: network namespaces joined by veth pairs, with Linux conntrack
+ * NAT routers configured by nftables, used by end-to-end tests, the demo and
+ * benchmarks.
+ *
+ * ```
+ *  host A ─ lan ─ router A ═ wan ═╗                 ╔═ wan ═ router B ─ lan ─ host B
+ *  10.0.1.2      10.0.1.1         ║    internet     ║        10.0.2.1      10.0.2.2
+ *                172.16.1.2 ──────╨─ 172.16.1.1     ║
+ *                                    172.16.2.1 ────╨────── 172.16.2.2
+ *                                    172.16.0.1 (rendezvous / probe server)
+ * ```
+ *
+ * A packet from host A with TTL 2 crosses router A (and its NAT) and dies in
+ * the internet router, which answers with a real ICMP time-exceeded.
+ *
+ * Every name carries the creating process's pid and a counter, so parallel
+ * runs never collide, and {@linkcode removeStaleLabs} can delete what a
+ * killed run left. Addresses are private ranges inside the lab only; nothing
+ * is routed to the host's own interfaces.
+ *
+ * @module
+ */
+
+/** How a NAT router treats traffic. */
+export type NatProfile =
+  /** Port-preserving masquerade; unsolicited inbound dropped (EIM, APDF: most home routers). */
+  | "preserving"
+  /** Masquerade with random ports per flow: endpoint-dependent mapping ("symmetric NAT"). */
+  | "symmetric"
+  /** Like "preserving", but unsolicited inbound TCP SYNs are answered with RST. */
+  | "rst"
+  /** No NAT: the host is public and reachable. */
+  | "none";
+
+/** Options of a lab. */
+export interface LabOptions {
+  natA: NatProfile;
+  natB: NatProfile;
+  /** netem on both routers' WAN links, e.g. { delayMs: 20, lossPercent: 1 }. */
+  wan?: { delayMs?: number; lossPercent?: number };
+}
+
+/** A namespace of the lab. */
+export interface Node {
+  /** The netns name. */
+  ns: string;
+  /** Its main address. */
+  ip: string;
+}
+
+/** Result of a command run in a namespace. */
+export interface CommandResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+const PREFIX = "pdlab";
+let counter = 0;
+
+async function run(cmd: string, args: string[], input?: string): Promise<CommandResult> {
+  const child = new Deno.Command(cmd, {
+    args,
+    stdin: input === undefined ? "null" : "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  if (input !== undefined) {
+    const writer = child.stdin.getWriter();
+    await writer.write(new TextEncoder().encode(input));
+    await writer.close();
+  }
+  const out = await child.output();
+  const decoder = new TextDecoder();
+  return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
+}
+
+async function must(cmd: string, args: string[], input?: string): Promise<string> {
+  const result = await run(cmd, args, input);
+  if (result.code !== 0) {
+    throw new Error(`Cannot run ${cmd} ${args.join(" ")}: ${result.stderr.trim() || `exit ${result.code}`}`);
+  }
+  return result.stdout;
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    Deno.statSync(`/proc/${pid}`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Deletes lab namespaces whose creating process no longer runs. */
+export async function removeStaleLabs(): Promise<string[]> {
+  const list = await run("ip", ["netns", "list"]);
+  const removed: string[] = [];
+  for (const line of list.stdout.split("\n")) {
+    const name = line.split(" ")[0] ?? "";
+    const match = name.match(new RegExp(`^${PREFIX}(\\d+)x\\d+-`));
+    if (match === null || processAlive(Number(match[1]))) continue;
+    await run("ip", ["netns", "del", name]);
+    removed.push(name);
+  }
+  return removed;
+}
+
+/** The nftables ruleset of a NAT router. */
+export function routerRuleset(profile: NatProfile): string {
+  if (profile === "none") {
+    return `table inet lab {
+  chain forward { type filter hook forward priority 0; policy accept; }
+}
+`;
+  }
+  const masquerade = profile === "symmetric" ? "masquerade random" : "masquerade";
+  const refuse = profile === "rst" ? `meta l4proto tcp tcp flags & (syn|ack) == syn reject with tcp reset\n    drop` : "drop";
+  return `table ip labnat {
+  chain postrouting {
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname "wan0" ${masquerade}
+  }
+}
+table inet lab {
+  chain forward {
+    type filter hook forward priority 0; policy accept;
+    ct state established,related accept
+    iifname "lan0" accept
+    iifname "wan0" ${refuse}
+  }
+  chain input {
+    type filter hook input priority 0; policy accept;
+    ct state established,related accept
+    iifname "wan0" ${refuse}
+  }
+}
+`;
+}
+
+/** A built lab. Always `close()` it (or use `await using`). */
+export class Lab {
+  readonly id: string;
+  readonly hostA: Node;
+  readonly hostB: Node;
+  readonly routerA: Node;
+  readonly routerB: Node;
+  /** The internet router; it also hosts the rendezvous/probe server. */
+  readonly internet: Node;
+  /** The rendezvous/probe server's address (in the internet namespace). */
+  readonly serverIp = "172.16.0.1";
+  /** Router A's public address (what peers see of host A behind NAT). */
+  readonly publicA = "172.16.1.2";
+  /** Router B's public address. */
+  readonly publicB = "172.16.2.2";
+  readonly options: LabOptions;
+  #closed = false;
+
+  private constructor(id: string, options: LabOptions) {
+    this.id = id;
+    this.options = options;
+    const ns = (role: string) => `${id}-${role}`;
+    this.hostA = { ns: ns("a"), ip: "10.0.1.2" };
+    this.hostB = { ns: ns("b"), ip: "10.0.2.2" };
+    this.routerA = { ns: ns("ra"), ip: "172.16.1.2" };
+    this.routerB = { ns: ns("rb"), ip: "172.16.2.2" };
+    this.internet = { ns: ns("inet"), ip: "172.16.0.1" };
+  }
+
+  /** Builds the topology; on any failure everything built so far is removed. */
+  static async create(options: LabOptions): Promise<Lab> {
+    await removeStaleLabs();
+    const lab = new Lab(`${PREFIX}${Deno.pid}x${counter++}`, options);
+    try {
+      await lab.#build();
+    } catch (error) {
+      await lab.close();
+      throw error;
+    }
+    return lab;
+  }
+
+  /** Every namespace of the lab. */
+  get namespaces(): string[] {
+    return [this.hostA, this.hostB, this.routerA, this.routerB, this.internet].map((n) => n.ns);
+  }
+
+  async #link(a: string, nameA: string, b: string, nameB: string): Promise<void> {
+    // Temporary names in the root namespace must be unique and short (15 bytes).
+    const tmp = `pl${(Deno.pid % 100000).toString(36)}${(counter++).toString(36)}`;
+    await must("ip", ["link", "add", `${tmp}a`, "type", "veth", "peer", "name", `${tmp}b`]);
+    await must("ip", ["link", "set", `${tmp}a`, "netns", a]);
+    await must("ip", ["link", "set", `${tmp}b`, "netns", b]);
+    await this.exec(a, ["ip", "link", "set", `${tmp}a`, "name", nameA]);
+    await this.exec(b, ["ip", "link", "set", `${tmp}b`, "name", nameB]);
+  }
+
+  async #build(): Promise<void> {
+    for (const ns of this.namespaces) {
+      await must("ip", ["netns", "add", ns]);
+      await this.exec(ns, ["ip", "link", "set", "lo", "up"]);
+    }
+    const { hostA, hostB, routerA, routerB, internet } = this;
+    await this.#link(hostA.ns, "eth0", routerA.ns, "lan0");
+    await this.#link(hostB.ns, "eth0", routerB.ns, "lan0");
+    await this.#link(routerA.ns, "wan0", internet.ns, "wana");
+    await this.#link(routerB.ns, "wan0", internet.ns, "wanb");
+    const addr = async (ns: string, dev: string, cidr: string) => {
+      await this.exec(ns, ["ip", "addr", "add", cidr, "dev", dev]);
+      await this.exec(ns, ["ip", "link", "set", dev, "up"]);
+    };
+    await addr(hostA.ns, "eth0", "10.0.1.2/24");
+    await addr(routerA.ns, "lan0", "10.0.1.1/24");
+    await addr(hostB.ns, "eth0", "10.0.2.2/24");
+    await addr(routerB.ns, "lan0", "10.0.2.1/24");
+    await addr(routerA.ns, "wan0", "172.16.1.2/24");
+    await addr(internet.ns, "wana", "172.16.1.1/24");
+    await addr(routerB.ns, "wan0", "172.16.2.2/24");
+    await addr(internet.ns, "wanb", "172.16.2.1/24");
+    await this.exec(internet.ns, ["ip", "addr", "add", `${this.serverIp}/32`, "dev", "lo"]);
+    await this.exec(hostA.ns, ["ip", "route", "add", "default", "via", "10.0.1.1"]);
+    await this.exec(hostB.ns, ["ip", "route", "add", "default", "via", "10.0.2.1"]);
+    await this.exec(routerA.ns, ["ip", "route", "add", "default", "via", "172.16.1.1"]);
+    await this.exec(routerB.ns, ["ip", "route", "add", "default", "via", "172.16.2.1"]);
+    // Only a public (un-NATed) LAN is routed on the internet.
+    if (this.options.natA === "none") await this.exec(internet.ns, ["ip", "route", "add", "10.0.1.0/24", "via", "172.16.1.2"]);
+    if (this.options.natB === "none") await this.exec(internet.ns, ["ip", "route", "add", "10.0.2.0/24", "via", "172.16.2.2"]);
+    for (const ns of [routerA.ns, routerB.ns, internet.ns]) {
+      await this.exec(ns, ["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    }
+    await this.exec(routerA.ns, ["nft", "-f", "-"], routerRuleset(this.options.natA));
+    await this.exec(routerB.ns, ["nft", "-f", "-"], routerRuleset(this.options.natB));
+    const wan = this.options.wan;
+    if (wan && (wan.delayMs || wan.lossPercent)) {
+      const netem = ["netem"];
+      if (wan.delayMs) netem.push("delay", `${wan.delayMs}ms`);
+      if (wan.lossPercent) netem.push("loss", `${wan.lossPercent}%`);
+      for (const ns of [routerA.ns, routerB.ns]) {
+        await this.exec(ns, ["tc", "qdisc", "add", "dev", "wan0", "root", ...netem]);
+      }
+    }
+  }
+
+  /** Runs a command in namespace `ns`; throws with its stderr when it fails. */
+  exec(ns: string, command: string[], input?: string): Promise<string> {
+    return must("ip", ["netns", "exec", ns, ...command], input);
+  }
+
+  /** Runs a command in `ns` and returns its exit code and output, whatever they are. */
+  tryExec(ns: string, command: string[]): Promise<CommandResult> {
+    return run("ip", ["netns", "exec", ns, ...command]);
+  }
+
+  /** Spawns a long-running command in `ns` (the caller kills and awaits it). */
+  spawn(ns: string, command: string[], options: { stdin?: "piped" | "null" } = {}): Deno.ChildProcess {
+    return new Deno.Command("ip", {
+      args: ["netns", "exec", ns, ...command],
+      stdin: options.stdin ?? "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+  }
+
+  /** Deletes every namespace (and with them every veth, rule and route). Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const ns of this.namespaces) await run("ip", ["netns", "del", ns]);
+  }
+
+  /** Same as close(). */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
