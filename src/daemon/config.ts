@@ -1,12 +1,10 @@
 /**
  * Command line of `punchd`: flags, defaults, validation and help text.
- * `node:util` parseArgs is imported here only (a later switch to `@std/cli`
- * changes this file alone).
  *
  * @module
  */
 
-import { parseArgs } from "node:util";
+import { integerFlag, parseArgs } from "../cli.ts";
 import { lookupGroup } from "../../ffi/syscalls.ts";
 import type { InetAddress } from "../../ffi/structs.ts";
 import { type Level, LEVELS, parseLevel } from "../log.ts";

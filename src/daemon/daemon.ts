@@ -227,7 +227,10 @@ export class Daemon {
     if (this.#options.lowTtl !== undefined) spec.lowTtl = this.#options.lowTtl;
     const entry = this.#registry[request.technique];
     if (entry.technique.needsFirewall && this.#firewallError !== null) {
-      throw new RequestError(id, `${request.technique} needs punchd's nftables table: ${this.#firewallError}`);
+      throw new RequestError(
+        id,
+        `${request.technique} needs punchd's nftables table: ${this.#firewallError}`,
+      );
     }
     try {
       entry.technique.validate(spec);
@@ -275,7 +278,9 @@ export class Daemon {
    */
   async #endpoint(request: EndpointRequest): Promise<Reply> {
     const { id, srcIp, srcPorts, protocol } = request;
-    const probes = (this.#options.probes ?? []).filter((p) => p.family === (srcIp.includes(":") ? "inet6" : "inet"));
+    const probes = (this.#options.probes ?? []).filter((p) =>
+      p.family === (srcIp.includes(":") ? "inet6" : "inet")
+    );
     if (probes.length === 0) {
       if (srcIp === "0.0.0.0" || srcIp === "::") {
         throw new RequestError(id, "SRC_IP is unspecified and no probe server is configured");
@@ -289,7 +294,10 @@ export class Daemon {
         try {
           socket.bind(address);
         } catch (error) {
-          throw new RequestError(id, `cannot use ${protocol} port ${port}: ${(error as Error).message}`);
+          throw new RequestError(
+            id,
+            `cannot use ${protocol} port ${port}: ${(error as Error).message}`,
+          );
         } finally {
           socket.close();
         }
@@ -310,7 +318,9 @@ export class Daemon {
       const { ip, ports, how } = combine(predictions);
       return { type: "endpoint", id, ip, ports, source: how };
     } catch (error) {
-      throw new RequestError(id, `cannot discover the endpoint: ${(error as Error).message}`, { cause: error });
+      throw new RequestError(id, `cannot discover the endpoint: ${(error as Error).message}`, {
+        cause: error,
+      });
     }
   }
 
@@ -335,7 +345,10 @@ export class Daemon {
       await this.#serving;
       await Promise.allSettled([...this.#sessions]);
       await this.#workers.cleaned();
-      if (this.#firewallError === null && Object.values(this.#registry).some((e) => e.technique.needsFirewall)) {
+      if (
+        this.#firewallError === null &&
+        Object.values(this.#registry).some((e) => e.technique.needsFirewall)
+      ) {
         await deleteTable();
       }
       this.#options.log.info("punchd stopped");

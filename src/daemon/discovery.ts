@@ -37,14 +37,18 @@ export interface Prediction {
 /** Parses `IP:PORT` or `[IPv6]:PORT` (IP literals only: punchd does no DNS). */
 export function parseHostPort(text: string): InetAddress {
   const match = text.match(/^\[([^\]]+)\]:([0-9]+)$/) ?? text.match(/^([^:\[\]]+):([0-9]+)$/);
-  if (match === null) throw new SyntaxError(`Cannot parse "${text}": expected IP:PORT or [IPv6]:PORT`);
+  if (match === null) {
+    throw new SyntaxError(`Cannot parse "${text}": expected IP:PORT or [IPv6]:PORT`);
+  }
   return inetAddress(canonicalIp(match[1] ?? ""), parsePort(match[2] ?? ""));
 }
 
 /** Parses a probe server's answer line `observed|IP|PORT`. */
 export function parseObservation(line: string): Observation {
   const fields = line.trim().split("|");
-  if (fields.length !== 3 || fields[0] !== "observed") throw new SyntaxError(`Cannot parse probe answer "${line.slice(0, 80)}"`);
+  if (fields.length !== 3 || fields[0] !== "observed") {
+    throw new SyntaxError(`Cannot parse probe answer "${line.slice(0, 80)}"`);
+  }
   return { ip: canonicalIp(fields[1] ?? ""), port: parsePort(fields[2] ?? "") };
 }
 
@@ -53,13 +57,19 @@ async function readAll(socket: Socket, signal: AbortSignal, limit = 256): Promis
   let length = 0;
   for (;;) {
     const n = await socket.read(buf.subarray(length), signal);
-    if (n === 0 || length + n >= limit) return new TextDecoder().decode(buf.subarray(0, length + n));
+    if (n === 0 || length + n >= limit) {
+      return new TextDecoder().decode(buf.subarray(0, length + n));
+    }
     length += n;
   }
 }
 
 /** Observes the public endpoint of a TCP flow from `local` to `probe`. */
-export async function observeTcp(local: InetAddress, probe: InetAddress, signal: AbortSignal): Promise<Observation> {
+export async function observeTcp(
+  local: InetAddress,
+  probe: InetAddress,
+  signal: AbortSignal,
+): Promise<Observation> {
   using socket = Socket.create(local.family, "stream", { reuseAddress: true, reusePort: true });
   socket.bind(local);
   await socket.connect(probe, signal);
@@ -68,7 +78,11 @@ export async function observeTcp(local: InetAddress, probe: InetAddress, signal:
 }
 
 /** Observes the public endpoint of UDP datagrams from `local` to `probe` (3 tries, 500 ms apart). */
-export async function observeUdp(local: InetAddress, probe: InetAddress, signal: AbortSignal): Promise<Observation> {
+export async function observeUdp(
+  local: InetAddress,
+  probe: InetAddress,
+  signal: AbortSignal,
+): Promise<Observation> {
   using socket = Socket.create(local.family, "datagram", { reuseAddress: true, reusePort: true });
   socket.bind(local);
   const buf = new Uint8Array(256);
@@ -94,17 +108,27 @@ export function predict(localPort: number, observations: readonly Observation[])
   const first = observations[0];
   if (first === undefined) throw new RangeError("Cannot predict a port without observations");
   if (observations.some((o) => o.ip !== first.ip)) {
-    throw new Error(`Cannot predict the endpoint: probes saw different addresses (${observations.map((o) => o.ip).join(", ")})`);
+    throw new Error(
+      `Cannot predict the endpoint: probes saw different addresses (${
+        observations.map((o) => o.ip).join(", ")
+      })`,
+    );
   }
   const ports = observations.map((o) => o.port);
   const last = ports[ports.length - 1] ?? first.port;
-  if (ports.every((p) => p === localPort)) return { ip: first.ip, ports: [localPort], how: "preserved" };
-  if (ports.every((p) => p === first.port)) return { ip: first.ip, ports: [first.port], how: "consistent" };
+  if (ports.every((p) => p === localPort)) {
+    return { ip: first.ip, ports: [localPort], how: "preserved" };
+  }
+  if (ports.every((p) => p === first.port)) {
+    return { ip: first.ip, ports: [first.port], how: "consistent" };
+  }
   const deltas = ports.slice(1).map((p, i) => p - (ports[i] ?? p));
   const delta = deltas[0] ?? 0;
   if (deltas.length > 0 && delta !== 0 && deltas.every((d) => d === delta)) {
     const next = [last + delta, last + 2 * delta].filter((p) => p >= 1 && p <= 65535);
-    if (next.length > 0) return { ip: first.ip, ports: next, how: `delta${delta > 0 ? "+" : ""}${delta}` };
+    if (next.length > 0) {
+      return { ip: first.ip, ports: next, how: `delta${delta > 0 ? "+" : ""}${delta}` };
+    }
   }
   return { ip: first.ip, ports: [last], how: "random" };
 }
@@ -116,8 +140,14 @@ const HOW_RANK = ["preserved", "consistent", "delta", "random"];
 export function combine(predictions: readonly Prediction[]): Prediction {
   const first = predictions[0];
   if (first === undefined) throw new RangeError("Cannot combine no predictions");
-  if (predictions.some((p) => p.ip !== first.ip)) throw new Error("Cannot predict the endpoint: ports map to different addresses");
+  if (predictions.some((p) => p.ip !== first.ip)) {
+    throw new Error("Cannot predict the endpoint: ports map to different addresses");
+  }
   const rank = (how: string) => HOW_RANK.findIndex((h) => how.startsWith(h));
   const worst = predictions.reduce((a, b) => rank(b.how) > rank(a.how) ? b : a);
-  return { ip: first.ip, ports: [...new Set(predictions.flatMap((p) => p.ports))].slice(0, 16), how: worst.how };
+  return {
+    ip: first.ip,
+    ports: [...new Set(predictions.flatMap((p) => p.ports))].slice(0, 16),
+    how: worst.how,
+  };
 }

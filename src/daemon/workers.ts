@@ -223,8 +223,17 @@ export class TechniqueWorkers {
     for (const [handle, chain] of hosted.rules) {
       this.#pendingCleanup.add(
         deleteRule(chain, handle).then(
-          () => this.#options.log.warn("deleted a firewall rule a retired worker held", { technique, handle, why }),
-          (error) => this.#options.log.error("cannot delete firewall rule", { handle, error: (error as Error).message }),
+          () =>
+            this.#options.log.warn("deleted a firewall rule a retired worker held", {
+              technique,
+              handle,
+              why,
+            }),
+          (error) =>
+            this.#options.log.error("cannot delete firewall rule", {
+              handle,
+              error: (error as Error).message,
+            }),
         ),
       );
     }

@@ -63,9 +63,15 @@ async function must(nft: NftRunner, what: string, args: string[], input?: string
   try {
     result = await nft(args, input);
   } catch (error) {
-    throw new Error(`Cannot ${what}: cannot run nft (${(error as Error).message})`, { cause: error });
+    throw new Error(`Cannot ${what}: cannot run nft (${(error as Error).message})`, {
+      cause: error,
+    });
   }
-  if (result.code !== 0) throw new Error(`Cannot ${what}: ${result.stderr.trim().split("\n")[0] ?? `nft exit ${result.code}`}`);
+  if (result.code !== 0) {
+    throw new Error(
+      `Cannot ${what}: ${result.stderr.trim().split("\n")[0] ?? `nft exit ${result.code}`}`,
+    );
+  }
   return result.stdout;
 }
 
@@ -82,9 +88,26 @@ export async function deleteTable(nft: NftRunner = runNft): Promise<boolean> {
 }
 
 /** Adds one rule to a chain of the table; returns its handle. */
-export async function addRule(chain: Chain, rule: string, comment: string, nft: NftRunner = runNft): Promise<number> {
-  if (!/^[\x20-\x7e]*$/.test(comment) || comment.includes('"')) throw new TypeError("Cannot add rule: bad comment");
-  const args = ["--echo", "--handle", "add", "rule", ...TABLE.split(" "), chain, ...rule.split(" "), "comment", `"${comment}"`];
+export async function addRule(
+  chain: Chain,
+  rule: string,
+  comment: string,
+  nft: NftRunner = runNft,
+): Promise<number> {
+  if (!/^[\x20-\x7e]*$/.test(comment) || comment.includes('"')) {
+    throw new TypeError("Cannot add rule: bad comment");
+  }
+  const args = [
+    "--echo",
+    "--handle",
+    "add",
+    "rule",
+    ...TABLE.split(" "),
+    chain,
+    ...rule.split(" "),
+    "comment",
+    `"${comment}"`,
+  ];
   const out = await must(nft, "add a firewall rule", args);
   const match = out.match(/# handle (\d+)/);
   if (match === null) throw new Error(`Cannot add a firewall rule: nft printed no handle`);
@@ -92,8 +115,19 @@ export async function addRule(chain: Chain, rule: string, comment: string, nft: 
 }
 
 /** Deletes a rule by handle; false when it was already gone. */
-export async function deleteRule(chain: Chain, handle: number, nft: NftRunner = runNft): Promise<boolean> {
-  const result = await nft(["delete", "rule", ...TABLE.split(" "), chain, "handle", String(handle)]);
+export async function deleteRule(
+  chain: Chain,
+  handle: number,
+  nft: NftRunner = runNft,
+): Promise<boolean> {
+  const result = await nft([
+    "delete",
+    "rule",
+    ...TABLE.split(" "),
+    chain,
+    "handle",
+    String(handle),
+  ]);
   return result.code === 0;
 }
 
@@ -101,7 +135,9 @@ export async function deleteRule(chain: Chain, handle: number, nft: NftRunner = 
 export async function listRules(nft: NftRunner = runNft): Promise<string[]> {
   const result = await nft(["-a", "list", "table", ...TABLE.split(" ")]);
   if (result.code !== 0) return [];
-  return result.stdout.split("\n").map((l) => l.trim()).filter((l) => / # handle \d+$/.test(l) && !/^(table|chain) /.test(l));
+  return result.stdout.split("\n").map((l) => l.trim()).filter((l) =>
+    / # handle \d+$/.test(l) && !/^(table|chain) /.test(l)
+  );
 }
 
 /** A TCP flow as seen by the local host before NAT. */
@@ -124,14 +160,18 @@ function hex(ip: string): string {
  */
 export function timeExceededDropRule(flow: Flow): string {
   const v6 = parseIp(flow.localIp).length === 16;
-  if (v6 !== (parseIp(flow.remoteIp).length === 16)) throw new TypeError("Cannot build rule: mixed address families");
-  const ports = `@th,${v6 ? 384 : 224},16 ${flow.localPort} @th,${v6 ? 400 : 240},16 ${flow.remotePort}`;
-  if (v6) {
-    return `meta l4proto ipv6-icmp icmpv6 type time-exceeded @th,112,8 6 @th,128,128 ${hex(flow.localIp)} @th,256,128 ${
-      hex(flow.remoteIp)
-    } ${ports} drop`;
+  if (v6 !== (parseIp(flow.remoteIp).length === 16)) {
+    throw new TypeError("Cannot build rule: mixed address families");
   }
-  return `meta l4proto icmp icmp type time-exceeded @th,136,8 6 @th,160,32 ${hex(flow.localIp)} @th,192,32 ${
-    hex(flow.remoteIp)
-  } ${ports} drop`;
+  const ports = `@th,${v6 ? 384 : 224},16 ${flow.localPort} @th,${
+    v6 ? 400 : 240
+  },16 ${flow.remotePort}`;
+  if (v6) {
+    return `meta l4proto ipv6-icmp icmpv6 type time-exceeded @th,112,8 6 @th,128,128 ${
+      hex(flow.localIp)
+    } @th,256,128 ${hex(flow.remoteIp)} ${ports} drop`;
+  }
+  return `meta l4proto icmp icmp type time-exceeded @th,136,8 6 @th,160,32 ${
+    hex(flow.localIp)
+  } @th,192,32 ${hex(flow.remoteIp)} ${ports} drop`;
 }

@@ -28,7 +28,7 @@
  */
 
 import { Socket } from "../../ffi/socket.ts";
-import { formatAddress, inetAddress, type InetAddress } from "../../ffi/structs.ts";
+import { formatAddress, type InetAddress, inetAddress } from "../../ffi/structs.ts";
 import { timeExceededDropRule } from "../firewall/nftables.ts";
 import { TechniqueError } from "../errors.ts";
 import { delay, errorCode, RETRYABLE_CONNECT_ERRORS } from "./delay.ts";
@@ -64,7 +64,9 @@ export class TcpNutss implements Technique {
       throw new SyntaxError(`tcp-nutss expects EXTRA "${TCP_NUTSS_TAG}"`);
     }
     const ttl = spec.lowTtl ?? DEFAULT_LOW_TTL;
-    if (!Number.isInteger(ttl) || ttl < 1 || ttl > 255) throw new RangeError("tcp-nutss low TTL must be 1-255");
+    if (!Number.isInteger(ttl) || ttl < 1 || ttl > 255) {
+      throw new RangeError("tcp-nutss low TTL must be 1-255");
+    }
   }
 
   async run(spec: AttemptSpec, attempt: AttemptContext): Promise<Socket> {
@@ -76,13 +78,21 @@ export class TcpNutss implements Technique {
     try {
       return spec.role === "initiate"
         ? await this.#initiate(local, peers, spec.lowTtl ?? DEFAULT_LOW_TTL, context)
-        : await this.#firstConnected(peers.map((peer) => this.#connectUntilDeadline(local, peer, context)), context);
+        : await this.#firstConnected(
+          peers.map((peer) => this.#connectUntilDeadline(local, peer, context)),
+          context,
+        );
     } finally {
       done.abort(new TechniqueError("attempt finished"));
     }
   }
 
-  async #initiate(local: InetAddress, peers: InetAddress[], lowTtl: number, context: AttemptContext): Promise<Socket> {
+  async #initiate(
+    local: InetAddress,
+    peers: InetAddress[],
+    lowTtl: number,
+    context: AttemptContext,
+  ): Promise<Socket> {
     for (const peer of peers) {
       await context.firewall.add(
         "input",
@@ -100,7 +110,12 @@ export class TcpNutss implements Technique {
   }
 
   /** Sends the first SYN with a low TTL, then waits for the simultaneous open; retries on early failures. */
-  async #lowTtlConnect(local: InetAddress, peer: InetAddress, lowTtl: number, context: AttemptContext): Promise<Socket> {
+  async #lowTtlConnect(
+    local: InetAddress,
+    peer: InetAddress,
+    lowTtl: number,
+    context: AttemptContext,
+  ): Promise<Socket> {
     for (;;) {
       const socket = Socket.create(local.family, "stream", { reuseAddress: true, reusePort: true });
       try {
@@ -116,13 +131,20 @@ export class TcpNutss implements Technique {
       } catch (error) {
         socket.close();
         if (context.signal.aborted || !RETRYABLE_CONNECT_ERRORS.has(errorCode(error))) throw error;
-        context.log.debug("connect failed; sending another low-TTL SYN", { to: formatAddress(peer), error: errorCode(error) });
+        context.log.debug("connect failed; sending another low-TTL SYN", {
+          to: formatAddress(peer),
+          error: errorCode(error),
+        });
         await delay(this.#retryMs, context.signal);
       }
     }
   }
 
-  async #connectUntilDeadline(local: InetAddress, peer: InetAddress, context: AttemptContext): Promise<Socket> {
+  async #connectUntilDeadline(
+    local: InetAddress,
+    peer: InetAddress,
+    context: AttemptContext,
+  ): Promise<Socket> {
     for (;;) {
       const socket = Socket.create(local.family, "stream", { reuseAddress: true, reusePort: true });
       try {
@@ -132,7 +154,10 @@ export class TcpNutss implements Technique {
       } catch (error) {
         socket.close();
         if (context.signal.aborted || !RETRYABLE_CONNECT_ERRORS.has(errorCode(error))) throw error;
-        context.log.debug("connect failed; retrying", { to: formatAddress(peer), error: errorCode(error) });
+        context.log.debug("connect failed; retrying", {
+          to: formatAddress(peer),
+          error: errorCode(error),
+        });
         await delay(this.#retryMs, context.signal);
       }
     }
@@ -147,8 +172,12 @@ export class TcpNutss implements Technique {
       return winner;
     } catch (error) {
       if (context.signal.aborted) throw context.signal.reason;
-      const reasons = error instanceof AggregateError ? error.errors.map((e) => (e as Error).message) : [String(error)];
-      throw new TechniqueError(`tcp-nutss failed: ${[...new Set(reasons)].join("; ")}`, { cause: error });
+      const reasons = error instanceof AggregateError
+        ? error.errors.map((e) => (e as Error).message)
+        : [String(error)];
+      throw new TechniqueError(`tcp-nutss failed: ${[...new Set(reasons)].join("; ")}`, {
+        cause: error,
+      });
     }
   }
 }

@@ -115,7 +115,9 @@ export function hostTechnique(technique: Technique, port: WorkerPort): void {
       outcome = { message: { type: "connected", key, fd: -1, local, remote }, socket };
       log.info("connected", { local, remote });
     } catch (error) {
-      const reason = controller.signal.aborted ? failureReason(controller.signal.reason) : failureReason(error);
+      const reason = controller.signal.aborted
+        ? failureReason(controller.signal.reason)
+        : failureReason(error);
       log.info("failed", { reason });
       outcome = { message: { type: "failed", key, reason } };
     } finally {

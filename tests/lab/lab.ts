@@ -79,7 +79,9 @@ async function run(cmd: string, args: string[], input?: string): Promise<Command
 async function must(cmd: string, args: string[], input?: string): Promise<string> {
   const result = await run(cmd, args, input);
   if (result.code !== 0) {
-    throw new Error(`Cannot run ${cmd} ${args.join(" ")}: ${result.stderr.trim() || `exit ${result.code}`}`);
+    throw new Error(
+      `Cannot run ${cmd} ${args.join(" ")}: ${result.stderr.trim() || `exit ${result.code}`}`,
+    );
   }
   return result.stdout;
 }
@@ -116,7 +118,9 @@ export function routerRuleset(profile: NatProfile): string {
 `;
   }
   const masquerade = profile === "symmetric" ? "masquerade random" : "masquerade";
-  const refuse = profile === "rst" ? `meta l4proto tcp tcp flags & (syn|ack) == syn reject with tcp reset\n    drop` : "drop";
+  const refuse = profile === "rst"
+    ? `meta l4proto tcp tcp flags & (syn|ack) == syn reject with tcp reset\n    drop`
+    : "drop";
   return `table ip labnat {
   chain postrouting {
     type nat hook postrouting priority srcnat; policy accept;
@@ -224,8 +228,12 @@ export class Lab {
     await this.exec(routerA.ns, ["ip", "route", "add", "default", "via", "172.16.1.1"]);
     await this.exec(routerB.ns, ["ip", "route", "add", "default", "via", "172.16.2.1"]);
     // Only a public (un-NATed) LAN is routed on the internet.
-    if (this.options.natA === "none") await this.exec(internet.ns, ["ip", "route", "add", "10.0.1.0/24", "via", "172.16.1.2"]);
-    if (this.options.natB === "none") await this.exec(internet.ns, ["ip", "route", "add", "10.0.2.0/24", "via", "172.16.2.2"]);
+    if (this.options.natA === "none") {
+      await this.exec(internet.ns, ["ip", "route", "add", "10.0.1.0/24", "via", "172.16.1.2"]);
+    }
+    if (this.options.natB === "none") {
+      await this.exec(internet.ns, ["ip", "route", "add", "10.0.2.0/24", "via", "172.16.2.2"]);
+    }
     for (const ns of [routerA.ns, routerB.ns, internet.ns]) {
       await this.exec(ns, ["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
     }
@@ -253,7 +261,11 @@ export class Lab {
   }
 
   /** Spawns a long-running command in `ns` (the caller kills and awaits it). */
-  spawn(ns: string, command: string[], options: { stdin?: "piped" | "null" } = {}): Deno.ChildProcess {
+  spawn(
+    ns: string,
+    command: string[],
+    options: { stdin?: "piped" | "null" } = {},
+  ): Deno.ChildProcess {
     return new Deno.Command("ip", {
       args: ["netns", "exec", ns, ...command],
       stdin: options.stdin ?? "null",

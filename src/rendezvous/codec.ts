@@ -1,0 +1,178 @@
+/**
+ * The rendezvous server's line protocol (TCP, one message per line of at
+ * most 1024 bytes before `\n`, fields separated by `|`).
+ *
+ * Requests (peer to server) and their replies:
+ * ```
+ * register|PEER_ID               ok|register|PEER_ID
+ * publish|PROTO|IP|PORTS         ok|publish|PROTO          (after register)
+ * query|PEER_ID|PROTO            peer|PEER_ID|PROTO|IP|PORTS
+ * notify|PEER_ID|PAYLOAD         ok|notify|PEER_ID         (after register; the target
+ *                                                           receives notify|FROM_ID|PAYLOAD)
+ * observe                        observed|IP|PORT          (this connection's public endpoint)
+ * ping                           pong
+ * anything wrong                 error|COMMAND|REASON      (COMMAND "-" when unreadable)
+ * ```
+ * PEER_ID is 1-128 of `A-Z a-z 0-9 . _ : @ + = / -` (a public key in base64
+ * fits); PROTO is `tcp` or `udp`; PAYLOAD is printable ASCII and may contain
+ * `|` (it is the rest of the line). A disconnect unregisters the peer.
+ *
+ * Probe ports answer without being asked: a TCP connection receives
+ * `observed|IP|PORT` and is closed by the server; any UDP datagram is
+ * answered with `observed|IP|PORT`.
+ *
+ * @module
+ */
+
+import { canonicalIp } from "../../ffi/ip.ts";
+import { parsePorts } from "../control/codec.ts";
+
+/** Maximum line length in bytes before the `\n`. */
+export const MAX_LINE = 1024;
+
+/** A rendezvous request. */
+export type RendezvousRequest =
+  | { type: "register"; peerId: string }
+  | { type: "publish"; protocol: "tcp" | "udp"; ip: string; ports: number[] }
+  | { type: "query"; peerId: string; protocol: "tcp" | "udp" }
+  | { type: "notify"; peerId: string; payload: string }
+  | { type: "observe" }
+  | { type: "ping" };
+
+/** A request that could not be decoded; `command` names it in the reply. */
+export class RendezvousError extends Error {
+  /** The request's command, or "-". */
+  readonly command: string;
+  /** Builds the error with the reason to send back. */
+  constructor(command: string, reason: string) {
+    super(reason);
+    this.name = "RendezvousError";
+    this.command = command;
+  }
+}
+
+const PEER_ID = /^[A-Za-z0-9._:@+=\/-]{1,128}$/;
+const PAYLOAD = /^[\x20-\x7e]{1,900}$/;
+
+/** True when `id` is a valid peer ID. */
+export function isPeerId(id: string): boolean {
+  return PEER_ID.test(id);
+}
+
+function protocol(command: string, text: string | undefined): "tcp" | "udp" {
+  if (text === "tcp" || text === "udp") return text;
+  throw new RendezvousError(command, `unknown protocol "${(text ?? "").slice(0, 20)}"`);
+}
+
+function peerId(command: string, text: string | undefined): string {
+  if (text !== undefined && isPeerId(text)) return text;
+  throw new RendezvousError(command, "bad peer ID (1-128 of A-Z a-z 0-9 . _ : @ + = / -)");
+}
+
+/** Decodes one request line (without `\n`). Throws RendezvousError. */
+export function decodeRendezvousRequest(line: string): RendezvousRequest {
+  if (line.endsWith("\r")) line = line.slice(0, -1);
+  const bar = line.indexOf("|");
+  const command = bar < 0 ? line : line.slice(0, bar);
+  const known = ["register", "publish", "query", "notify", "observe", "ping"];
+  if (!known.includes(command)) {
+    throw new RendezvousError("-", `unknown command "${command.slice(0, 20)}"`);
+  }
+  if (command === "notify") {
+    const parts = line.split("|");
+    const payload = parts.slice(2).join("|");
+    if (parts.length < 3) throw new RendezvousError(command, "notify takes PEER_ID and PAYLOAD");
+    const target = peerId(command, parts[1]);
+    if (!PAYLOAD.test(payload)) {
+      throw new RendezvousError(command, "bad payload (1-900 printable ASCII characters)");
+    }
+    return { type: "notify", peerId: target, payload };
+  }
+  const fields = line.split("|");
+  const expected: Record<string, number> = {
+    register: 2,
+    publish: 4,
+    query: 3,
+    observe: 1,
+    ping: 1,
+  };
+  if (fields.length !== expected[command]) {
+    throw new RendezvousError(
+      command,
+      `${command} takes ${expected[command]} fields, got ${fields.length}`,
+    );
+  }
+  switch (command) {
+    case "register":
+      return { type: "register", peerId: peerId(command, fields[1]) };
+    case "publish": {
+      let ip: string;
+      try {
+        ip = canonicalIp(fields[2] ?? "");
+      } catch {
+        throw new RendezvousError(command, `bad address "${(fields[2] ?? "").slice(0, 60)}"`);
+      }
+      let ports: number[];
+      try {
+        ports = parsePorts(fields[3] ?? "");
+      } catch (error) {
+        throw new RendezvousError(command, (error as Error).message);
+      }
+      return { type: "publish", protocol: protocol(command, fields[1]), ip, ports };
+    }
+    case "query":
+      return {
+        type: "query",
+        peerId: peerId(command, fields[1]),
+        protocol: protocol(command, fields[2]),
+      };
+    case "observe":
+      return { type: "observe" };
+    default:
+      return { type: "ping" };
+  }
+}
+
+/** A reply or server-initiated message, parsed by peers. */
+export type RendezvousReply =
+  | { type: "ok"; command: string; detail: string }
+  | { type: "peer"; peerId: string; protocol: "tcp" | "udp"; ip: string; ports: number[] }
+  | { type: "notify"; from: string; payload: string }
+  | { type: "observed"; ip: string; port: number }
+  | { type: "pong" }
+  | { type: "error"; command: string; reason: string };
+
+/** Parses a line the server sent (for peers). Throws SyntaxError on anything else. */
+export function decodeRendezvousReply(line: string): RendezvousReply {
+  const fields = line.split("|");
+  switch (fields[0]) {
+    case "ok":
+      return { type: "ok", command: fields[1] ?? "", detail: fields.slice(2).join("|") };
+    case "peer":
+      if (fields.length === 5 && (fields[2] === "tcp" || fields[2] === "udp")) {
+        return {
+          type: "peer",
+          peerId: fields[1] ?? "",
+          protocol: fields[2],
+          ip: canonicalIp(fields[3] ?? ""),
+          ports: parsePorts(fields[4] ?? ""),
+        };
+      }
+      break;
+    case "notify":
+      if (fields.length >= 3) {
+        return { type: "notify", from: fields[1] ?? "", payload: fields.slice(2).join("|") };
+      }
+      break;
+    case "observed":
+      if (fields.length === 3) {
+        return { type: "observed", ip: canonicalIp(fields[1] ?? ""), port: Number(fields[2]) };
+      }
+      break;
+    case "pong":
+      return { type: "pong" };
+    case "error":
+      return { type: "error", command: fields[1] ?? "-", reason: fields.slice(2).join("|") };
+  }
+  throw new SyntaxError(`Cannot parse rendezvous message "${line.slice(0, 80)}"`);
+}
