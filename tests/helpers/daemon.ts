@@ -11,13 +11,7 @@ import { openFds } from "../../ffi/syscalls.ts";
 const MAIN = new URL("../../src/daemon/main.ts", import.meta.url).pathname;
 
 /** Permissions the daemon runs with in tests (what README tells users). */
-export const DAEMON_PERMISSIONS = [
-  "--allow-ffi",
-  "--allow-read",
-  "--allow-write",
-  "--allow-env",
-  "--allow-sys",
-];
+export const DAEMON_PERMISSIONS = ["--allow-ffi", "--allow-read", "--allow-run=nft"];
 
 /** A running daemon process. */
 export interface RunningDaemon {
@@ -37,12 +31,17 @@ export interface RunningDaemon {
   [Symbol.asyncDispose](): Promise<void>;
 }
 
-/** Spawns `punchd` with `args`; `output()` is what it printed so far (stdout and stderr). */
+/**
+ * Spawns `punchd` with `args`, optionally behind a command prefix such as
+ * `ip netns exec NS`; `sofar()` is what it printed so far (stdout and stderr).
+ */
 export function spawnPunchd(
   args: string[],
+  prefix: string[] = [],
 ): { child: Deno.ChildProcess; output: Promise<string>; sofar(): string } {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", ...DAEMON_PERMISSIONS, MAIN, ...args],
+  const command = [...prefix, Deno.execPath(), "run", ...DAEMON_PERMISSIONS, MAIN, ...args];
+  const child = new Deno.Command(command[0] ?? "", {
+    args: command.slice(1),
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
@@ -75,10 +74,14 @@ export async function waitForSocket(path: string, timeoutMs = 15000): Promise<vo
   }
 }
 
-/** Starts punchd on a fresh socket path (or `socketPath`) and waits until it answers. */
+/**
+ * Starts punchd on a fresh socket path (or `socketPath`) and waits until it
+ * answers; `prefix` runs it elsewhere (e.g. `ip netns exec NS`).
+ */
 export async function startDaemon(
   extraArgs: string[] = [],
   socketPath?: string,
+  prefix: string[] = [],
 ): Promise<RunningDaemon> {
   const dir = await Deno.makeTempDir({ prefix: "punchd-test-" });
   socketPath ??= `${dir}/punchd.socket`;
@@ -88,7 +91,7 @@ export async function startDaemon(
     "--log-level",
     "debug",
     ...extraArgs,
-  ]);
+  ], prefix);
   let stopped: Promise<number> | null = null;
   const stop = () => {
     stopped ??= (async () => {
