@@ -23,7 +23,7 @@ endif
 # intent rather than confine.)
 RUN_FLAGS := --allow-ffi --allow-read --allow-run=nft
 
-.PHONY: all deno test fmt lint check unit daemon compile clean
+.PHONY: all deno test fmt lint check unit daemon demo compile clean
 
 all: test
 
@@ -60,6 +60,13 @@ unit: $(DENO_DEP)
 
 # The README's test command: formatting, lint, type check, then every test.
 test: fmt lint check unit
+
+# punchd's main job end to end: two peers behind two NATs in the lab punch a
+# direct TCP connection with tcp-nutss. Needs root, like punchd itself.
+demo: $(DENO_DEP)
+	@[ "$$(id -u)" = 0 ] || { echo "make demo: needs root (network namespaces and nftables), like punchd: run sudo make demo" >&2; exit 1; }
+	@command -v ip >/dev/null && command -v nft >/dev/null || { echo "make demo: needs iproute2 and nftables (apt-get install -y iproute2 nftables)" >&2; exit 1; }
+	"$(DENO)" run --allow-all src/examples/demo.ts
 
 daemon: $(DENO_DEP)
 	"$(DENO)" run $(RUN_FLAGS) src/daemon/main.ts $(ARGS)

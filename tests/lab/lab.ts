@@ -286,3 +286,27 @@ export class Lab {
     await this.close();
   }
 }
+
+/** True when this kernel has the netem qdisc (the lab's optional WAN delay and loss). */
+export async function netemAvailable(): Promise<boolean> {
+  const ns = `${PREFIX}${Deno.pid}x${counter++}-netem`;
+  if ((await run("ip", ["netns", "add", ns])).code !== 0) return false;
+  try {
+    return (await run("ip", [
+      "netns",
+      "exec",
+      ns,
+      "tc",
+      "qdisc",
+      "add",
+      "dev",
+      "lo",
+      "root",
+      "netem",
+      "delay",
+      "1ms",
+    ])).code === 0;
+  } finally {
+    await run("ip", ["netns", "del", ns]);
+  }
+}

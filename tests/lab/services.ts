@@ -20,6 +20,8 @@ export const PROBE_PORTS = [7001, 7002];
 export interface Service {
   child: Deno.ChildProcess;
   output(): string;
+  /** Waits for the process to exit by itself; returns the exit code. */
+  wait(): Promise<number>;
   /** SIGTERM, then wait; returns the exit code. Idempotent. */
   stop(): Promise<number>;
 }
@@ -37,6 +39,11 @@ export function spawnService(lab: Lab, ns: string, command: string[]): Service {
   return {
     child,
     output: () => text,
+    wait: async () => {
+      const status = await child.status;
+      await drained;
+      return status.code;
+    },
     stop: () => {
       stopped ??= (async () => {
         try {

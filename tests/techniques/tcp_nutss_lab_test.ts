@@ -2,7 +2,7 @@ import { assert, assertEquals, assertMatch } from "../assert.ts";
 import type { Socket } from "../../ffi/socket.ts";
 import { PunchdClient, PunchdError } from "../../src/client/client.ts";
 import type { TechniqueName } from "../../src/control/codec.ts";
-import { Lab, type NatProfile } from "../lab/lab.ts";
+import { Lab, type NatProfile, netemAvailable } from "../lab/lab.ts";
 import { startServices } from "../lab/services.ts";
 import { isRoot, skipUnless } from "../helpers/skip.ts";
 
@@ -87,8 +87,9 @@ async function withLab(
   natB: NatProfile,
   daemonArgs: string[],
   fn: (lab: Lab, a: PunchdClient, b: PunchdClient) => Promise<void>,
+  wan?: { delayMs?: number; lossPercent?: number },
 ): Promise<void> {
-  await using lab = await Lab.create({ natA, natB });
+  await using lab = await Lab.create(wan ? { natA, natB, wan } : { natA, natB });
   await using services = await startServices(lab, daemonArgs);
   const a = await PunchdClient.connect(services.a.socketPath);
   const b = await PunchdClient.connect(services.b.socketPath);
@@ -181,4 +182,30 @@ Deno.test({
     const udp = await clientB.endpoint("e2", "udp", lab.hostB.ip, [31000]);
     assertEquals(udp, { ip: lab.publicB, ports: [31000], source: "preserved" });
   });
+});
+
+const NETEM = "tcp-nutss punches through WAN links with 30 ms delay and 2% loss";
+Deno.test({
+  name: NETEM,
+  ignore: needsRoot ||
+    skipUnless(await netemAvailable(), NETEM, "this kernel has no netem qdisc (sch_netem)"),
+}, async () => {
+  await withLab(
+    "preserving",
+    "preserving",
+    ["--attempt-timeout", "20"],
+    async (lab, clientA, clientB) => {
+      for (let n = 0; n < 3; n++) {
+        const { a, b } = await punch(clientA, clientB, lab, "tcp-nutss", n);
+        try {
+          await a.write(bytes("over a slow link"));
+          assertEquals(await readExactly(b, 16), "over a slow link");
+        } finally {
+          a.close();
+          b.close();
+        }
+      }
+    },
+    { delayMs: 30, lossPercent: 2 },
+  );
 });

@@ -1,0 +1,206 @@
+/**
+ * An example peer: registers at the rendezvous server, publishes the
+ * endpoint punchd predicts for it, then initiates (`--connect PEER`) or
+ * waits for and answers an attempt through punchd, and pipes stdin/stdout
+ * over the punched socket like netcat (or, with `--message`, sends one
+ * message, half-closes and prints what the peer sent).
+ *
+ * ```
+ * deno run --allow-ffi --allow-read src/examples/peer.ts --punchd /tmp/punchd.socket \
+ *   --rendezvous 172.16.0.1:7000 --id alice --local-ip 10.0.1.2 --port 4000 [--connect bob]
+ * ```
+ *
+ * Through the rendezvous server the initiator sends its peer
+ * `punch|ATTEMPT|TECHNIQUE|IP|PORTS|DATA` for each progress reply of punchd;
+ * the responder answers with `respond` (DST = IP/PORTS, EXTRA = DATA).
+ * On stderr it prints which technique connected and how long it took.
+ *
+ * Exit codes: 0 connected (and the message exchange, if any, completed),
+ * 1 failed, 2 bad command line.
+ *
+ * @module
+ */
+
+import { integerFlag, parseArgs } from "../cli.ts";
+import { PunchdClient } from "../client/client.ts";
+import { canonicalIp } from "../../ffi/ip.ts";
+import type { Socket } from "../../ffi/socket.ts";
+import { formatAddress } from "../../ffi/structs.ts";
+import { type TechniqueName, TECHNIQUES } from "../control/codec.ts";
+import { parseHostPort } from "../daemon/discovery.ts";
+import { RendezvousClient } from "../rendezvous/client.ts";
+
+const encoder = new TextEncoder();
+
+/** One line to stderr (this program's status output). */
+function say(text: string): void {
+  Deno.stderr.writeSync(encoder.encode(`peer: ${text}\n`));
+}
+
+interface Options {
+  punchd: string;
+  rendezvous: string;
+  id: string;
+  localIp: string;
+  port: number;
+  connect?: string;
+  technique: TechniqueName;
+  message?: string;
+  timeoutMs: number;
+}
+
+function parse(args: string[]): Options {
+  const { values } = parseArgs({
+    args,
+    strict: true,
+    allowPositionals: false,
+    options: {
+      punchd: { type: "string" },
+      rendezvous: { type: "string" },
+      id: { type: "string" },
+      "local-ip": { type: "string" },
+      port: { type: "string" },
+      connect: { type: "string" },
+      technique: { type: "string" },
+      message: { type: "string" },
+      timeout: { type: "string" },
+    },
+  });
+  for (const required of ["rendezvous", "id", "local-ip", "port"] as const) {
+    if (values[required] === undefined) throw new SyntaxError(`--${required} is required`);
+  }
+  const technique = TECHNIQUES.find((t) => t === (values.technique ?? "tcp-nutss"));
+  if (technique === undefined) throw new RangeError(`--technique: one of ${TECHNIQUES.join(", ")}`);
+  const options: Options = {
+    punchd: values.punchd ?? "/tmp/punchd.socket",
+    rendezvous: values.rendezvous ?? "",
+    id: values.id ?? "",
+    localIp: canonicalIp(values["local-ip"] ?? ""),
+    port: integerFlag(values.port ?? "", "port", 1, 65535),
+    technique,
+    timeoutMs: integerFlag(values.timeout ?? "30", "timeout", 1, 3600) * 1000,
+  };
+  if (values.connect !== undefined) options.connect = values.connect;
+  if (values.message !== undefined) options.message = values.message;
+  return options;
+}
+
+async function initiate(
+  o: Options,
+  punchd: PunchdClient,
+  rendezvous: RendezvousClient,
+  me: { ip: string; ports: number[] },
+) {
+  const peer = o.connect ?? "";
+  const target = await rendezvous.query(peer, "tcp");
+  say(`${peer} published ${target.ip} ${target.ports.join(",")}; initiating ${o.technique}`);
+  const attemptId = `${o.id}-${Date.now().toString(36)}`;
+  const attempt = punchd.initiate({
+    id: attemptId,
+    technique: o.technique,
+    srcIp: o.localIp,
+    srcPorts: [o.port],
+    dstIp: target.ip,
+    dstPorts: target.ports,
+  });
+  for await (const data of attempt.progress) {
+    await rendezvous.notify(
+      peer,
+      `punch|${attemptId}|${o.technique}|${me.ip}|${me.ports.join(",")}|${data}`,
+    );
+  }
+  return { socket: await attempt.socket, peer, technique: o.technique };
+}
+
+async function respond(
+  o: Options,
+  punchd: PunchdClient,
+  rendezvous: RendezvousClient,
+  signal: AbortSignal,
+) {
+  say("waiting for a peer");
+  for (;;) {
+    const note = await rendezvous.nextNotification(signal);
+    const [kind, attemptId, technique, ip, ports, data] = note.payload.split("|");
+    const name = TECHNIQUES.find((t) => t === technique);
+    if (
+      kind !== "punch" || name === undefined || ip === undefined || ports === undefined ||
+      data === undefined
+    ) {
+      say(`ignoring a notification from ${note.from}: ${note.payload.slice(0, 60)}`);
+      continue;
+    }
+    say(`${note.from} initiates ${name} from ${ip} ${ports}`);
+    const attempt = punchd.respond({
+      id: `${note.from}-${attemptId}`.slice(0, 64).replace(/[^A-Za-z0-9_.:@+-]/g, "_"),
+      technique: name,
+      srcIp: o.localIp,
+      srcPorts: [o.port],
+      dstIp: ip,
+      dstPorts: ports.split(",").map(Number),
+      extra: data,
+    });
+    return { socket: await attempt.socket, peer: note.from, technique: name };
+  }
+}
+
+async function exchange(socket: Socket, message: string | undefined): Promise<void> {
+  const { readable, writable } = socket.streams();
+  if (message !== undefined) {
+    const writer = writable.getWriter();
+    await writer.write(encoder.encode(message));
+    await writer.close();
+    const received = await new Response(readable).text();
+    Deno.stdout.writeSync(encoder.encode(received + "\n"));
+    return;
+  }
+  await Promise.all([
+    Deno.stdin.readable.pipeTo(writable),
+    readable.pipeTo(Deno.stdout.writable, { preventClose: true }),
+  ]);
+}
+
+/** Runs the peer; returns the exit code. */
+export async function main(args: string[]): Promise<number> {
+  let o: Options;
+  try {
+    o = parse(args);
+  } catch (error) {
+    say(`${(error as Error).message.split("\n")[0]}`);
+    return 2;
+  }
+  const signal = AbortSignal.timeout(o.timeoutMs);
+  let punchd: PunchdClient | undefined;
+  let rendezvous: RendezvousClient | undefined;
+  try {
+    rendezvous = await RendezvousClient.connect(parseHostPort(o.rendezvous), signal);
+    await rendezvous.register(o.id);
+    punchd = await PunchdClient.connect(o.punchd);
+    const me = await punchd.endpoint(`${o.id}-endpoint`.slice(0, 64), "tcp", o.localIp, [o.port]);
+    await rendezvous.publish("tcp", me.ip, me.ports);
+    say(`registered as ${o.id}, published ${me.ip} ${me.ports.join(",")} (${me.source})`);
+    const started = performance.now();
+    const { socket, peer, technique } = o.connect !== undefined
+      ? await initiate(o, punchd, rendezvous, me)
+      : await respond(o, punchd, rendezvous, signal);
+    const ms = Math.round(performance.now() - started);
+    using _socket = socket;
+    say(
+      `connected to ${peer} with ${technique} in ${ms} ms: local ${
+        formatAddress(socket.localAddress())
+      }, remote ${formatAddress(socket.peerAddress())}`,
+    );
+    await exchange(socket, o.message);
+    return 0;
+  } catch (error) {
+    say(`failed: ${(error as Error).message}`);
+    return 1;
+  } finally {
+    await punchd?.close();
+    await rendezvous?.close();
+  }
+}
+
+if (import.meta.main) {
+  Deno.exit(await main(Deno.args));
+}
