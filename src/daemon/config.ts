@@ -78,14 +78,11 @@ Exit codes: 0 stopped cleanly, 1 failure, 2 bad command line.
 Techniques: tcp-direct, tcp-nutss (needs root or CAP_NET_ADMIN for nftables).`;
 
 function integer(text: string, flag: string, min: number, max: number): number {
-  if (!/^(0|[1-9][0-9]*)$/.test(text)) {
-    throw new UsageError(`--${flag}: "${text}" is not a whole number`);
+  try {
+    return integerFlag(text, flag, min, max);
+  } catch (error) {
+    throw new UsageError((error as Error).message);
   }
-  const value = Number(text);
-  if (value < min || value > max) {
-    throw new UsageError(`--${flag}: ${text} is out of range ${min}-${max}`);
-  }
-  return value;
 }
 
 /** Parses argv (without the program name). Throws UsageError on any bad flag. */

@@ -31,7 +31,7 @@ export const TABLE_RULESET = `table ${TABLE} {
 export type Chain = "input" | "output";
 
 /** Result of one nft run. */
-interface NftResult {
+export interface NftResult {
   code: number;
   stdout: string;
   stderr: string;
@@ -41,7 +41,7 @@ interface NftResult {
 export type NftRunner = (args: string[], input?: string) => Promise<NftResult>;
 
 /** Runs the `nft` binary. */
-export const runNft: NftRunner = async (args, input) => {
+export const runNft: NftRunner = async (args: string[], input?: string): Promise<NftResult> => {
   const child = new Deno.Command("nft", {
     args,
     stdin: input === undefined ? "null" : "piped",

@@ -155,9 +155,7 @@ export class TcpDirect implements Technique {
         const code = errorCode(r.reason);
         // The peer's connection was accepted on our port: the accept loop has it.
         if (code === "EADDRNOTAVAIL" || code === "EADDRINUSE") return new Promise<never>(() => {});
-        if (
-          !["ECONNREFUSED", "ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH", "ECONNRESET"].includes(code)
-        ) {
+        if (!RETRYABLE_CONNECT_ERRORS.has(code)) {
           throw new TechniqueError(`Cannot connect: ${(r.reason as Error).message}`, {
             cause: r.reason,
           });

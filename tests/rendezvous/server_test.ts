@@ -165,7 +165,7 @@ Deno.test("the number of registered peers is limited", async () => {
 });
 
 Deno.test("observe reports the endpoint the server sees, over TCP, probe ports and UDP", async () => {
-  const probePort = await (async () => {
+  const probePort = (() => {
     using s = Socket.create("inet", "stream");
     s.bind(inetAddress("127.0.0.1", 0));
     return (s.localAddress() as { port: number }).port;
