@@ -48,24 +48,31 @@ export async function main(args: readonly string[]): Promise<number> {
     lowTtl: config.lowTtl,
   };
   if (config.gid !== undefined) options.gid = config.gid;
-  let daemon: Daemon;
-  try {
-    daemon = await Daemon.start(options);
-  } catch (error) {
-    log.error((error as Error).message);
-    return EXIT.FAILURE;
-  }
-  const stop = () => void daemon.stop();
+  // Signals are handled from before the socket exists: a SIGTERM that
+  // arrives while the daemon starts still stops it cleanly.
+  let daemon: Daemon | null = null;
+  let stopRequested = false;
+  const stop = () => {
+    stopRequested = true;
+    void daemon?.stop();
+  };
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
   try {
+    try {
+      daemon = await Daemon.start(options);
+    } catch (error) {
+      log.error((error as Error).message);
+      return EXIT.FAILURE;
+    }
+    if (stopRequested) void daemon.stop();
     await daemon.finished;
+    await daemon.stop();
+    return EXIT.OK;
   } finally {
     Deno.removeSignalListener("SIGINT", stop);
     Deno.removeSignalListener("SIGTERM", stop);
   }
-  await daemon.stop();
-  return EXIT.OK;
 }
 
 if (import.meta.main) {

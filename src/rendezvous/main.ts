@@ -34,6 +34,11 @@ function fail(message: string, code: number): number {
 
 /** Runs the server until SIGINT/SIGTERM; returns the exit code. */
 export async function main(args: readonly string[]): Promise<number> {
+  // Handle signals from before the sockets exist, so an early SIGTERM still stops cleanly.
+  const stopped = new Promise<void>((resolve) => {
+    Deno.addSignalListener("SIGINT", resolve);
+    Deno.addSignalListener("SIGTERM", resolve);
+  });
   let server: RendezvousServer;
   let log: Logger;
   try {
@@ -67,10 +72,6 @@ export async function main(args: readonly string[]): Promise<number> {
   } catch (error) {
     return fail(`${(error as Error).message.split("\n")[0]} (see --help)`, 2);
   }
-  const stopped = new Promise<void>((resolve) => {
-    Deno.addSignalListener("SIGINT", resolve);
-    Deno.addSignalListener("SIGTERM", resolve);
-  });
   await stopped;
   log.info("rendezvous server stopping");
   await server.stop();
