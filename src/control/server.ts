@@ -67,9 +67,12 @@ export class ControlServer {
     this.#log = log;
   }
 
-  /** Creates the socket file (replacing a stale one) and starts listening. */
-  static async listen(options: ControlServerOptions): Promise<ControlServer> {
-    const { path, log } = options;
+  /**
+   * Checks that `path` can be used: its directory exists, and nothing but a
+   * stale socket is there (which is removed). Throws StartupError when
+   * another punchd answers there or the path is not a socket.
+   */
+  static async ensureAvailable(path: string): Promise<void> {
     try {
       const dir = await Deno.stat(dirname(path));
       if (!dir.isDirectory) {
@@ -82,13 +85,21 @@ export class ControlServer {
       });
     }
     await clearStaleSocket(path);
+  }
+
+  /** Creates the socket file (replacing a stale one) and starts listening. */
+  static async listen(options: ControlServerOptions): Promise<ControlServer> {
+    const { path, log } = options;
+    await ControlServer.ensureAvailable(path);
     const listener = Socket.create("unix", "stream");
+    let bound = false;
     try {
       // The socket file is created by bind: set the mode through umask so
       // that nobody outside owner and group can connect, even for a moment.
       const previous = sys.umask(0o117);
       try {
         listener.bind({ family: "unix", path });
+        bound = true;
       } finally {
         sys.umask(previous);
       }
@@ -103,11 +114,8 @@ export class ControlServer {
       listener.listen(128);
     } catch (error) {
       listener.close();
-      try {
-        sys.unlink(path);
-      } catch {
-        // Nothing was created.
-      }
+      // Remove only the file this call created, never another daemon's socket.
+      if (bound) sys.unlink(path);
       if (error instanceof StartupError) throw error;
       throw new StartupError(`Cannot listen on ${path}: ${(error as Error).message}`, {
         cause: error,

@@ -88,20 +88,32 @@ export class Daemon {
   static async start(options: DaemonOptions): Promise<Daemon> {
     const serverOptions: ControlServerOptions = { path: options.socketPath, log: options.log };
     if (options.gid !== undefined) serverOptions.gid = options.gid;
-    const server = await ControlServer.listen(serverOptions);
-    const daemon = new Daemon(options, server);
+    // Order matters: a second daemon must fail on the live socket before it
+    // touches the firewall table, and the table must be ready before the
+    // first client can ask for an attempt.
+    await ControlServer.ensureAvailable(options.socketPath);
+    let firewallError: string | null = null;
     const registry = options.registry ?? TECHNIQUE_REGISTRY;
     if (Object.values(registry).some((entry) => entry.technique.needsFirewall)) {
       try {
         await createTable();
         options.log.info("firewall table ready", { table: TABLE });
       } catch (error) {
-        daemon.#firewallError = (error as Error).message;
+        firewallError = (error as Error).message;
         options.log.warn("firewall unavailable: techniques that need it will refuse attempts", {
-          error: daemon.#firewallError,
+          error: firewallError,
         });
       }
     }
+    let server: ControlServer;
+    try {
+      server = await ControlServer.listen(serverOptions);
+    } catch (error) {
+      if (firewallError === null) await deleteTable();
+      throw error;
+    }
+    const daemon = new Daemon(options, server);
+    daemon.#firewallError = firewallError;
     daemon.#serving = daemon.#serve();
     options.log.info("punchd started", { techniques: TECHNIQUES.join(",") });
     return daemon;

@@ -161,6 +161,7 @@ export class TcpDirect implements Technique {
           });
         }
         lastError = code;
+        context.noteError(`connect: ${code}`);
       }
       context.log.debug("connect round failed; retrying", { error: lastError });
       await delay(this.#retryMs, signal);

@@ -131,6 +131,7 @@ export class TcpNutss implements Technique {
       } catch (error) {
         socket.close();
         if (context.signal.aborted || !RETRYABLE_CONNECT_ERRORS.has(errorCode(error))) throw error;
+        context.noteError(`connect to ${formatAddress(peer)}: ${errorCode(error)}`);
         context.log.debug("connect failed; sending another low-TTL SYN", {
           to: formatAddress(peer),
           error: errorCode(error),
@@ -154,6 +155,7 @@ export class TcpNutss implements Technique {
       } catch (error) {
         socket.close();
         if (context.signal.aborted || !RETRYABLE_CONNECT_ERRORS.has(errorCode(error))) throw error;
+        context.noteError(`connect to ${formatAddress(peer)}: ${errorCode(error)}`);
         context.log.debug("connect failed; retrying", {
           to: formatAddress(peer),
           error: errorCode(error),

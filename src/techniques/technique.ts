@@ -21,6 +21,8 @@ export interface AttemptContext {
   nextPeerData(): Promise<string>;
   /** The attempt's logger (carries the attempt id). */
   log: Logger;
+  /** Records the latest recoverable error; a timeout reports it as the reason behind it. */
+  noteError(text: string): void;
   /**
    * Firewall rules in punchd's table. Rules added here are deleted when the
    * attempt ends even if the technique does not, and by the daemon if the

@@ -84,10 +84,14 @@ export function hostTechnique(technique: Technique, port: WorkerPort): void {
         post({ type: "rule", chain, handle, open: false });
       },
     };
+    let lastError = "";
     try {
       const socket = await technique.run(spec, {
         signal: controller.signal,
         log,
+        noteError: (text) => {
+          lastError = text;
+        },
         firewall,
         progress: (data) => {
           if (!controller.signal.aborted) post({ type: "progress", key, data });
@@ -115,9 +119,12 @@ export function hostTechnique(technique: Technique, port: WorkerPort): void {
       outcome = { message: { type: "connected", key, fd: -1, local, remote }, socket };
       log.info("connected", { local, remote });
     } catch (error) {
-      const reason = controller.signal.aborted
+      let reason = controller.signal.aborted
         ? failureReason(controller.signal.reason)
         : failureReason(error);
+      if (controller.signal.reason instanceof AttemptTimeoutError && lastError !== "") {
+        reason = failureReason(`${reason} (last: ${lastError})`);
+      }
       log.info("failed", { reason });
       outcome = { message: { type: "failed", key, reason } };
     } finally {
