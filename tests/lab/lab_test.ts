@@ -50,7 +50,10 @@ Deno.test({
     lab.tryExec(lab.hostA.ns, [
       "python3",
       "-c",
-      `import socket;s=socket.create_connection(('${ip}',8080),timeout=2);print(s.recv(100).decode())`,
+      // The server may not listen yet: retry refused connections for up to 5 s.
+      "import socket,time\nfor i in range(50):\n  try:\n" +
+      `    s=socket.create_connection(('${ip}',8080),timeout=2);break\n` +
+      "  except ConnectionRefusedError: time.sleep(0.1)\nprint(s.recv(100).decode())",
     ]);
   const reached = await probe(lab.hostB.ip);
   assertEquals(reached.stdout.trim(), lab.publicA, "B did not see A's NAT public address");
