@@ -77,3 +77,21 @@ export const EPOLL_CTL_MOD = 3;
 export const EPOLL_CLOEXEC = 0o2000000;
 export const EFD_NONBLOCK = 0o4000;
 export const EFD_CLOEXEC = 0o2000000;
+
+// Packet sockets, BPF and TCP repair (tcp-syni).
+export const AF_PACKET = 17;
+export const ETH_P_ALL = 0x0003;
+export const ETH_P_IP = 0x0800;
+export const ETH_P_IPV6 = 0x86dd;
+export const SO_ATTACH_FILTER = 26;
+export const SO_LOCK_FILTER = 44;
+export const PACKET_OUTGOING = 4;
+export const TCP_REPAIR = 19;
+export const TCP_REPAIR_QUEUE = 20;
+export const TCP_QUEUE_SEQ = 21;
+export const TCP_REPAIR_OPTIONS = 22;
+export const TCP_TIMESTAMP = 24;
+export const TCP_REPAIR_WINDOW = 29;
+export const TCP_RECV_QUEUE = 1;
+export const TCP_SEND_QUEUE = 2;
+export const IPV6_HDRINCL = 36;

@@ -479,3 +479,193 @@ export function decodeInt(buf: Uint8Array): number {
   need(buf, 4, "int");
   return view(buf).getInt32(0, LITTLE_ENDIAN);
 }
+
+// ---------------------------------------------------------------------------
+// Packet sockets: sockaddr_ll, classic BPF programs, TCP repair options
+
+/** sizeof(struct sockaddr_ll). */
+export const SOCKADDR_LL_SIZE = 20;
+
+/** struct sockaddr_ll (packet socket address). */
+export interface LinkAddress {
+  /** ETH_P_* in host order. */
+  protocol: number;
+  ifindex: number;
+  hatype: number;
+  /** PACKET_HOST, PACKET_OUTGOING, ... */
+  pkttype: number;
+  address: Uint8Array;
+}
+
+/** sockaddr_ll codec. */
+export const sockaddrLl = {
+  /** Always 20. */
+  encodedLength(): number {
+    return SOCKADDR_LL_SIZE;
+  },
+  /** Encodes; protocol goes out in network order. */
+  encode(a: LinkAddress): Uint8Array<ArrayBuffer> {
+    if (a.address.length > 8) {
+      throw new RangeError("Cannot encode sockaddr_ll: address longer than 8 bytes");
+    }
+    const out = new Uint8Array(SOCKADDR_LL_SIZE);
+    const dv = view(out);
+    dv.setUint16(0, 17, LITTLE_ENDIAN); // AF_PACKET
+    dv.setUint16(2, a.protocol, false);
+    dv.setInt32(4, a.ifindex, LITTLE_ENDIAN);
+    dv.setUint16(8, a.hatype, LITTLE_ENDIAN);
+    out[10] = a.pkttype;
+    out[11] = a.address.length;
+    out.set(a.address, 12);
+    return out;
+  },
+  /** Decodes what recvfrom wrote. */
+  decode(buf: Uint8Array): Decoded<LinkAddress> {
+    need(buf, 12, "sockaddr_ll");
+    const dv = view(buf);
+    if (dv.getUint16(0, LITTLE_ENDIAN) !== 17) {
+      throw new TypeError("Cannot decode sockaddr_ll: family is not AF_PACKET");
+    }
+    const halen = Math.min(buf[11] ?? 0, 8);
+    need(buf, 12 + halen, "sockaddr_ll address");
+    return {
+      value: {
+        protocol: dv.getUint16(2, false),
+        ifindex: dv.getInt32(4, LITTLE_ENDIAN),
+        hatype: dv.getUint16(8, LITTLE_ENDIAN),
+        pkttype: buf[10] ?? 0,
+        address: buf.slice(12, 12 + halen),
+      },
+      bytesRead: SOCKADDR_LL_SIZE,
+    };
+  },
+};
+
+/** One classic BPF instruction (struct sock_filter). */
+export interface BpfInstruction {
+  code: number;
+  jt: number;
+  jf: number;
+  k: number;
+}
+
+/** struct sock_filter array codec (8 bytes each). */
+export const sockFilter = {
+  /** 8 bytes per instruction. */
+  encodedLength(program: readonly BpfInstruction[]): number {
+    return 8 * program.length;
+  },
+  /** Encodes the program. */
+  encode(program: readonly BpfInstruction[]): Uint8Array<ArrayBuffer> {
+    if (program.length === 0 || program.length > 4096) {
+      throw new RangeError(`Cannot encode a BPF program of ${program.length} instructions`);
+    }
+    const out = new Uint8Array(8 * program.length);
+    const dv = view(out);
+    program.forEach((ins, i) => {
+      dv.setUint16(8 * i, ins.code, LITTLE_ENDIAN);
+      out[8 * i + 2] = ins.jt;
+      out[8 * i + 3] = ins.jf;
+      dv.setUint32(8 * i + 4, ins.k >>> 0, LITTLE_ENDIAN);
+    });
+    return out;
+  },
+  /** Decodes every whole instruction. */
+  decode(buf: Uint8Array): Decoded<BpfInstruction[]> {
+    const dv = view(buf);
+    const program: BpfInstruction[] = [];
+    for (let i = 0; i + 8 <= buf.length; i += 8) {
+      program.push({
+        code: dv.getUint16(i, LITTLE_ENDIAN),
+        jt: buf[i + 2] ?? 0,
+        jf: buf[i + 3] ?? 0,
+        k: dv.getUint32(i + 4, LITTLE_ENDIAN),
+      });
+    }
+    return { value: program, bytesRead: program.length * 8 };
+  },
+};
+
+/**
+ * struct sock_fprog { unsigned short len; struct sock_filter *filter; } with
+ * a raw pointer to `filter`: keep `filter` alive while the call runs.
+ */
+export function unsafeEncodeSockFprog(filter: Uint8Array<ArrayBuffer>): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(16);
+  const dv = view(out);
+  dv.setUint16(0, filter.length / 8, LITTLE_ENDIAN);
+  dv.setBigUint64(8, pointerValue(filter), LITTLE_ENDIAN);
+  return out;
+}
+
+/** One struct tcp_repair_opt { u32 opt_code; u32 opt_val; }. */
+export interface TcpRepairOption {
+  code: number;
+  value: number;
+}
+
+/** struct tcp_repair_opt array codec. */
+export const tcpRepairOptions = {
+  /** 8 bytes per option. */
+  encodedLength(options: readonly TcpRepairOption[]): number {
+    return 8 * options.length;
+  },
+  /** Encodes the array. */
+  encode(options: readonly TcpRepairOption[]): Uint8Array<ArrayBuffer> {
+    const out = new Uint8Array(8 * options.length);
+    const dv = view(out);
+    options.forEach((o, i) => {
+      dv.setUint32(8 * i, o.code >>> 0, LITTLE_ENDIAN);
+      dv.setUint32(8 * i + 4, o.value >>> 0, LITTLE_ENDIAN);
+    });
+    return out;
+  },
+  /** Decodes every whole option. */
+  decode(buf: Uint8Array): Decoded<TcpRepairOption[]> {
+    const dv = view(buf);
+    const options: TcpRepairOption[] = [];
+    for (let i = 0; i + 8 <= buf.length; i += 8) {
+      options.push({
+        code: dv.getUint32(i, LITTLE_ENDIAN),
+        value: dv.getUint32(i + 4, LITTLE_ENDIAN),
+      });
+    }
+    return { value: options, bytesRead: options.length * 8 };
+  },
+};
+
+/** struct tcp_repair_window (TCP_REPAIR_WINDOW). */
+export interface TcpRepairWindow {
+  sndWl1: number;
+  sndWnd: number;
+  maxWindow: number;
+  rcvWnd: number;
+  rcvWup: number;
+}
+
+/** struct tcp_repair_window codec (five u32). */
+export const tcpRepairWindow = {
+  /** Always 20. */
+  encodedLength(): number {
+    return 20;
+  },
+  /** Encodes the five fields. */
+  encode(w: TcpRepairWindow): Uint8Array<ArrayBuffer> {
+    const out = new Uint8Array(20);
+    const dv = view(out);
+    [w.sndWl1, w.sndWnd, w.maxWindow, w.rcvWnd, w.rcvWup].forEach((v, i) =>
+      dv.setUint32(4 * i, v >>> 0, LITTLE_ENDIAN)
+    );
+    return out;
+  },
+  /** Decodes the five fields. */
+  decode(buf: Uint8Array): Decoded<TcpRepairWindow> {
+    need(buf, 20, "tcp_repair_window");
+    const dv = view(buf);
+    const f = (i: number) => dv.getUint32(4 * i, LITTLE_ENDIAN);
+    return {
+      value: { sndWl1: f(0), sndWnd: f(1), maxWindow: f(2), rcvWnd: f(3), rcvWup: f(4) },
+      bytesRead: 20,
+    };
+  },
+};

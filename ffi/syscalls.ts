@@ -14,7 +14,9 @@ import {
   MSG_CTRUNC,
   MSG_DONTWAIT,
   MSG_NOSIGNAL,
+  MSG_TRUNC,
   O_NONBLOCK,
+  SO_ATTACH_FILTER,
   SO_ERROR,
   SO_PEERCRED,
   SOCK_CLOEXEC,
@@ -24,11 +26,13 @@ import {
 import { EAGAIN, EINPROGRESS, EINTR, SyscallError } from "./errno.ts";
 import { cString, errno, groupId, libc } from "./libc.ts";
 import {
+  type BpfInstruction,
   cmsg,
   cmsgSpace,
   decodeInt,
   decodeMsghdr,
   encodeInt,
+  type LinkAddress,
   type PollFd,
   pollfd,
   rightsFds,
@@ -36,10 +40,13 @@ import {
   SCM_MAX_FD,
   sockaddr,
   SOCKADDR_STORAGE_SIZE,
+  sockaddrLl,
   type SocketAddress,
+  sockFilter,
   type Ucred,
   ucred,
   unsafeEncodeMsghdr,
+  unsafeEncodeSockFprog,
 } from "./structs.ts";
 
 function fail(syscall: string): never {
@@ -298,6 +305,36 @@ export function receiveMessage(
     cmsg.decode(control, Math.min(header.controlLength, control.byteLength)).value,
   );
   return { length: result, fds, controlTruncated: (header.flags & MSG_CTRUNC) !== 0 };
+}
+
+/** bind(2) of a packet socket to a link-layer address. */
+export function bindLink(fd: number, address: LinkAddress): void {
+  const buf = sockaddrLl.encode(address);
+  check("bind", libc().bind(fd, buf, buf.byteLength));
+}
+
+/** recvfrom(2) on a packet socket; null when nothing is queued. */
+export function recvFromLink(
+  fd: number,
+  buf: Uint8Array<ArrayBuffer>,
+): { length: number; from: LinkAddress } | null {
+  const out = addressOut();
+  const { result, errno: e } = retry(() =>
+    libc().recvfrom(fd, buf, BigInt(buf.byteLength), MSG_DONTWAIT | MSG_TRUNC, out.buf, out.len)
+  );
+  if (result < 0) {
+    if (e === EAGAIN) return null;
+    throw new SyscallError("recvfrom", e);
+  }
+  return { length: Math.min(result, buf.byteLength), from: sockaddrLl.decode(out.buf).value };
+}
+
+/** SO_ATTACH_FILTER: a classic BPF program decides which packets the socket queues. */
+export function attachFilter(fd: number, program: readonly BpfInstruction[]): void {
+  const filter = sockFilter.encode(program);
+  const fprog = unsafeEncodeSockFprog(filter);
+  check("setsockopt", libc().setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, fprog, fprog.byteLength));
+  void filter; // kept alive until after the call
 }
 
 /** Sets or clears O_NONBLOCK. */
