@@ -11,8 +11,10 @@
  * ```
  *
  * Through the rendezvous server the initiator sends its peer
- * `punch|ATTEMPT|TECHNIQUE|IP|PORTS|DATA` for each progress reply of punchd;
- * the responder answers with `respond` (DST = IP/PORTS, EXTRA = DATA).
+ * `punch|ATTEMPT|TECHNIQUE|IP|PORTS|DATA` for punchd's first progress reply;
+ * the responder answers with `respond` (DST = IP/PORTS, EXTRA = DATA). Later
+ * progress of either side travels as `peer|ATTEMPT|DATA` and is handed to
+ * punchd with `peer`.
  * On stderr it prints which technique connected and how long it took.
  *
  * Exit codes: 0 connected (and the message exchange, if any, completed),
@@ -22,7 +24,7 @@
  */
 
 import { integerFlag, parseArgs } from "../cli.ts";
-import { PunchdClient } from "../client/client.ts";
+import { type Attempt, PunchdClient } from "../client/client.ts";
 import { canonicalIp } from "../../ffi/ip.ts";
 import type { Socket } from "../../ffi/socket.ts";
 import { formatAddress } from "../../ffi/structs.ts";
@@ -85,6 +87,41 @@ function parse(args: string[]): Options {
   return options;
 }
 
+/**
+ * Relays an attempt's later rounds: punchd's progress goes to the peer as
+ * `peer|ATTEMPT|DATA`, and the peer's `peer|ATTEMPT|DATA` goes to punchd,
+ * until the attempt ends (techniques such as tcp-syni need a round back).
+ */
+async function relay(
+  attempt: Attempt,
+  progress: AsyncIterator<string>,
+  rendezvous: RendezvousClient,
+  peer: string,
+  attemptId: string,
+): Promise<Socket> {
+  const done = new AbortController();
+  const outgoing = (async () => {
+    for (let next = await progress.next(); !next.done; next = await progress.next()) {
+      await rendezvous.notify(peer, `peer|${attemptId}|${next.value}`);
+    }
+  })();
+  const incoming = (async () => {
+    for (;;) {
+      const note = await rendezvous.nextNotification(done.signal);
+      const [kind, id, data] = note.payload.split("|");
+      if (note.from === peer && kind === "peer" && id === attemptId && data !== undefined) {
+        await attempt.peer(data);
+      }
+    }
+  })().catch(() => {});
+  try {
+    return await attempt.socket;
+  } finally {
+    done.abort();
+    await Promise.allSettled([outgoing, incoming]);
+  }
+}
+
 async function initiate(
   o: Options,
   punchd: PunchdClient,
@@ -103,13 +140,16 @@ async function initiate(
     dstIp: target.ip,
     dstPorts: target.ports,
   });
-  for await (const data of attempt.progress) {
+  const progress = attempt.progress[Symbol.asyncIterator]();
+  const first = await progress.next();
+  if (!first.done) {
     await rendezvous.notify(
       peer,
-      `punch|${attemptId}|${o.technique}|${me.ip}|${me.ports.join(",")}|${data}`,
+      `punch|${attemptId}|${o.technique}|${me.ip}|${me.ports.join(",")}|${first.value}`,
     );
   }
-  return { socket: await attempt.socket, peer, technique: o.technique };
+  const socket = await relay(attempt, progress, rendezvous, peer, attemptId);
+  return { socket, peer, technique: o.technique };
 }
 
 async function respond(
@@ -124,8 +164,8 @@ async function respond(
     const [kind, attemptId, technique, ip, ports, data] = note.payload.split("|");
     const name = TECHNIQUES.find((t) => t === technique);
     if (
-      kind !== "punch" || name === undefined || ip === undefined || ports === undefined ||
-      data === undefined
+      kind !== "punch" || attemptId === undefined || name === undefined || ip === undefined ||
+      ports === undefined || data === undefined
     ) {
       say(`ignoring a notification from ${note.from}: ${note.payload.slice(0, 60)}`);
       continue;
@@ -140,7 +180,14 @@ async function respond(
       dstPorts: ports.split(",").map(Number),
       extra: data,
     });
-    return { socket: await attempt.socket, peer: note.from, technique: name };
+    const socket = await relay(
+      attempt,
+      attempt.progress[Symbol.asyncIterator](),
+      rendezvous,
+      note.from,
+      attemptId,
+    );
+    return { socket, peer: note.from, technique: name };
   }
 }
 

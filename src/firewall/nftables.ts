@@ -11,7 +11,7 @@
  * @module
  */
 
-import { parseIp } from "../../ffi/ip.ts";
+import { formatIp, parseIp } from "../../ffi/ip.ts";
 
 /** The table's family and name. */
 export const TABLE = "inet punchd";
@@ -174,4 +174,25 @@ export function timeExceededDropRule(flow: Flow): string {
   return `meta l4proto icmp icmp type time-exceeded @th,136,8 6 @th,160,32 ${
     hex(flow.localIp)
   } @th,192,32 ${hex(flow.remoteIp)} ${ports} drop`;
+}
+
+/**
+ * The rule body that drops pure SYNs (SYN without ACK) of exactly this flow,
+ * arriving from `remote` at `local`: the host's stack must not answer them
+ * (a RST would end the handshake punchd is completing by hand).
+ */
+export function pureSynDropRule(flow: Flow): string {
+  const v6 = parseIp(flow.localIp).length === 16;
+  if (v6 !== (parseIp(flow.remoteIp).length === 16)) {
+    throw new TypeError("Cannot build rule: mixed address families");
+  }
+  const ip = v6 ? "ip6" : "ip";
+  return `${ip} saddr ${parseIpText(flow.remoteIp)} ${ip} daddr ${
+    parseIpText(flow.localIp)
+  } tcp sport ${flow.remotePort} ` +
+    `tcp dport ${flow.localPort} tcp flags & (syn|ack) == syn drop`;
+}
+
+function parseIpText(text: string): string {
+  return formatIp(parseIp(text));
 }

@@ -8,6 +8,7 @@
 import type { TechniqueName } from "../control/codec.ts";
 import { TcpDirect } from "./tcp_direct.ts";
 import { TcpNutss } from "./tcp_nutss.ts";
+import { TcpSyni } from "./tcp_syni.ts";
 import type { Technique } from "./technique.ts";
 
 /** A technique and where its worker lives. */
@@ -27,5 +28,9 @@ export const TECHNIQUE_REGISTRY: Readonly<Record<TechniqueName, TechniqueEntry>>
   "tcp-nutss": {
     technique: new TcpNutss(),
     workerUrl: new URL("./tcp_nutss_worker.ts", import.meta.url),
+  },
+  "tcp-syni": {
+    technique: new TcpSyni(),
+    workerUrl: new URL("./tcp_syni_worker.ts", import.meta.url),
   },
 };

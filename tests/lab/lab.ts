@@ -30,6 +30,8 @@ export type NatProfile =
   | "symmetric"
   /** Like "preserving", but unsolicited inbound TCP SYNs are answered with RST. */
   | "rst"
+  /** Like "preserving", but an inbound pure SYN is dropped even on a flow that left as a SYN (no simultaneous open). */
+  | "nosimopen"
   /** No NAT: the host is public and reachable. */
   | "none";
 
@@ -121,6 +123,10 @@ export function routerRuleset(profile: NatProfile): string {
   const refuse = profile === "rst"
     ? `meta l4proto tcp tcp flags & (syn|ack) == syn reject with tcp reset\n    drop`
     : "drop";
+  // Before conntrack's verdict: an inbound SYN without ACK never passes, whatever flow it matches.
+  const noSimultaneousOpen = profile === "nosimopen"
+    ? `iifname "wan0" meta l4proto tcp tcp flags & (syn|ack) == syn drop\n    `
+    : "";
   return `table ip labnat {
   chain postrouting {
     type nat hook postrouting priority srcnat; policy accept;
@@ -130,7 +136,7 @@ export function routerRuleset(profile: NatProfile): string {
 table inet lab {
   chain forward {
     type filter hook forward priority 0; policy accept;
-    ct state established,related accept
+    ${noSimultaneousOpen}ct state established,related accept
     iifname "lan0" accept
     iifname "wan0" ${refuse}
   }

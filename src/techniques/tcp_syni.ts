@@ -1,0 +1,365 @@
+/**
+ * `tcp-syni`: TCP hole punching by SYN injection (SYNI: Holzapfel, Wander,
+ * Wacker, Weis, IEEE NCA 2011, DOI 10.1109/NCA.2011.66), in a form that
+ * passes Linux conntrack NATs. Neither host goes through a simultaneous
+ * open: the initiator's kernel runs an ordinary client handshake and the
+ * responder's socket is built established with TCP_REPAIR.
+ *
+ * On the wire (A initiates from A:pA to B's public P_B:pB; B answers from
+ * B:pB to A's public P_A:pA):
+ *
+ * ```
+ *  A (initiator)                         B (responder)
+ *  rule: drop time-exceeded of the flow
+ *  capture own outgoing SYN
+ *  connect(), TTL low ──SYN(a)──X        (opens A's NAT, dies before B's)
+ *  progress "syni1:a:OPTIONS" ──────────► rule: drop pure SYNs P_A:pA -> B:pB
+ *                                         capture segments from P_A:pA
+ *                                         raw SYN(b), TTL low ──X  (opens B's NAT;
+ *                                            its seq and options are the real ones)
+ *  peer data "syniready" ◄─────────────── progress "syniready"
+ *  raw SYN(a), full TTL ─────────────────► captured (the stack drops it: no RST)
+ *                                         TCP_REPAIR socket: snd b+1, rcv a+1,
+ *                                            negotiated MSS, wscale, SACK, TS
+ *  ◄──────────────────────────────────── raw SYN-ACK(b, a+1), full TTL
+ *  kernel: ESTABLISHED ── ACK(b+1) ──────► captured: done (else SYN-ACK resent)
+ * ```
+ *
+ * A's NAT sees an ordinary outgoing client handshake with no inbound SYN,
+ * which is where tcp-nutss fails (NATs that drop an inbound SYN on a flow
+ * that left as a SYN). B's NAT sees its own SYN first, then the inbound SYN,
+ * then its SYN-ACK; the priming SYN carries the sequence number and options
+ * B's socket really uses, since conntrack tracks the window from it.
+ *
+ * Safety: every raw packet has the host's own address and the attempt's
+ * own ports as its source and the attempt's peer as its destination
+ * ({@linkcode assertOwnFlow}); capture sockets see only the attempt's flow.
+ *
+ * @module
+ */
+
+import { formatIp, parseIp } from "../../ffi/ip.ts";
+import { CaptureSocket, RawSender } from "../../ffi/packet_socket.ts";
+import { Socket } from "../../ffi/socket.ts";
+import { formatAddress, type InetAddress, inetAddress } from "../../ffi/structs.ts";
+import { repairConnect } from "../../ffi/tcp_repair.ts";
+import { TechniqueError } from "../errors.ts";
+import { pureSynDropRule, timeExceededDropRule } from "../firewall/nftables.ts";
+import { tcpFlowProgram } from "../packet/bpf.ts";
+import { buildTcpPacket, parsePacket } from "../packet/packet.ts";
+import { FLAGS, type TcpOptions, type TcpSegment } from "../packet/tcp.ts";
+import { delay } from "./delay.ts";
+import type { AttemptSpec } from "./protocol.ts";
+import type { AttemptContext, Technique } from "./technique.ts";
+import { DEFAULT_LOW_TTL } from "./tcp_nutss.ts";
+
+/** The responder's progress data: its NAT is primed. */
+export const SYNI_READY = "syniready";
+/** The window scale the responder offers. */
+const RESPONDER_WSCALE = 7;
+/** SYN(a) re-injections and SYN-ACK sends, each at most this many times. */
+const MAX_SENDS = 3;
+/** Milliseconds between them. */
+const RESEND_MS = 500;
+
+/** The initiator's progress data: `syni1:SEQ:MSS:WSCALE:SACK:TSVAL` (`-` for an option not offered). */
+export function encodeSynInfo(syn: Pick<TcpSegment, "seq" | "options">): string {
+  const o = syn.options;
+  return `syni1:${syn.seq}:${o.mss ?? "-"}:${o.windowScale ?? "-"}:${o.sackPermitted ? 1 : 0}:${
+    o.timestamp?.value ?? "-"
+  }`;
+}
+
+/** Parses {@linkcode encodeSynInfo}'s text; throws SyntaxError. */
+export function decodeSynInfo(text: string): { seq: number; options: TcpOptions } {
+  const m = text.match(/^syni1:(\d{1,10}):(\d{1,5}|-):(\d{1,2}|-):([01]):(\d{1,10}|-)$/);
+  if (m === null) throw new SyntaxError('tcp-syni expects EXTRA "syni1:SEQ:MSS:WSCALE:SACK:TSVAL"');
+  const num = (s: string | undefined) => (s === undefined || s === "-" ? undefined : Number(s));
+  const seq = num(m[1]) ?? -1;
+  if (seq > 0xffffffff) throw new RangeError("tcp-syni sequence number out of range");
+  const options: TcpOptions = {};
+  const mss = num(m[2]);
+  const ws = num(m[3]);
+  const ts = num(m[5]);
+  if (mss !== undefined) options.mss = mss;
+  if (ws !== undefined) options.windowScale = ws;
+  if (m[4] === "1") options.sackPermitted = true;
+  if (ts !== undefined) options.timestamp = { value: ts, echo: 0 };
+  return { seq, options };
+}
+
+/** Throws unless `packet` leaves from the attempt's own address and port towards its peer. */
+export function assertOwnFlow(packet: Uint8Array, local: InetAddress, peer: InetAddress): void {
+  const p = parsePacket(packet);
+  const ok = p.tcp !== undefined && formatIp(p.ip.source) === local.address &&
+    p.tcp.sourcePort === local.port &&
+    formatIp(p.ip.destination) === peer.address && p.tcp.destinationPort === peer.port;
+  if (!ok) throw new TechniqueError("Cannot inject: the packet is not the attempt's own flow");
+}
+
+/** Throws unless `address` is one of this host's addresses (binding to it succeeds). */
+function assertLocalAddress(address: InetAddress): void {
+  using probe = Socket.create(address.family, "stream", { reuseAddress: true, reusePort: true });
+  try {
+    probe.bind(address);
+  } catch (error) {
+    throw new TechniqueError(
+      `Cannot use ${formatAddress(address)} as the attempt's own endpoint: ${
+        (error as Error).message
+      }`,
+    );
+  }
+}
+
+function sameOptions(a: TcpOptions, b: TcpOptions): boolean {
+  return a.mss === b.mss && a.windowScale === b.windowScale &&
+    !!a.sackPermitted === !!b.sackPermitted &&
+    a.timestamp?.value === b.timestamp?.value;
+}
+
+/** The `tcp-syni` technique. */
+export class TcpSyni implements Technique {
+  readonly name = "tcp-syni";
+  readonly needsFirewall = true;
+
+  validate(spec: AttemptSpec): void {
+    if (spec.srcPorts.length !== 1) throw new RangeError("tcp-syni takes exactly one source port");
+    if (spec.dstPorts.length !== 1) {
+      throw new RangeError("tcp-syni takes exactly one destination port");
+    }
+    if (spec.role === "respond") decodeSynInfo(spec.extra ?? "");
+  }
+
+  run(spec: AttemptSpec, context: AttemptContext): Promise<Socket> {
+    const local = inetAddress(spec.srcIp, spec.srcPorts[0] ?? 0);
+    const peer = inetAddress(spec.dstIp, spec.dstPorts[0] ?? 0);
+    const lowTtl = spec.lowTtl ?? DEFAULT_LOW_TTL;
+    return spec.role === "initiate"
+      ? this.#initiate(local, peer, lowTtl, context)
+      : this.#respond(local, peer, lowTtl, decodeSynInfo(spec.extra ?? ""), context);
+  }
+
+  async #initiate(
+    local: InetAddress,
+    peer: InetAddress,
+    lowTtl: number,
+    context: AttemptContext,
+  ): Promise<Socket> {
+    const { signal } = context;
+    await context.firewall.add(
+      "input",
+      timeExceededDropRule({
+        localIp: local.address,
+        localPort: local.port,
+        remoteIp: peer.address,
+        remotePort: peer.port,
+      }),
+    );
+    const capture = CaptureSocket.open(tcpFlowProgram({
+      source: parseIp(local.address),
+      destination: parseIp(peer.address),
+      sourcePort: local.port,
+      destinationPort: peer.port,
+      synOnly: true,
+    }));
+    const socket = Socket.create(local.family, "stream", { reuseAddress: true, reusePort: true });
+    let raw: RawSender | undefined;
+    try {
+      socket.bind(local);
+      const normalTtl = socket.hopLimit();
+      socket.setHopLimit(lowTtl);
+      const connecting = socket.connect(peer, signal);
+      socket.setHopLimit(normalTtl);
+      let connected = false;
+      connecting.then(() => connected = true, () => {});
+      // The kernel's own SYN: its sequence number and options are the connection's.
+      const syn = await this.#ownSyn(capture, signal);
+      capture.close();
+      context.log.debug("captured own SYN", { seq: syn.seq });
+      context.progress(encodeSynInfo(syn));
+      const ready = await context.nextPeerData();
+      if (ready !== SYNI_READY) {
+        throw new TechniqueError(
+          `tcp-syni expected "${SYNI_READY}" from the peer, got "${ready.slice(0, 40)}"`,
+        );
+      }
+      // Re-inject the same SYN at full TTL: it now passes the peer's primed NAT.
+      raw = RawSender.open(local.family);
+      const { checksum: _, ...segment } = syn;
+      const packet = buildTcpPacket(parseIp(local.address), parseIp(peer.address), segment, {
+        ttl: normalTtl,
+      }) as Uint8Array<ArrayBuffer>;
+      assertOwnFlow(packet, local, peer);
+      for (let i = 0; i < MAX_SENDS && !connected; i++) {
+        await raw.send(packet, peer, signal);
+        await Promise.race([connecting.catch(() => {}), delay(RESEND_MS, signal)]);
+      }
+      await connecting;
+      return socket;
+    } catch (error) {
+      socket.close();
+      throw error;
+    } finally {
+      capture.close();
+      raw?.close();
+    }
+  }
+
+  async #ownSyn(capture: CaptureSocket, signal: AbortSignal): Promise<TcpSegment> {
+    for (;;) {
+      const parsed = parsePacket((await capture.next(signal)).packet);
+      if (
+        parsed.tcp !== undefined && parsed.tcp.flags & FLAGS.SYN && !(parsed.tcp.flags & FLAGS.ACK)
+      ) return parsed.tcp;
+    }
+  }
+
+  async #respond(
+    local: InetAddress,
+    peer: InetAddress,
+    lowTtl: number,
+    expected: { seq: number; options: TcpOptions },
+    context: AttemptContext,
+  ): Promise<Socket> {
+    const { signal } = context;
+    assertLocalAddress(local);
+    const localIp = parseIp(local.address);
+    const peerIp = parseIp(peer.address);
+    await context.firewall.add(
+      "input",
+      pureSynDropRule({
+        localIp: local.address,
+        localPort: local.port,
+        remoteIp: peer.address,
+        remotePort: peer.port,
+      }),
+    );
+    const capture = CaptureSocket.open(tcpFlowProgram({
+      source: peerIp,
+      destination: localIp,
+      sourcePort: peer.port,
+      destinationPort: local.port,
+    }));
+    const raw = RawSender.open(local.family);
+    let repaired: Socket | undefined;
+    try {
+      const [isn, tsval] = crypto.getRandomValues(new Uint32Array(2));
+      const b = isn ?? 0;
+      const ts = tsval ?? 0;
+      const mss = local.family === "inet" ? 1460 : 1440;
+      const send = async (segment: Omit<TcpSegment, "checksum">, ttl: number) => {
+        const packet = buildTcpPacket(localIp, peerIp, segment, { ttl }) as Uint8Array<ArrayBuffer>;
+        assertOwnFlow(packet, local, peer);
+        await raw.send(packet, peer, signal);
+      };
+      // Prime our NAT with the sequence number and options our socket will use.
+      await send({
+        sourcePort: local.port,
+        destinationPort: peer.port,
+        seq: b,
+        ack: 0,
+        flags: FLAGS.SYN,
+        window: 65535,
+        urgent: 0,
+        options: {
+          mss,
+          sackPermitted: true,
+          timestamp: { value: ts, echo: 0 },
+          windowScale: RESPONDER_WSCALE,
+        },
+        payload: new Uint8Array(0),
+      }, lowTtl);
+      context.progress(SYNI_READY);
+      const syn = await this.#peerSyn(capture, expected, signal, context);
+      const a1 = (syn.seq + 1) >>> 0;
+      const theirs = syn.options;
+      const connection = {
+        local,
+        remote: peer,
+        sendSeq: (b + 1) >>> 0,
+        recvSeq: a1,
+        mss: Math.min(theirs.mss ?? 536, mss),
+        sackPermitted: !!theirs.sackPermitted,
+        peerWindow: syn.window,
+        ...(theirs.windowScale !== undefined
+          ? { windowScale: { send: theirs.windowScale, receive: RESPONDER_WSCALE } }
+          : {}),
+        ...(theirs.timestamp !== undefined ? { timestamp: ts } : {}),
+      };
+      const built = repairConnect(connection);
+      repaired = built.socket;
+      const synAck: Omit<TcpSegment, "checksum"> = {
+        sourcePort: local.port,
+        destinationPort: peer.port,
+        seq: b,
+        ack: a1,
+        flags: FLAGS.SYN | FLAGS.ACK,
+        window: built.receiveWindow,
+        urgent: 0,
+        options: {
+          mss,
+          ...(theirs.sackPermitted ? { sackPermitted: true } : {}),
+          ...(theirs.timestamp ? { timestamp: { value: ts, echo: theirs.timestamp.value } } : {}),
+          ...(theirs.windowScale !== undefined ? { windowScale: RESPONDER_WSCALE } : {}),
+        },
+        payload: new Uint8Array(0),
+      };
+      for (let i = 0;; i++) {
+        await send(synAck, 64);
+        if (await this.#ackSeen(capture, (b + 1) >>> 0, signal)) break;
+        if (i + 1 >= MAX_SENDS) {
+          throw new TechniqueError("tcp-syni: the peer never acknowledged the SYN-ACK");
+        }
+        context.noteError("SYN-ACK not acknowledged; resending");
+      }
+      const result = repaired;
+      repaired = undefined;
+      return result;
+    } finally {
+      repaired?.close();
+      capture.close();
+      raw.close();
+    }
+  }
+
+  /** The peer's SYN as it arrives through our NAT: the sequence number and options it announced. */
+  async #peerSyn(
+    capture: CaptureSocket,
+    expected: { seq: number; options: TcpOptions },
+    signal: AbortSignal,
+    context: AttemptContext,
+  ): Promise<TcpSegment> {
+    for (;;) {
+      const parsed = parsePacket((await capture.next(signal)).packet);
+      const t = parsed.tcp;
+      if (t === undefined || !(t.flags & FLAGS.SYN) || t.flags & FLAGS.ACK) continue;
+      if (
+        !parsed.checksumsValid || t.seq !== expected.seq ||
+        !sameOptions(t.options, expected.options)
+      ) {
+        context.log.warn("ignoring a SYN that does not match the initiator's", {
+          seq: t.seq,
+          expected: expected.seq,
+        });
+        continue;
+      }
+      return t;
+    }
+  }
+
+  /** True once the peer acknowledges `ack` within RESEND_MS. */
+  async #ackSeen(capture: CaptureSocket, ack: number, signal: AbortSignal): Promise<boolean> {
+    const wait = AbortSignal.any([signal, AbortSignal.timeout(RESEND_MS)]);
+    try {
+      for (;;) {
+        const t = parsePacket((await capture.next(wait)).packet).tcp;
+        if (t !== undefined && t.flags & FLAGS.ACK && !(t.flags & FLAGS.SYN) && t.ack === ack) {
+          return true;
+        }
+      }
+    } catch (error) {
+      if (signal.aborted) throw error;
+      return false;
+    }
+  }
+}

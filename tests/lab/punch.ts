@@ -1,0 +1,124 @@
+/**
+ * Drives both applications of one attempt in the lab through PunchdClient:
+ * endpoint discovery, initiate, respond, and relaying every progress reply
+ * to the other side (the example peer does the same through the rendezvous
+ * server), plus the rule listing tests assert on.
+ *
+ * @module
+ */
+
+import type { Socket } from "../../ffi/socket.ts";
+import { PunchdClient } from "../../src/client/client.ts";
+import type { TechniqueName } from "../../src/control/codec.ts";
+import { Lab, type NatProfile } from "./lab.ts";
+import { type LabServices, startServices } from "./services.ts";
+
+/** Reads exactly `length` bytes as text (10 s limit). */
+export async function readExactly(socket: Socket, length: number): Promise<string> {
+  const out = new Uint8Array(length);
+  let offset = 0;
+  while (offset < length) {
+    const n = await socket.read(out.subarray(offset), AbortSignal.timeout(10000));
+    if (n === 0) throw new Error(`end of stream after ${offset} bytes`);
+    offset += n;
+  }
+  return new TextDecoder().decode(out);
+}
+
+/** The rules in punchd's table in namespace `ns` (empty when there is no table). */
+export async function punchdRules(lab: Lab, ns: string): Promise<string[]> {
+  const result = await lab.tryExec(ns, ["nft", "-a", "list", "table", "inet", "punchd"]);
+  return result.stdout.split("\n").map((l) => l.trim()).filter((l) =>
+    / # handle \d+$/.test(l) && !/^(table|chain) /.test(l)
+  );
+}
+
+/** Both ends of a punched connection and the endpoints the sides published. */
+export interface Outcome {
+  a: Socket;
+  b: Socket;
+  endpointA: { ip: string; ports: number[]; source: string };
+  endpointB: { ip: string; ports: number[]; source: string };
+}
+
+/** One attempt between host A (initiator, port 20000+n) and host B (responder, port 30000+n). */
+export async function punch(
+  clientA: PunchdClient,
+  clientB: PunchdClient,
+  lab: Lab,
+  technique: TechniqueName,
+  n: number,
+): Promise<Outcome> {
+  const portA = 20000 + n;
+  const portB = 30000 + n;
+  const endpointA = await clientA.endpoint(`ea${n}`, "tcp", lab.hostA.ip, [portA]);
+  const endpointB = await clientB.endpoint(`eb${n}`, "tcp", lab.hostB.ip, [portB]);
+  const initiator = clientA.initiate({
+    id: `a${n}`,
+    technique,
+    srcIp: lab.hostA.ip,
+    srcPorts: [portA],
+    dstIp: endpointB.ip,
+    dstPorts: endpointB.ports,
+  });
+  const fromA = initiator.progress[Symbol.asyncIterator]();
+  const first = await fromA.next();
+  if (first.done) {
+    await initiator.socket;
+    throw new Error("the initiator ended without progress");
+  }
+  const responder = clientB.respond({
+    id: `b${n}`,
+    technique,
+    srcIp: lab.hostB.ip,
+    srcPorts: [portB],
+    dstIp: endpointA.ip,
+    dstPorts: endpointA.ports,
+    extra: first.value,
+  });
+  // Later progress of either side goes to the other as peer data.
+  const relay = async (from: AsyncIterator<string>, to: { peer(data: string): Promise<void> }) => {
+    for (let next = await from.next(); !next.done; next = await from.next()) {
+      await to.peer(next.value).catch(() => {});
+    }
+  };
+  const relays = Promise.all([
+    relay(fromA, responder),
+    relay(responder.progress[Symbol.asyncIterator](), initiator),
+  ]);
+  const [a, b] = await Promise.allSettled([initiator.socket, responder.socket]);
+  await relays;
+  if (a.status === "rejected" || b.status === "rejected") {
+    if (a.status === "fulfilled") a.value.close();
+    if (b.status === "fulfilled") b.value.close();
+    throw a.status === "rejected" ? a.reason : (b as PromiseRejectedResult).reason;
+  }
+  return { a: a.value, b: b.value, endpointA, endpointB };
+}
+
+/** Runs `fn` with a lab, its services and a client per daemon; tears all down. */
+export async function withLab(
+  natA: NatProfile,
+  natB: NatProfile,
+  daemonArgs: string[],
+  fn: (lab: Lab, a: PunchdClient, b: PunchdClient, services: LabServices) => Promise<void>,
+  wan?: { delayMs?: number; lossPercent?: number },
+): Promise<void> {
+  await using lab = await Lab.create(wan ? { natA, natB, wan } : { natA, natB });
+  await using services = await startServices(lab, daemonArgs);
+  const a = await PunchdClient.connect(services.a.socketPath);
+  const b = await PunchdClient.connect(services.b.socketPath);
+  try {
+    await fn(lab, a, b, services);
+  } catch (error) {
+    throw new Error(
+      `${
+        (error as Error).message
+      }\n--- punchd A ---\n${services.a.logs()}\n--- punchd B ---\n${services.b.logs()}`,
+      { cause: error },
+    );
+  } finally {
+    await a.close();
+    await b.close();
+  }
+}
