@@ -36,6 +36,8 @@ interface Running {
   events: AttemptEvents;
   technique: TechniqueName;
   timer: ReturnType<typeof setTimeout>;
+  /** Set once cancelled: the reason, reported when the worker confirms (or its grace ends). */
+  cancelling?: string;
 }
 
 interface Hosted {
@@ -97,7 +99,9 @@ export class TechniqueWorkers {
     const grace = this.#options.graceMs ?? 2000;
     const timer = setTimeout(() => {
       this.#options.log.warn("technique worker missed the attempt deadline", { attempt: spec.id });
-      this.cancel(key, `no answer from the ${spec.technique} worker within ${spec.timeoutMs} ms`);
+      this.cancel(key, `no answer from the ${spec.technique} worker within ${spec.timeoutMs} ms`, {
+        immediate: true,
+      });
     }, spec.timeoutMs + grace);
     this.#running.set(key, { events, technique: spec.technique, timer });
     hosted.keys.add(key);
@@ -114,14 +118,23 @@ export class TechniqueWorkers {
   }
 
   /**
-   * Cancels an attempt: its `failed` event fires now with `reason`; whatever
-   * the worker still sends for it is dropped (a late fd is closed).
+   * Cancels an attempt. Its `failed` event ("cancelled: REASON") fires once
+   * the worker has released what the attempt held (so a client that sees the
+   * reply sees the firewall as before), or after the grace period if the
+   * worker does not answer; with `immediate`, at once. A success the worker
+   * reports meanwhile is dropped and its fd closed.
    */
-  cancel(key: number, reason: string): void {
-    const running = this.#finish(key);
+  cancel(key: number, reason: string, { immediate = false } = {}): void {
+    const running = this.#running.get(key);
     if (running === undefined) return;
-    this.#hosted.get(running.technique)?.worker.postMessage({ type: "cancel", key, reason });
-    running.events.failed(`cancelled: ${reason}`);
+    if (running.cancelling === undefined) {
+      running.cancelling = reason;
+      this.#hosted.get(running.technique)?.worker.postMessage({ type: "cancel", key, reason });
+    }
+    const report = () => this.#finish(key)?.events.failed(`cancelled: ${running.cancelling}`);
+    if (immediate) return void report();
+    clearTimeout(running.timer);
+    running.timer = setTimeout(report, this.#options.graceMs ?? 2000);
   }
 
   /** Resolves once the firewall rules of retired workers are deleted. */
@@ -136,7 +149,7 @@ export class TechniqueWorkers {
   /** Cancels everything, terminates every worker and closes the fds they held. */
   shutdown(reason = "daemon shutting down"): void {
     this.#closed = true;
-    for (const key of [...this.#running.keys()]) this.cancel(key, reason);
+    for (const key of [...this.#running.keys()]) this.cancel(key, reason, { immediate: true });
     for (const technique of [...this.#hosted.keys()]) this.#retire(technique, reason);
   }
 
@@ -178,9 +191,11 @@ export class TechniqueWorkers {
         if (message.open) hosted.rules.set(message.handle, message.chain);
         else hosted.rules.delete(message.handle);
         return;
-      case "progress":
-        this.#running.get(message.key)?.events.progress(message.data);
+      case "progress": {
+        const running = this.#running.get(message.key);
+        if (running?.cancelling === undefined) running?.events.progress(message.data);
         return;
+      }
       case "connected": {
         const running = this.#finish(message.key);
         if (running === undefined) {
@@ -188,12 +203,21 @@ export class TechniqueWorkers {
           closeQuietly(message.fd);
           return;
         }
+        if (running.cancelling !== undefined) {
+          closeQuietly(message.fd);
+          running.events.failed(`cancelled: ${running.cancelling}`);
+          return;
+        }
         running.events.connected(message.fd, message.local, message.remote);
         return;
       }
-      case "failed":
-        this.#finish(message.key)?.events.failed(message.reason);
+      case "failed": {
+        const running = this.#finish(message.key);
+        running?.events.failed(
+          running.cancelling === undefined ? message.reason : `cancelled: ${running.cancelling}`,
+        );
         return;
+      }
     }
     void technique;
   }

@@ -109,7 +109,7 @@ class FakeWorker implements WorkerLike {
   }
 }
 
-Deno.test("cancel reports at once and a late success from the worker is closed, not leaked", () => {
+Deno.test("cancel reports once the worker has let go, and a success it reports meanwhile is closed", () => {
   const fake = new FakeWorker();
   const workers = new TechniqueWorkers({
     registry,
@@ -118,21 +118,44 @@ Deno.test("cancel reports at once and a late success from the worker is closed, 
   });
   try {
     const a = outcome();
-    let failed = "";
-    a.events.failed = (reason) => failed = reason;
+    const events: string[] = [];
+    a.events.failed = (reason) => events.push(reason);
+    a.events.progress = (data) => events.push(`progress ${data}`);
     const key = workers.start(spec("a", 1000, 1001, "initiate"), a.events);
     workers.cancel(key, "test");
-    assertEquals(failed, "cancelled: test");
     assertEquals(fake.received.map((m) => m.type), ["start", "cancel"]);
-    // The worker finished anyway and hands over its socket: nobody wants it.
+    assertEquals(events, [], "reported before the worker let go");
+    // Progress after the cancel is not forwarded; the worker then finishes with a socket nobody wants.
+    fake.send({ type: "progress", key, data: "late" });
     const late = Socket.create("inet", "stream");
     const fd = late.detach();
     fake.send({ type: "connected", key, fd, local: "x", remote: "y" });
     assertEquals(isOpen(fd), false);
+    assertEquals(events, ["cancelled: test"]);
+    assertEquals(workers.running, 0);
   } finally {
     workers.shutdown();
   }
   assertEquals(fake.terminated, true);
+});
+
+Deno.test("a cancel the worker never confirms is reported after the grace period", async () => {
+  const fake = new FakeWorker();
+  const workers = new TechniqueWorkers({
+    registry,
+    log: new Logger("error", () => {}),
+    spawn: () => fake,
+    graceMs: 50,
+  });
+  try {
+    const a = outcome();
+    const key = workers.start(spec("a", 1000, 1001, "initiate"), a.events);
+    workers.cancel(key, "slow worker");
+    assertEquals(await a.result, { reason: "cancelled: slow worker" });
+    assertEquals(workers.running, 0);
+  } finally {
+    workers.shutdown();
+  }
 });
 
 Deno.test("retiring a worker closes every fd its ledger holds and wakes its reactor", () => {
