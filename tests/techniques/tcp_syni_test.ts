@@ -1,0 +1,92 @@
+import { assertEquals, assertThrows } from "../assert.ts";
+import { parseIp } from "../../ffi/ip.ts";
+import { inetAddress } from "../../ffi/structs.ts";
+import { TechniqueError } from "../../src/errors.ts";
+import { buildTcpPacket } from "../../src/packet/packet.ts";
+import { FLAGS } from "../../src/packet/tcp.ts";
+import type { AttemptSpec } from "../../src/techniques/protocol.ts";
+import {
+  assertOwnFlow,
+  decodeSynInfo,
+  encodeSynInfo,
+  TcpSyni,
+} from "../../src/techniques/tcp_syni.ts";
+
+Deno.test("the initiator's SYN info round-trips, with absent options as -", () => {
+  const syn = {
+    seq: 4294967295,
+    options: { mss: 1460, windowScale: 10, sackPermitted: true, timestamp: { value: 77, echo: 0 } },
+  };
+  const text = encodeSynInfo(syn);
+  assertEquals(text, "syni1:4294967295:1460:10:1:77");
+  assertEquals(decodeSynInfo(text), syn);
+  assertEquals(decodeSynInfo(encodeSynInfo({ seq: 5, options: {} })), { seq: 5, options: {} });
+});
+
+Deno.test("malformed SYN info is refused", () => {
+  for (
+    const bad of [
+      "",
+      "syni1",
+      "syni2:1:1:1:1:1",
+      "syni1:x:1:1:1:1",
+      "syni1:1:1:1:2:1",
+      "syni1:99999999999:-:-:0:-",
+      "syni1:1:-:-:0:-:extra",
+    ]
+  ) {
+    assertThrows(
+      () => decodeSynInfo(bad),
+      (e: Error) => e instanceof SyntaxError || e instanceof RangeError,
+      bad,
+    );
+  }
+});
+
+const segment = (sourcePort: number, destinationPort: number) => ({
+  sourcePort,
+  destinationPort,
+  seq: 1,
+  ack: 0,
+  flags: FLAGS.SYN,
+  window: 1000,
+  urgent: 0,
+  options: {},
+  payload: new Uint8Array(0),
+});
+
+Deno.test("injection is refused unless the packet is the attempt's own flow", () => {
+  const local = inetAddress("10.0.2.2", 30000);
+  const peer = inetAddress("172.16.1.2", 20000);
+  const own = buildTcpPacket(parseIp("10.0.2.2"), parseIp("172.16.1.2"), segment(30000, 20000));
+  assertOwnFlow(own, local, peer);
+  const cases = [
+    buildTcpPacket(parseIp("10.0.2.99"), parseIp("172.16.1.2"), segment(30000, 20000)), // someone else's address
+    buildTcpPacket(parseIp("10.0.2.2"), parseIp("172.16.1.2"), segment(30001, 20000)), // another port of ours
+    buildTcpPacket(parseIp("10.0.2.2"), parseIp("172.16.1.3"), segment(30000, 20000)), // another destination
+    buildTcpPacket(parseIp("10.0.2.2"), parseIp("172.16.1.2"), segment(30000, 20001)), // another destination port
+  ];
+  for (const packet of cases) {
+    assertThrows(() => assertOwnFlow(packet, local, peer), TechniqueError);
+  }
+});
+
+Deno.test("tcp-syni validates ports and EXTRA before anything starts", () => {
+  const base: AttemptSpec = {
+    technique: "tcp-syni",
+    role: "initiate",
+    id: "x",
+    client: 1,
+    srcIp: "10.0.1.2",
+    srcPorts: [1],
+    dstIp: "10.0.2.2",
+    dstPorts: [2],
+    timeoutMs: 1000,
+  };
+  const syni = new TcpSyni();
+  syni.validate(base);
+  assertThrows(() => syni.validate({ ...base, srcPorts: [1, 2] }), RangeError);
+  assertThrows(() => syni.validate({ ...base, dstPorts: [2, 3] }), RangeError);
+  assertThrows(() => syni.validate({ ...base, role: "respond", extra: "direct1" }), SyntaxError);
+  syni.validate({ ...base, role: "respond", extra: "syni1:1:-:-:0:-" });
+});
