@@ -14,6 +14,7 @@ import {
   IPPROTO_IPV6,
   IPV6_UNICAST_HOPS,
   IPV6_V6ONLY,
+  MSG_PEEK,
   SHUT_WR,
   SO_REUSEADDR,
   SO_REUSEPORT,
@@ -220,6 +221,15 @@ export class Socket {
     for (;;) {
       const received = sys.receiveMessage(this.#live("receive"), buf, maxFds);
       if (received !== null) return received;
+      await this.readable(signal);
+    }
+  }
+
+  /** Waits for data and copies it into `buf` without consuming it (MSG_PEEK). */
+  async peek(buf: Uint8Array<ArrayBuffer>, signal?: AbortSignal): Promise<number> {
+    for (;;) {
+      const n = sys.recv(this.#live("peek"), buf, MSG_PEEK);
+      if (n !== null) return n;
       await this.readable(signal);
     }
   }

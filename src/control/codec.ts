@@ -33,7 +33,7 @@ export const MAX_PORTS = 16;
 export const MAX_ID_LENGTH = 64;
 
 /** Technique names the daemon knows. */
-export const TECHNIQUES = ["tcp-direct", "tcp-nutss", "tcp-syni"] as const;
+export const TECHNIQUES = ["tcp-direct", "tcp-nutss", "tcp-syni", "udp", "udp-birthday"] as const;
 /** A technique name. */
 export type TechniqueName = typeof TECHNIQUES[number];
 

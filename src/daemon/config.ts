@@ -37,6 +37,8 @@ export interface Config {
   probes: InetAddress[];
   /** TTL of tcp-nutss's first SYN. */
   lowTtl: number;
+  /** Let `udp` fall back to birthday probing. */
+  udpBirthday: boolean;
 }
 
 /** What the command line asks for. */
@@ -71,6 +73,8 @@ Options:
                            two or more show how the NAT maps ports)
   --nutss-ttl N            TTL of tcp-nutss's first SYN, 1-255 (default 2:
                            crosses the host's own NAT, not the peer's)
+  --udp-birthday           let udp fall back to birthday probing when one NAT
+                           maps ports per destination (as udp-birthday does)
   -h, --help               print this help and exit
   -V, --version            print the version and exit
 
@@ -103,6 +107,7 @@ export function parseCommandLine(args: readonly string[]): Invocation {
         "max-attempts": { type: "string" },
         probe: { type: "string", multiple: true },
         "nutss-ttl": { type: "string" },
+        "udp-birthday": { type: "boolean" },
         help: { type: "boolean", short: "h" },
         version: { type: "boolean", short: "V" },
       },
@@ -121,6 +126,7 @@ export function parseCommandLine(args: readonly string[]): Invocation {
     maxAttemptsPerClient: 256,
     probes: [],
     lowTtl: DEFAULT_LOW_TTL,
+    udpBirthday: v["udp-birthday"] === true,
   };
   if (config.socketPath === "") throw new UsageError("--socket: the path is empty");
   if (v["log-level"] !== undefined) {

@@ -6,7 +6,7 @@
  */
 
 import { Socket } from "../../ffi/socket.ts";
-import { type InetAddress, inetAddress } from "../../ffi/structs.ts";
+import { formatAddress, type InetAddress, inetAddress } from "../../ffi/structs.ts";
 import { close as closeFd } from "../../ffi/syscalls.ts";
 import {
   decodeRequest,
@@ -47,6 +47,8 @@ export interface DaemonOptions {
   probes?: InetAddress[];
   /** TTL of tcp-nutss's first SYN. */
   lowTtl?: number;
+  /** Let `udp` fall back to birthday probing (as `udp-birthday` always does). */
+  udpBirthday?: boolean;
   /** Techniques (tests substitute workers through `spawn`). */
   registry?: Readonly<Record<TechniqueName, TechniqueEntry>>;
   spawn?: (url: URL) => WorkerLike;
@@ -237,6 +239,8 @@ export class Daemon {
     };
     if (request.type === "respond") spec.extra = request.extra;
     if (this.#options.lowTtl !== undefined) spec.lowTtl = this.#options.lowTtl;
+    if (this.#options.probes !== undefined) spec.probes = this.#options.probes.map(formatAddress);
+    if (this.#options.udpBirthday) spec.birthday = true;
     const entry = this.#registry[request.technique];
     if (entry.technique.needsFirewall && this.#firewallError !== null) {
       throw new RequestError(

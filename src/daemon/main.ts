@@ -46,6 +46,7 @@ export async function main(args: readonly string[]): Promise<number> {
     maxAttemptsPerClient: config.maxAttemptsPerClient,
     probes: config.probes,
     lowTtl: config.lowTtl,
+    udpBirthday: config.udpBirthday,
   };
   if (config.gid !== undefined) options.gid = config.gid;
   // Signals are handled from before the socket exists: a SIGTERM that

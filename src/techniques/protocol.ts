@@ -39,6 +39,10 @@ export interface AttemptSpec extends Endpoints {
   timeoutMs: number;
   /** TTL (hop limit) of tcp-nutss's first SYN. */
   lowTtl?: number;
+  /** The daemon's probe servers (`IP:PORT`), for techniques that classify their NAT. */
+  probes?: string[];
+  /** Birthday probing allowed for `udp` (daemon flag --udp-birthday). */
+  birthday?: boolean;
 }
 
 /** Daemon to worker. */

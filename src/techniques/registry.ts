@@ -9,6 +9,7 @@ import type { TechniqueName } from "../control/codec.ts";
 import { TcpDirect } from "./tcp_direct.ts";
 import { TcpNutss } from "./tcp_nutss.ts";
 import { TcpSyni } from "./tcp_syni.ts";
+import { Udp } from "./udp.ts";
 import type { Technique } from "./technique.ts";
 
 /** A technique and where its worker lives. */
@@ -32,5 +33,13 @@ export const TECHNIQUE_REGISTRY: Readonly<Record<TechniqueName, TechniqueEntry>>
   "tcp-syni": {
     technique: new TcpSyni(),
     workerUrl: new URL("./tcp_syni_worker.ts", import.meta.url),
+  },
+  udp: {
+    technique: new Udp("udp"),
+    workerUrl: new URL("./udp_worker.ts", import.meta.url),
+  },
+  "udp-birthday": {
+    technique: new Udp("udp-birthday"),
+    workerUrl: new URL("./udp_birthday_worker.ts", import.meta.url),
   },
 };

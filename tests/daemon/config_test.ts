@@ -12,6 +12,7 @@ Deno.test("no flags run with the documented defaults", () => {
       maxAttemptsPerClient: 256,
       probes: [],
       lowTtl: 2,
+      udpBirthday: false,
     },
   });
 });
@@ -34,6 +35,7 @@ Deno.test("every flag is read", () => {
     "--probe=[::1]:3479",
     "--nutss-ttl",
     "3",
+    "--udp-birthday",
   ]);
   assertEquals(invocation, {
     kind: "run",
@@ -48,6 +50,7 @@ Deno.test("every flag is read", () => {
         { family: "inet6", address: "::1", port: 3479 },
       ],
       lowTtl: 3,
+      udpBirthday: true,
       group: "root",
       gid: 0,
     },

@@ -51,8 +51,9 @@ export async function punch(
 ): Promise<Outcome> {
   const portA = 20000 + n;
   const portB = 30000 + n;
-  const endpointA = await clientA.endpoint(`ea${n}`, "tcp", lab.hostA.ip, [portA]);
-  const endpointB = await clientB.endpoint(`eb${n}`, "tcp", lab.hostB.ip, [portB]);
+  const protocol = technique.startsWith("udp") ? "udp" : "tcp";
+  const endpointA = await clientA.endpoint(`ea${n}`, protocol, lab.hostA.ip, [portA]);
+  const endpointB = await clientB.endpoint(`eb${n}`, protocol, lab.hostB.ip, [portB]);
   const initiator = clientA.initiate({
     id: `a${n}`,
     technique,
