@@ -204,7 +204,12 @@ export class Udp implements Technique {
           const onPunch = (punch: Punch, from: SocketAddress, local: InetAddress) => {
             if (punch.role !== p.role) resolve({ from, local });
           };
-          share.register(p.token, (punch, from) => onPunch(punch, from, p.local));
+          share.register(
+            p.token,
+            (punch, from) => onPunch(punch, from, p.local),
+            (from) =>
+              context.log.debug("ignored a forged or stray punch", { from: formatAddress(from) }),
+          );
           const listen = async (socket: Socket) => {
             const buf = new Uint8Array(128);
             const local = socket.localAddress() as InetAddress;
@@ -406,6 +411,7 @@ class PortShare {
   readonly socket: Socket;
   readonly #key: string;
   readonly #handlers = new Map<string, (punch: Punch, from: SocketAddress) => void>();
+  readonly #strays = new Map<string, (from: SocketAddress) => void>();
   #refs = 0;
 
   private constructor(socket: Socket, key: string) {
@@ -436,14 +442,20 @@ class PortShare {
     return share;
   }
 
-  /** Routes punches carrying `token` to `handler`. */
-  register(token: string, handler: (punch: Punch, from: SocketAddress) => void): void {
+  /** Routes punches carrying `token` to `handler`; `stray` hears of every other datagram. */
+  register(
+    token: string,
+    handler: (punch: Punch, from: SocketAddress) => void,
+    stray: (from: SocketAddress) => void,
+  ): void {
     this.#handlers.set(token, handler);
+    this.#strays.set(token, stray);
   }
 
   /** Stops routing `token`. */
   unregister(token: string): void {
     this.#handlers.delete(token);
+    this.#strays.delete(token);
   }
 
   /** Drops one reference; the last one closes the socket. */
@@ -459,7 +471,9 @@ class PortShare {
       for (;;) {
         const { length, from } = await this.socket.receiveFrom(buf);
         const punch = decodePunch(buf.subarray(0, length));
-        if (punch !== null) this.#handlers.get(punch.token)?.(punch, from);
+        const handler = punch === null ? undefined : this.#handlers.get(punch.token);
+        if (punch !== null && handler !== undefined) handler(punch, from);
+        else for (const stray of this.#strays.values()) stray(from);
       }
     } catch {
       // Closed by the last release.

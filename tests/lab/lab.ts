@@ -41,6 +41,12 @@ export interface LabOptions {
   natB: NatProfile;
   /** netem on both routers' WAN links, e.g. { delayMs: 20, lossPercent: 1 }. */
   wan?: { delayMs?: number; lossPercent?: number };
+  /**
+   * A third, public host C (172.16.3.2) on the internet router, for tests
+   * that need an outsider (e.g. one that sprays forged packets). The
+   * internet router does no reverse-path filtering, so C can spoof.
+   */
+  thirdHost?: boolean;
 }
 
 /** A namespace of the lab. */
@@ -158,6 +164,8 @@ export class Lab {
   readonly routerB: Node;
   /** The internet router; it also hosts the rendezvous/probe server. */
   readonly internet: Node;
+  /** The third host, when `thirdHost` was asked for. */
+  readonly hostC: Node;
   /** The rendezvous/probe server's address (in the internet namespace). */
   readonly serverIp = "172.16.0.1";
   /** Router A's public address (what peers see of host A behind NAT). */
@@ -176,6 +184,7 @@ export class Lab {
     this.routerA = { ns: ns("ra"), ip: "172.16.1.2" };
     this.routerB = { ns: ns("rb"), ip: "172.16.2.2" };
     this.internet = { ns: ns("inet"), ip: "172.16.0.1" };
+    this.hostC = { ns: ns("c"), ip: "172.16.3.2" };
   }
 
   /** Builds the topology; on any failure everything built so far is removed. */
@@ -193,7 +202,9 @@ export class Lab {
 
   /** Every namespace of the lab. */
   get namespaces(): string[] {
-    return [this.hostA, this.hostB, this.routerA, this.routerB, this.internet].map((n) => n.ns);
+    const nodes = [this.hostA, this.hostB, this.routerA, this.routerB, this.internet];
+    if (this.options.thirdHost) nodes.push(this.hostC);
+    return nodes.map((n) => n.ns);
   }
 
   async #link(a: string, nameA: string, b: string, nameB: string): Promise<void> {
@@ -216,6 +227,7 @@ export class Lab {
     await this.#link(hostB.ns, "eth0", routerB.ns, "lan0");
     await this.#link(routerA.ns, "wan0", internet.ns, "wana");
     await this.#link(routerB.ns, "wan0", internet.ns, "wanb");
+    if (this.options.thirdHost) await this.#link(this.hostC.ns, "eth0", internet.ns, "wanc");
     const addr = async (ns: string, dev: string, cidr: string) => {
       await this.exec(ns, ["ip", "addr", "add", cidr, "dev", dev]);
       await this.exec(ns, ["ip", "link", "set", dev, "up"]);
@@ -228,6 +240,14 @@ export class Lab {
     await addr(internet.ns, "wana", "172.16.1.1/24");
     await addr(routerB.ns, "wan0", "172.16.2.2/24");
     await addr(internet.ns, "wanb", "172.16.2.1/24");
+    if (this.options.thirdHost) {
+      await addr(this.hostC.ns, "eth0", "172.16.3.2/24");
+      await addr(internet.ns, "wanc", "172.16.3.1/24");
+      await this.exec(this.hostC.ns, ["ip", "route", "add", "default", "via", "172.16.3.1"]);
+      for (const key of ["all", "default", "wanc"]) {
+        await this.exec(internet.ns, ["sysctl", "-qw", `net.ipv4.conf.${key}.rp_filter=0`]);
+      }
+    }
     await this.exec(internet.ns, ["ip", "addr", "add", `${this.serverIp}/32`, "dev", "lo"]);
     await this.exec(hostA.ns, ["ip", "route", "add", "default", "via", "10.0.1.1"]);
     await this.exec(hostB.ns, ["ip", "route", "add", "default", "via", "10.0.2.1"]);

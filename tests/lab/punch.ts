@@ -10,7 +10,7 @@
 import type { Socket } from "../../ffi/socket.ts";
 import { PunchdClient } from "../../src/client/client.ts";
 import type { TechniqueName } from "../../src/control/codec.ts";
-import { Lab, type NatProfile } from "./lab.ts";
+import { Lab, type LabOptions, type NatProfile } from "./lab.ts";
 import { type LabServices, startServices } from "./services.ts";
 
 /** Reads exactly `length` bytes as text (10 s limit). */
@@ -103,9 +103,9 @@ export async function withLab(
   natB: NatProfile,
   daemonArgs: string[],
   fn: (lab: Lab, a: PunchdClient, b: PunchdClient, services: LabServices) => Promise<void>,
-  wan?: { delayMs?: number; lossPercent?: number },
+  more: Omit<LabOptions, "natA" | "natB"> = {},
 ): Promise<void> {
-  await using lab = await Lab.create(wan ? { natA, natB, wan } : { natA, natB });
+  await using lab = await Lab.create({ natA, natB, ...more });
   await using services = await startServices(lab, daemonArgs);
   const a = await PunchdClient.connect(services.a.socketPath);
   const b = await PunchdClient.connect(services.b.socketPath);

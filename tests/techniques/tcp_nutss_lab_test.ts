@@ -102,6 +102,6 @@ Deno.test({
         }
       }
     },
-    { delayMs: 30, lossPercent: 2 },
+    { wan: { delayMs: 30, lossPercent: 2 } },
   );
 });
