@@ -21,7 +21,8 @@ Usage: rendezvous [options]
 
   --listen IP:PORT     main TCP endpoint (also answers UDP observe); default 0.0.0.0:7000
   --probe-port N       extra probe port on the same address, TCP and UDP (repeatable)
-  --max-peers N        registered peers at once, 1-1000000 (default 1000)
+  --max-peers N        registered peers (and UDP registrations) at once, 1-1000000 (default 1000)
+  --udp-expiry SECS    a UDP registration without keepalive expires after this, 5-3600 (default 60)
   --log-level LEVEL    debug, info, warn, error (default info)
   -h, --help           print this help
 
@@ -50,6 +51,7 @@ export async function main(args: readonly string[]): Promise<number> {
         listen: { type: "string" },
         "probe-port": { type: "string", multiple: true },
         "max-peers": { type: "string" },
+        "udp-expiry": { type: "string" },
         "log-level": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
@@ -64,8 +66,9 @@ export async function main(args: readonly string[]): Promise<number> {
       integerFlag(p, "probe-port", 1, 65535)
     );
     const maxPeers = integerFlag(values["max-peers"] ?? "1000", "max-peers", 1, 1_000_000);
+    const udpExpiryMs = integerFlag(values["udp-expiry"] ?? "60", "udp-expiry", 5, 3600) * 1000;
     try {
-      server = RendezvousServer.start({ listen, probePorts, maxPeers, log });
+      server = RendezvousServer.start({ listen, probePorts, maxPeers, udpExpiryMs, log });
     } catch (error) {
       return fail(`cannot start: ${(error as Error).message}`, 1);
     }

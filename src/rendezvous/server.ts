@@ -19,6 +19,7 @@ import { LineSplitter } from "../control/connection.ts";
 import type { Logger } from "../log.ts";
 import {
   decodeRendezvousRequest,
+  isPeerId,
   MAX_LINE,
   RendezvousError,
   type RendezvousRequest,
@@ -30,13 +31,23 @@ export interface RendezvousOptions {
   listen: InetAddress;
   /** Extra probe ports on the same address (TCP and UDP). */
   probePorts?: number[];
-  /** Registered peers at once (default 1000). */
+  /** Registered peers at once, and UDP registrations at once (default 1000 each). */
   maxPeers?: number;
+  /** Milliseconds a UDP registration lives without a keepalive (default 60000). */
+  udpExpiryMs?: number;
   log: Logger;
 }
 
 const MAX_QUEUED_BYTES = 256 * 1024;
 const encoder = new TextEncoder();
+
+function endpointText(address: SocketAddress): string {
+  return address.family === "unix" ? "-|-" : `${address.address}|${address.port}`;
+}
+
+function sameAddress(a: SocketAddress, b: SocketAddress): boolean {
+  return a.family !== "unix" && b.family !== "unix" && a.address === b.address && a.port === b.port;
+}
 
 function observedLine(address: SocketAddress): string {
   if (address.family === "unix") throw new TypeError("Cannot observe a unix socket address");
@@ -88,6 +99,8 @@ export class RendezvousServer {
   readonly #udp: Socket[] = [];
   readonly #peers = new Set<Peer>();
   readonly #byId = new Map<string, Peer>();
+  /** UDP registrations: name (or session ID) to the endpoint it came from, until it expires. */
+  readonly #udpNames = new Map<string, { endpoint: SocketAddress; expires: number }>();
   readonly #tasks = new Set<Promise<void>>();
   readonly #stopped = new AbortController();
   #address: InetAddress | null = null;
@@ -141,7 +154,7 @@ export class RendezvousServer {
       const udp = Socket.create(listen.family, "datagram", { reuseAddress: true });
       this.#udp.push(udp);
       udp.bind({ ...listen, port });
-      this.#track(this.#udpLoop(udp));
+      this.#track(this.#udpLoop(udp, port === bound.port));
     }
     this.#options.log.info("rendezvous server listening", {
       address: formatAddress(bound),
@@ -186,29 +199,77 @@ export class RendezvousServer {
     }
   }
 
-  async #udpLoop(socket: Socket): Promise<void> {
+  async #udpLoop(socket: Socket, main: boolean): Promise<void> {
     const buf = new Uint8Array(1500);
     const signal = this.#stopped.signal;
+    const decoder = new TextDecoder();
     while (!signal.aborted) {
       let from: SocketAddress;
+      let length: number;
       try {
-        ({ from } = await socket.receiveFrom(buf, signal));
+        ({ from, length } = await socket.receiveFrom(buf, signal));
       } catch (error) {
         if (signal.aborted) return;
         this.#options.log.warn("udp receive failed", { error: (error as Error).message });
         continue;
       }
-      try {
-        await socket.sendTo(
-          encoder.encode(observedLine(from).trimEnd()),
-          from,
-          AbortSignal.timeout(1000),
-        );
-      } catch (error) {
-        this.#options.log.debug("udp reply failed", {
-          to: formatAddress(from),
-          error: (error as Error).message,
-        });
+      // Probe ports answer anything with the observed endpoint; the main port speaks the UDP protocol.
+      const replies = main
+        ? this.#udpRequest(decoder.decode(buf.subarray(0, Math.min(length, 512))).trim(), from)
+        : [{ to: from, text: observedLine(from).trimEnd() }];
+      for (const reply of replies) {
+        try {
+          await socket.sendTo(encoder.encode(reply.text), reply.to, AbortSignal.timeout(1000));
+        } catch (error) {
+          this.#options.log.debug("udp reply failed", {
+            to: formatAddress(reply.to),
+            error: (error as Error).message,
+          });
+        }
+      }
+    }
+  }
+
+  /**
+   * One UDP request on the main port; returns the datagrams to send. See
+   * `codec.ts` for the protocol: register, keepalive, connect, observe.
+   */
+  #udpRequest(text: string, from: SocketAddress): { to: SocketAddress; text: string }[] {
+    const now = Date.now();
+    const expiry = this.#options.udpExpiryMs ?? 60_000;
+    for (const [name, r] of this.#udpNames) if (r.expires <= now) this.#udpNames.delete(name);
+    const reply = (t: string) => [{ to: from, text: t }];
+    const [command = "", name = "", ...rest] = text.split("|");
+    if (command === "observe" && name === "") return reply(observedLine(from).trimEnd());
+    if (!["register", "keepalive", "connect"].includes(command)) {
+      return reply(`error|-|unknown command "${command.slice(0, 20)}"`);
+    }
+    if (rest.length > 0 || !isPeerId(name)) {
+      return reply(`error|${command}|bad name (1-128 of A-Z a-z 0-9 . _ : @ + = / -)`);
+    }
+    const held = this.#udpNames.get(name);
+    const mine = held !== undefined && sameAddress(held.endpoint, from);
+    switch (command) {
+      case "register":
+        if (held !== undefined && !mine) return reply(`error|register|name is taken`);
+        if (held === undefined && this.#udpNames.size >= (this.#options.maxPeers ?? 1000)) {
+          return reply("error|register|too many registrations");
+        }
+        this.#udpNames.set(name, { endpoint: from, expires: now + expiry });
+        return reply(`registered|${name}|${endpointText(from)}`);
+      case "keepalive":
+        if (!mine || held === undefined) {
+          return reply(`error|keepalive|unknown name (expired or not yours)`);
+        }
+        held.expires = now + expiry;
+        return reply(`alive|${name}`);
+      default: {
+        if (held === undefined) return reply(`unknown|${name}`);
+        // Both sides learn the other's endpoint; they punch to each other from there.
+        return [
+          { to: from, text: `peer|${name}|${endpointText(held.endpoint)}` },
+          { to: held.endpoint, text: `peer|-|${endpointText(from)}` },
+        ];
       }
     }
   }
