@@ -31,6 +31,7 @@ import { formatAddress } from "../../ffi/structs.ts";
 import { type TechniqueName, TECHNIQUES } from "../control/codec.ts";
 import { parseHostPort } from "../daemon/discovery.ts";
 import { RendezvousClient } from "../rendezvous/client.ts";
+import { PUNCH_MAGIC } from "../techniques/udp.ts";
 
 const encoder = new TextEncoder();
 
@@ -129,7 +130,7 @@ async function initiate(
   me: { ip: string; ports: number[] },
 ) {
   const peer = o.connect ?? "";
-  const target = await rendezvous.query(peer, "tcp");
+  const target = await rendezvous.query(peer, protocolOf(o.technique));
   say(`${peer} published ${target.ip} ${target.ports.join(",")}; initiating ${o.technique}`);
   const attemptId = `${o.id}-${Date.now().toString(36)}`;
   const attempt = punchd.initiate({
@@ -191,6 +192,56 @@ async function respond(
   }
 }
 
+/** The transport a technique punches. */
+function protocolOf(technique: TechniqueName): "tcp" | "udp" {
+  return technique.startsWith("udp") ? "udp" : "tcp";
+}
+
+/**
+ * The UDP counterpart of {@linkcode exchange}. With a message: send it every
+ * 200 ms (at most 25 times) until the peer's message arrives, then twice more,
+ * and print what arrived; punch datagrams that arrive late are skipped.
+ * Without: each stdin chunk is a datagram, each datagram goes to stdout.
+ */
+async function exchangeDatagrams(socket: Socket, message: string | undefined): Promise<void> {
+  const decoder = new TextDecoder();
+  const isPunch = (bytes: Uint8Array) => decoder.decode(bytes.subarray(0, 4)) === PUNCH_MAGIC;
+  if (message === undefined) {
+    const outgoing = (async () => {
+      for await (const chunk of Deno.stdin.readable) await socket.write(new Uint8Array(chunk));
+    })();
+    const buf = new Uint8Array(65536);
+    for (;;) {
+      const n = await socket.read(buf);
+      if (!isPunch(buf.subarray(0, n))) Deno.stdout.writeSync(buf.subarray(0, n));
+      if (n === 0) break;
+    }
+    await outgoing;
+    return;
+  }
+  const mine = encoder.encode(message);
+  const buf = new Uint8Array(65536);
+  let received: string | null = null;
+  for (let i = 0; i < 25 && received === null; i++) {
+    try {
+      // A refused send (ICMP port unreachable) is reported on the next call; it is not fatal here.
+      await socket.write(mine);
+      for (;;) {
+        const n = await socket.read(buf, AbortSignal.timeout(200));
+        if (!isPunch(buf.subarray(0, n))) {
+          received = decoder.decode(buf.subarray(0, n));
+          break;
+        }
+      }
+    } catch {
+      // Nothing yet: send again.
+    }
+  }
+  if (received === null) throw new Error("no datagram from the peer after 25 tries");
+  for (let i = 0; i < 2; i++) await socket.write(mine).catch(() => {});
+  Deno.stdout.writeSync(encoder.encode(received + "\n"));
+}
+
 async function exchange(socket: Socket, message: string | undefined): Promise<void> {
   const { readable, writable } = socket.streams();
   if (message !== undefined) {
@@ -223,8 +274,11 @@ export async function main(args: string[]): Promise<number> {
     rendezvous = await RendezvousClient.connect(parseHostPort(o.rendezvous), signal);
     await rendezvous.register(o.id);
     punchd = await PunchdClient.connect(o.punchd);
-    const me = await punchd.endpoint(`${o.id}-endpoint`.slice(0, 64), "tcp", o.localIp, [o.port]);
-    await rendezvous.publish("tcp", me.ip, me.ports);
+    const protocol = protocolOf(o.technique);
+    const me = await punchd.endpoint(`${o.id}-endpoint`.slice(0, 64), protocol, o.localIp, [
+      o.port,
+    ]);
+    await rendezvous.publish(protocol, me.ip, me.ports);
     say(`registered as ${o.id}, published ${me.ip} ${me.ports.join(",")} (${me.source})`);
     const started = performance.now();
     const { socket, peer, technique } = o.connect !== undefined
@@ -237,7 +291,8 @@ export async function main(args: string[]): Promise<number> {
         formatAddress(socket.localAddress())
       }, remote ${formatAddress(socket.peerAddress())}`,
     );
-    await exchange(socket, o.message);
+    if (protocolOf(technique) === "udp") await exchangeDatagrams(socket, o.message);
+    else await exchange(socket, o.message);
     return 0;
   } catch (error) {
     say(`failed: ${(error as Error).message}`);

@@ -35,6 +35,7 @@
  * @module
  */
 
+import { SO_ERROR, SOL_SOCKET } from "../../ffi/constants.ts";
 import { Socket } from "../../ffi/socket.ts";
 import {
   formatAddress,
@@ -246,6 +247,10 @@ export class Udp implements Technique {
         peer: formatAddress(first.from),
         birthday: first.local.port !== p.local.port,
       });
+      // An ICMP error from the punching (a punch that reached the peer's
+      // port before its socket existed) would surface as ECONNREFUSED on the
+      // application's first call: reading SO_ERROR clears it.
+      conn.getOption(SOL_SOCKET, SO_ERROR);
       const result = conn;
       conn = null;
       return result;

@@ -2,7 +2,7 @@ import { assertEquals, assertMatch } from "../assert.ts";
 import { runDemo } from "../../src/examples/demo.ts";
 import { isRoot, skipUnless } from "../helpers/skip.ts";
 
-for (const technique of ["tcp-nutss", "tcp-syni"] as const) {
+for (const technique of ["tcp-nutss", "tcp-syni", "udp"] as const) {
   const name =
     `the example peers punch through the lab with ${technique} via the rendezvous server and exchange messages`;
   Deno.test({
