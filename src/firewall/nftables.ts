@@ -12,6 +12,7 @@
  */
 
 import { formatIp, parseIp } from "../../ffi/ip.ts";
+import { type CommandResult, runCommand } from "../process.ts";
 
 /** The table's family and name. */
 export const TABLE = "inet punchd";
@@ -31,32 +32,14 @@ export const TABLE_RULESET = `table ${TABLE} {
 export type Chain = "input" | "output";
 
 /** Result of one nft run. */
-export interface NftResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
+export type NftResult = CommandResult;
 
 /** Runs nft; the runner is injectable for tests of callers. */
 export type NftRunner = (args: string[], input?: string) => Promise<NftResult>;
 
 /** Runs the `nft` binary. */
-export const runNft: NftRunner = async (args: string[], input?: string): Promise<NftResult> => {
-  const child = new Deno.Command("nft", {
-    args,
-    stdin: input === undefined ? "null" : "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  if (input !== undefined) {
-    const writer = child.stdin.getWriter();
-    await writer.write(new TextEncoder().encode(input));
-    await writer.close();
-  }
-  const out = await child.output();
-  const decoder = new TextDecoder();
-  return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
-};
+export const runNft: NftRunner = (args: string[], input?: string): Promise<NftResult> =>
+  runCommand("nft", args, input);
 
 async function must(nft: NftRunner, what: string, args: string[], input?: string): Promise<string> {
   let result: NftResult;

@@ -47,6 +47,27 @@ export interface TcpNutssOptions {
   retryMs?: number;
 }
 
+/**
+ * Adds the rule that drops the ICMP time-exceeded errors a low-TTL SYN of
+ * the flow `local` -> `peer` provokes (Linux would abort the connecting
+ * socket with EHOSTUNREACH). The attempt's firewall removes it at the end.
+ */
+export async function dropTimeExceeded(
+  context: AttemptContext,
+  local: InetAddress,
+  peer: InetAddress,
+): Promise<void> {
+  await context.firewall.add(
+    "input",
+    timeExceededDropRule({
+      localIp: local.address,
+      localPort: local.port,
+      remoteIp: peer.address,
+      remotePort: peer.port,
+    }),
+  );
+}
+
 /** The `tcp-nutss` technique. */
 export class TcpNutss implements Technique {
   readonly name = "tcp-nutss";
@@ -93,64 +114,34 @@ export class TcpNutss implements Technique {
     lowTtl: number,
     context: AttemptContext,
   ): Promise<Socket> {
-    for (const peer of peers) {
-      await context.firewall.add(
-        "input",
-        timeExceededDropRule({
-          localIp: local.address,
-          localPort: local.port,
-          remoteIp: peer.address,
-          remotePort: peer.port,
-        }),
-      );
-    }
-    const connects = peers.map((peer) => this.#lowTtlConnect(local, peer, lowTtl, context));
+    for (const peer of peers) await dropTimeExceeded(context, local, peer);
+    const connects = peers.map((peer) => this.#connectUntilDeadline(local, peer, context, lowTtl));
     context.progress(TCP_NUTSS_TAG);
     return await this.#firstConnected(connects, context);
   }
 
-  /** Sends the first SYN with a low TTL, then waits for the simultaneous open; retries on early failures. */
-  async #lowTtlConnect(
+  /**
+   * Connects from `local` to `peer`, again every `retryMs` after an early
+   * failure (RST, ICMP), until the deadline. With `lowTtl`, each connect's
+   * SYN leaves with that TTL and the normal one is restored right after
+   * (connect() sends the SYN before it returns), so retransmissions and the
+   * rest of the connection travel normally.
+   */
+  async #connectUntilDeadline(
     local: InetAddress,
     peer: InetAddress,
-    lowTtl: number,
     context: AttemptContext,
+    lowTtl?: number,
   ): Promise<Socket> {
     for (;;) {
       const socket = Socket.create(local.family, "stream", { reuseAddress: true, reusePort: true });
       try {
         socket.bind(local);
         const normalTtl = socket.hopLimit();
-        socket.setHopLimit(lowTtl);
-        // connect() sends the SYN before it returns; restore the TTL right after.
+        if (lowTtl !== undefined) socket.setHopLimit(lowTtl);
         const connecting = socket.connect(peer, context.signal);
         socket.setHopLimit(normalTtl);
-        context.log.debug("low-TTL SYN sent", { to: formatAddress(peer), ttl: lowTtl });
         await connecting;
-        return socket;
-      } catch (error) {
-        socket.close();
-        if (context.signal.aborted || !RETRYABLE_CONNECT_ERRORS.has(errorCode(error))) throw error;
-        context.noteError(`connect to ${formatAddress(peer)}: ${errorCode(error)}`);
-        context.log.debug("connect failed; sending another low-TTL SYN", {
-          to: formatAddress(peer),
-          error: errorCode(error),
-        });
-        await delay(this.#retryMs, context.signal);
-      }
-    }
-  }
-
-  async #connectUntilDeadline(
-    local: InetAddress,
-    peer: InetAddress,
-    context: AttemptContext,
-  ): Promise<Socket> {
-    for (;;) {
-      const socket = Socket.create(local.family, "stream", { reuseAddress: true, reusePort: true });
-      try {
-        socket.bind(local);
-        await socket.connect(peer, context.signal);
         return socket;
       } catch (error) {
         socket.close();

@@ -44,14 +44,14 @@ import { Socket } from "../../ffi/socket.ts";
 import { formatAddress, type InetAddress, inetAddress } from "../../ffi/structs.ts";
 import { repairConnect } from "../../ffi/tcp_repair.ts";
 import { TechniqueError } from "../errors.ts";
-import { pureSynDropRule, timeExceededDropRule } from "../firewall/nftables.ts";
+import { pureSynDropRule } from "../firewall/nftables.ts";
 import { tcpFlowProgram } from "../packet/bpf.ts";
 import { buildTcpPacket, parsePacket } from "../packet/packet.ts";
 import { FLAGS, type TcpOptions, type TcpSegment } from "../packet/tcp.ts";
 import { delay } from "./delay.ts";
 import type { AttemptSpec } from "./protocol.ts";
 import type { AttemptContext, Technique } from "./technique.ts";
-import { DEFAULT_LOW_TTL } from "./tcp_nutss.ts";
+import { DEFAULT_LOW_TTL, dropTimeExceeded } from "./tcp_nutss.ts";
 
 /** The responder's progress data: its NAT is primed. */
 export const SYNI_READY = "syniready";
@@ -146,15 +146,7 @@ export class TcpSyni implements Technique {
     context: AttemptContext,
   ): Promise<Socket> {
     const { signal } = context;
-    await context.firewall.add(
-      "input",
-      timeExceededDropRule({
-        localIp: local.address,
-        localPort: local.port,
-        remoteIp: peer.address,
-        remotePort: peer.port,
-      }),
-    );
+    await dropTimeExceeded(context, local, peer);
     const capture = CaptureSocket.open(tcpFlowProgram({
       source: parseIp(local.address),
       destination: parseIp(peer.address),

@@ -46,13 +46,23 @@ export function spawnPunchd(
     stdout: "piped",
     stderr: "piped",
   }).spawn();
+  return { child, ...collectOutput(child) };
+}
+
+/**
+ * Collects a child's stdout and stderr (interleaved) while it runs:
+ * `sofar()` is what arrived until now, `output` everything once both end.
+ */
+export function collectOutput(
+  child: Deno.ChildProcess,
+): { output: Promise<string>; sofar(): string } {
   let text = "";
   const drain = async (stream: ReadableStream<Uint8Array>) => {
     const decoder = new TextDecoder();
     for await (const chunk of stream) text += decoder.decode(chunk, { stream: true });
   };
   const output = Promise.all([drain(child.stdout), drain(child.stderr)]).then(() => text);
-  return { child, output, sofar: () => text };
+  return { output, sofar: () => text };
 }
 
 /** Waits until something accepts connections at `path`. */

@@ -22,6 +22,8 @@
  * @module
  */
 
+import { type CommandResult, runCommand } from "../../src/process.ts";
+
 /** How a NAT router treats traffic. */
 export type NatProfile =
   /** Port-preserving masquerade; unsolicited inbound dropped (EIM, APDF: most home routers). */
@@ -58,31 +60,12 @@ export interface Node {
 }
 
 /** Result of a command run in a namespace. */
-export interface CommandResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
+export type { CommandResult };
 
 const PREFIX = "pdlab";
 let counter = 0;
 
-async function run(cmd: string, args: string[], input?: string): Promise<CommandResult> {
-  const child = new Deno.Command(cmd, {
-    args,
-    stdin: input === undefined ? "null" : "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  if (input !== undefined) {
-    const writer = child.stdin.getWriter();
-    await writer.write(new TextEncoder().encode(input));
-    await writer.close();
-  }
-  const out = await child.output();
-  const decoder = new TextDecoder();
-  return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
-}
+const run = runCommand;
 
 async function must(cmd: string, args: string[], input?: string): Promise<string> {
   const result = await run(cmd, args, input);

@@ -7,6 +7,7 @@
  * @module
  */
 
+import { assertEquals } from "../assert.ts";
 import type { Socket } from "../../ffi/socket.ts";
 import { PunchdClient } from "../../src/client/client.ts";
 import type { TechniqueName } from "../../src/control/codec.ts";
@@ -95,6 +96,43 @@ export async function punch(
     throw a.status === "rejected" ? a.reason : (b as PromiseRejectedResult).reason;
   }
   return { a: a.value, b: b.value, endpointA, endpointB };
+}
+
+/**
+ * Punches `count` TCP connections with `technique` and checks each the way
+ * a user would: both sides published their NAT's public address with the
+ * port preserved, each socket is connected to the other's NAT public
+ * endpoint (direct, nothing relayed), and data flows both ways. No rule is
+ * left in either punchd's table afterwards.
+ */
+export async function assertDirectTcpPunches(
+  clientA: PunchdClient,
+  clientB: PunchdClient,
+  lab: Lab,
+  technique: TechniqueName,
+  count: number,
+): Promise<void> {
+  const bytes = (s: string) => new TextEncoder().encode(s);
+  for (let n = 0; n < count; n++) {
+    const { a, b, endpointA, endpointB } = await punch(clientA, clientB, lab, technique, n);
+    try {
+      assertEquals(endpointA, { ip: lab.publicA, ports: [20000 + n], source: "preserved" });
+      assertEquals(endpointB, { ip: lab.publicB, ports: [30000 + n], source: "preserved" });
+      assertEquals(a.localAddress(), { family: "inet", address: lab.hostA.ip, port: 20000 + n });
+      assertEquals(a.peerAddress(), { family: "inet", address: lab.publicB, port: 30000 + n });
+      assertEquals(b.localAddress(), { family: "inet", address: lab.hostB.ip, port: 30000 + n });
+      assertEquals(b.peerAddress(), { family: "inet", address: lab.publicA, port: 20000 + n });
+      await a.write(bytes(`ping ${n}`));
+      assertEquals(await readExactly(b, `ping ${n}`.length), `ping ${n}`);
+      await b.write(bytes(`pong ${n}`));
+      assertEquals(await readExactly(a, `pong ${n}`.length), `pong ${n}`);
+    } finally {
+      a.close();
+      b.close();
+    }
+  }
+  assertEquals(await punchdRules(lab, lab.hostA.ns), []);
+  assertEquals(await punchdRules(lab, lab.hostB.ns), []);
 }
 
 /** Runs `fn` with a lab, its services and a client per daemon; tears all down. */

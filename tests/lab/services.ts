@@ -6,7 +6,7 @@
  * @module
  */
 
-import { type RunningDaemon, startDaemon } from "../helpers/daemon.ts";
+import { collectOutput, type RunningDaemon, startDaemon } from "../helpers/daemon.ts";
 import type { Lab } from "./lab.ts";
 
 const RENDEZVOUS_MAIN = new URL("../../src/rendezvous/main.ts", import.meta.url).pathname;
@@ -29,16 +29,11 @@ export interface Service {
 /** Spawns `command` in a lab namespace and collects its output. */
 export function spawnService(lab: Lab, ns: string, command: string[]): Service {
   const child = lab.spawn(ns, command);
-  let text = "";
-  const drain = async (stream: ReadableStream<Uint8Array>) => {
-    const decoder = new TextDecoder();
-    for await (const chunk of stream) text += decoder.decode(chunk, { stream: true });
-  };
-  const drained = Promise.all([drain(child.stdout), drain(child.stderr)]);
+  const { output: drained, sofar } = collectOutput(child);
   let stopped: Promise<number> | null = null;
   return {
     child,
-    output: () => text,
+    output: sofar,
     wait: async () => {
       const status = await child.status;
       await drained;

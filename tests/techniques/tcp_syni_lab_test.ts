@@ -1,6 +1,6 @@
 import { assert, assertEquals, assertMatch } from "../assert.ts";
 import { PunchdError } from "../../src/client/client.ts";
-import { punch, punchdRules, readExactly, withLab } from "../lab/punch.ts";
+import { assertDirectTcpPunches, punch, punchdRules, readExactly, withLab } from "../lab/punch.ts";
 import { isRoot, skipUnless } from "../helpers/skip.ts";
 
 const bytes = (s: string) => new TextEncoder().encode(s);
@@ -16,24 +16,7 @@ Deno.test({
   ignore: needsRoot,
 }, async () => {
   await withLab("preserving", "preserving", [], async (lab, clientA, clientB) => {
-    for (let n = 0; n < 10; n++) {
-      const { a, b } = await punch(clientA, clientB, lab, "tcp-syni", n);
-      try {
-        assertEquals(a.localAddress(), { family: "inet", address: lab.hostA.ip, port: 20000 + n });
-        assertEquals(a.peerAddress(), { family: "inet", address: lab.publicB, port: 30000 + n });
-        assertEquals(b.localAddress(), { family: "inet", address: lab.hostB.ip, port: 30000 + n });
-        assertEquals(b.peerAddress(), { family: "inet", address: lab.publicA, port: 20000 + n });
-        await a.write(bytes(`ping ${n}`));
-        assertEquals(await readExactly(b, `ping ${n}`.length), `ping ${n}`);
-        await b.write(bytes(`pong ${n}`));
-        assertEquals(await readExactly(a, `pong ${n}`.length), `pong ${n}`);
-      } finally {
-        a.close();
-        b.close();
-      }
-    }
-    assertEquals(await punchdRules(lab, lab.hostA.ns), []);
-    assertEquals(await punchdRules(lab, lab.hostB.ns), []);
+    await assertDirectTcpPunches(clientA, clientB, lab, "tcp-syni", 10);
   });
 });
 
