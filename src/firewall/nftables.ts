@@ -152,11 +152,11 @@ export function timeExceededDropRule(flow: Flow): string {
   if (v6) {
     return `meta l4proto ipv6-icmp icmpv6 type time-exceeded @th,112,8 6 @th,128,128 ${
       hex(flow.localIp)
-    } @th,256,128 ${hex(flow.remoteIp)} ${ports} drop`;
+    } @th,256,128 ${hex(flow.remoteIp)} ${ports} counter drop`;
   }
   return `meta l4proto icmp icmp type time-exceeded @th,136,8 6 @th,160,32 ${
     hex(flow.localIp)
-  } @th,192,32 ${hex(flow.remoteIp)} ${ports} drop`;
+  } @th,192,32 ${hex(flow.remoteIp)} ${ports} counter drop`;
 }
 
 /**
@@ -173,7 +173,7 @@ export function pureSynDropRule(flow: Flow): string {
   return `${ip} saddr ${parseIpText(flow.remoteIp)} ${ip} daddr ${
     parseIpText(flow.localIp)
   } tcp sport ${flow.remotePort} ` +
-    `tcp dport ${flow.localPort} tcp flags & (syn|ack) == syn drop`;
+    `tcp dport ${flow.localPort} tcp flags & (syn|ack) == syn counter drop`;
 }
 
 function parseIpText(text: string): string {

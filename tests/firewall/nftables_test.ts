@@ -22,7 +22,7 @@ Deno.test("the time-exceeded rule matches exactly the quoted IPv4 flow", () => {
     }),
     // quoted protocol TCP, quoted source 10.0.1.2, quoted destination 172.16.2.2, ports 40000 -> 50000
     "meta l4proto icmp icmp type time-exceeded @th,136,8 6 @th,160,32 0x0a000102 @th,192,32 0xac100202 " +
-      "@th,224,16 40000 @th,240,16 50000 drop",
+      "@th,224,16 40000 @th,240,16 50000 counter drop",
   );
 });
 
@@ -38,7 +38,7 @@ Deno.test("the time-exceeded rule for IPv6 skips the 40-byte quoted header", () 
     rule,
     /@th,128,128 0x20010db8000000000000000000000001 @th,256,128 0x20010db8000000000000000000000002/,
   );
-  assertMatch(rule, /@th,384,16 1 @th,400,16 2 drop$/);
+  assertMatch(rule, /@th,384,16 1 @th,400,16 2 counter drop$/);
   assertThrows(
     () =>
       timeExceededDropRule({ localIp: "10.0.0.1", localPort: 1, remoteIp: "::1", remotePort: 2 }),

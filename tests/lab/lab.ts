@@ -49,6 +49,8 @@ export interface LabOptions {
    * internet router does no reverse-path filtering, so C can spoof.
    */
   thirdHost?: boolean;
+  /** IPv6 beside IPv4 (ULA addresses, NAT66 masquerade with the same profiles): see {@linkcode Lab.v6}. */
+  ipv6?: boolean;
 }
 
 /** A namespace of the lab. */
@@ -122,6 +124,12 @@ export function routerRuleset(profile: NatProfile): string {
     oifname "wan0" ${masquerade}
   }
 }
+table ip6 labnat6 {
+  chain postrouting {
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname "wan0" ${masquerade}
+  }
+}
 table inet lab {
   chain forward {
     type filter hook forward priority 0; policy accept;
@@ -132,6 +140,7 @@ table inet lab {
   chain input {
     type filter hook input priority 0; policy accept;
     ct state established,related accept
+    meta l4proto ipv6-icmp icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept
     iifname "wan0" ${refuse}
   }
 }
@@ -155,6 +164,14 @@ export class Lab {
   readonly publicA = "172.16.1.2";
   /** Router B's public address. */
   readonly publicB = "172.16.2.2";
+  /** The IPv6 addresses, when the lab was built with `ipv6`. */
+  readonly v6 = {
+    hostA: "fd00:1::2",
+    hostB: "fd00:2::2",
+    publicA: "fd00:a1::2",
+    publicB: "fd00:b2::2",
+    server: "fd00::1",
+  } as const;
   readonly options: LabOptions;
   #closed = false;
 
@@ -246,6 +263,7 @@ export class Lab {
     for (const ns of [routerA.ns, routerB.ns, internet.ns]) {
       await this.exec(ns, ["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
     }
+    if (this.options.ipv6) await this.#buildIpv6();
     await this.exec(routerA.ns, ["nft", "-f", "-"], routerRuleset(this.options.natA));
     await this.exec(routerB.ns, ["nft", "-f", "-"], routerRuleset(this.options.natB));
     const wan = this.options.wan;
@@ -256,6 +274,51 @@ export class Lab {
       for (const ns of [routerA.ns, routerB.ns]) {
         await this.exec(ns, ["tc", "qdisc", "add", "dev", "wan0", "root", ...netem]);
       }
+    }
+  }
+
+  /** The IPv6 side of the topology: the same links, ULA addresses, no DAD delay. */
+  async #buildIpv6(): Promise<void> {
+    const { hostA, hostB, routerA, routerB, internet } = this;
+    const addr = (ns: string, dev: string, cidr: string) =>
+      this.exec(ns, ["ip", "-6", "addr", "add", cidr, "dev", dev, "nodad"]);
+    await addr(hostA.ns, "eth0", "fd00:1::2/64");
+    await addr(routerA.ns, "lan0", "fd00:1::1/64");
+    await addr(hostB.ns, "eth0", "fd00:2::2/64");
+    await addr(routerB.ns, "lan0", "fd00:2::1/64");
+    await addr(routerA.ns, "wan0", "fd00:a1::2/64");
+    await addr(internet.ns, "wana", "fd00:a1::1/64");
+    await addr(routerB.ns, "wan0", "fd00:b2::2/64");
+    await addr(internet.ns, "wanb", "fd00:b2::1/64");
+    await this.exec(internet.ns, ["ip", "-6", "addr", "add", "fd00::1/128", "dev", "lo"]);
+    await this.exec(hostA.ns, ["ip", "-6", "route", "add", "default", "via", "fd00:1::1"]);
+    await this.exec(hostB.ns, ["ip", "-6", "route", "add", "default", "via", "fd00:2::1"]);
+    await this.exec(routerA.ns, ["ip", "-6", "route", "add", "default", "via", "fd00:a1::1"]);
+    await this.exec(routerB.ns, ["ip", "-6", "route", "add", "default", "via", "fd00:b2::1"]);
+    if (this.options.natA === "none") {
+      await this.exec(internet.ns, [
+        "ip",
+        "-6",
+        "route",
+        "add",
+        "fd00:1::/64",
+        "via",
+        "fd00:a1::2",
+      ]);
+    }
+    if (this.options.natB === "none") {
+      await this.exec(internet.ns, [
+        "ip",
+        "-6",
+        "route",
+        "add",
+        "fd00:2::/64",
+        "via",
+        "fd00:b2::2",
+      ]);
+    }
+    for (const ns of [routerA.ns, routerB.ns, internet.ns]) {
+      await this.exec(ns, ["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
     }
   }
 

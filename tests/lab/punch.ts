@@ -42,23 +42,26 @@ export interface Outcome {
   endpointB: { ip: string; ports: number[]; source: string };
 }
 
-/** One attempt between host A (initiator, port 20000+n) and host B (responder, port 30000+n). */
+/** One attempt between host A (initiator, port 20000+n) and host B (responder, port 30000+n), over IPv4 or IPv6. */
 export async function punch(
   clientA: PunchdClient,
   clientB: PunchdClient,
   lab: Lab,
   technique: TechniqueName,
   n: number,
+  family: "inet" | "inet6" = "inet",
 ): Promise<Outcome> {
   const portA = 20000 + n;
   const portB = 30000 + n;
   const protocol = technique.startsWith("udp") ? "udp" : "tcp";
-  const endpointA = await clientA.endpoint(`ea${n}`, protocol, lab.hostA.ip, [portA]);
-  const endpointB = await clientB.endpoint(`eb${n}`, protocol, lab.hostB.ip, [portB]);
+  const hostA = family === "inet" ? lab.hostA.ip : lab.v6.hostA;
+  const hostB = family === "inet" ? lab.hostB.ip : lab.v6.hostB;
+  const endpointA = await clientA.endpoint(`ea${n}`, protocol, hostA, [portA]);
+  const endpointB = await clientB.endpoint(`eb${n}`, protocol, hostB, [portB]);
   const initiator = clientA.initiate({
     id: `a${n}`,
     technique,
-    srcIp: lab.hostA.ip,
+    srcIp: hostA,
     srcPorts: [portA],
     dstIp: endpointB.ip,
     dstPorts: endpointB.ports,
@@ -72,7 +75,7 @@ export async function punch(
   const responder = clientB.respond({
     id: `b${n}`,
     technique,
-    srcIp: lab.hostB.ip,
+    srcIp: hostB,
     srcPorts: [portB],
     dstIp: endpointA.ip,
     dstPorts: endpointA.ports,

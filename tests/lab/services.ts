@@ -85,28 +85,35 @@ export interface LabServices {
 /** Starts the rendezvous server and both daemons; on failure stops what started. */
 export async function startServices(lab: Lab, daemonArgs: string[] = []): Promise<LabServices> {
   const rendezvousAddress = `${lab.serverIp}:${RENDEZVOUS_PORT}`;
-  const rendezvous = spawnService(lab, lab.internet.ns, [
-    Deno.execPath(),
-    "run",
-    "--allow-ffi",
-    "--allow-read",
-    RENDEZVOUS_MAIN,
-    "--listen",
-    rendezvousAddress,
-    ...PROBE_PORTS.flatMap((port) => ["--probe-port", String(port)]),
-  ]);
+  const server = (address: string) =>
+    spawnService(lab, lab.internet.ns, [
+      Deno.execPath(),
+      "run",
+      "--allow-ffi",
+      "--allow-read",
+      RENDEZVOUS_MAIN,
+      "--listen",
+      address,
+      ...PROBE_PORTS.flatMap((port) => ["--probe-port", String(port)]),
+    ]);
+  // One server per address family: the IPv6 one only probes (its peers use the IPv4 one).
+  const servers = [server(rendezvousAddress)];
+  if (lab.options.ipv6) servers.push(server(`[${lab.v6.server}]:${RENDEZVOUS_PORT}`));
+  const [rendezvous] = servers as [Service];
   const started: RunningDaemon[] = [];
   const stop = async () => {
-    await Promise.all([...started.map((d) => d.stop()), rendezvous.stop()]);
+    await Promise.all([...started.map((d) => d.stop()), ...servers.map((s) => s.stop())]);
   };
   try {
-    await waitForOutput(rendezvous, /rendezvous server listening/);
-    const args = [
-      ...PROBE_PORTS.flatMap((port) => ["--probe", `${lab.serverIp}:${port}`]),
-      ...daemonArgs,
-    ];
+    for (const s of servers) await waitForOutput(s, /rendezvous server listening/);
+    const probes = PROBE_PORTS.flatMap((port) => ["--probe", `${lab.serverIp}:${port}`]);
+    if (lab.options.ipv6) {
+      probes.push(...PROBE_PORTS.flatMap((port) => ["--probe", `[${lab.v6.server}]:${port}`]));
+    }
     for (const host of [lab.hostA, lab.hostB]) {
-      started.push(await startDaemon(args, undefined, ["ip", "netns", "exec", host.ns]));
+      started.push(
+        await startDaemon([...probes, ...daemonArgs], undefined, ["ip", "netns", "exec", host.ns]),
+      );
     }
   } catch (error) {
     await stop();
