@@ -9,7 +9,7 @@
 
 import { assertEquals } from "../assert.ts";
 import type { Socket } from "../../ffi/socket.ts";
-import { PunchdClient } from "../../src/client/client.ts";
+import { PunchdClient, PunchdError } from "../../src/client/client.ts";
 import type { TechniqueName } from "../../src/control/codec.ts";
 import { Lab, type LabOptions, type NatProfile } from "./lab.ts";
 import { type LabServices, startServices } from "./services.ts";
@@ -136,6 +136,30 @@ export async function assertDirectTcpPunches(
   }
   assertEquals(await punchdRules(lab, lab.hostA.ns), []);
   assertEquals(await punchdRules(lab, lab.hostB.ns), []);
+}
+
+/**
+ * Runs one attempt that must fail: returns punchd's error (a PunchdError) and
+ * closes the sockets if it connected after all, so the assertion fails cleanly.
+ */
+export async function punchFailure(
+  clientA: PunchdClient,
+  clientB: PunchdClient,
+  lab: Lab,
+  technique: TechniqueName,
+  n: number,
+): Promise<PunchdError> {
+  const outcome = await punch(clientA, clientB, lab, technique, n).then(
+    (o) => o,
+    (e) => e as Error,
+  );
+  if (!(outcome instanceof Error)) {
+    outcome.a.close();
+    outcome.b.close();
+    throw new Error(`${technique} connected where it was expected to fail`);
+  }
+  if (!(outcome instanceof PunchdError)) throw outcome;
+  return outcome;
 }
 
 /** Runs `fn` with a lab, its services and a client per daemon; tears all down. */

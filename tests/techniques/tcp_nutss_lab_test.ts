@@ -1,7 +1,14 @@
 import { assert, assertEquals, assertMatch } from "../assert.ts";
 import { PunchdError } from "../../src/client/client.ts";
 import { netemAvailable } from "../lab/lab.ts";
-import { assertDirectTcpPunches, punch, punchdRules, readExactly, withLab } from "../lab/punch.ts";
+import {
+  assertDirectTcpPunches,
+  punch,
+  punchdRules,
+  punchFailure,
+  readExactly,
+  withLab,
+} from "../lab/punch.ts";
 import { isRoot, skipUnless } from "../helpers/skip.ts";
 
 const bytes = (s: string) => new TextEncoder().encode(s);
@@ -30,14 +37,7 @@ Deno.test({
     ["--attempt-timeout", "3"],
     async (lab, clientA, clientB) => {
       const started = performance.now();
-      const error = await punch(clientA, clientB, lab, "tcp-nutss", 0).then(
-        (o) => {
-          o.a.close();
-          o.b.close();
-          return null;
-        },
-        (e) => e,
-      );
+      const error = await punchFailure(clientA, clientB, lab, "tcp-nutss", 0);
       const elapsed = performance.now() - started;
       assert(error instanceof PunchdError, `expected a PunchdError, got ${error}`);
       assertMatch(error.reason, /timed out after 3000 ms/);

@@ -1,6 +1,13 @@
 import { assert, assertEquals, assertMatch } from "../assert.ts";
 import { PunchdError } from "../../src/client/client.ts";
-import { assertDirectTcpPunches, punch, punchdRules, readExactly, withLab } from "../lab/punch.ts";
+import {
+  assertDirectTcpPunches,
+  punch,
+  punchdRules,
+  punchFailure,
+  readExactly,
+  withLab,
+} from "../lab/punch.ts";
 import { isRoot, skipUnless } from "../helpers/skip.ts";
 
 const bytes = (s: string) => new TextEncoder().encode(s);
@@ -94,14 +101,7 @@ Deno.test({
     "nosimopen",
     ["--attempt-timeout", "3"],
     async (lab, clientA, clientB) => {
-      const error = await punch(clientA, clientB, lab, "tcp-nutss", 0).then(
-        (o) => {
-          o.a.close();
-          o.b.close();
-          return null;
-        },
-        (e) => e,
-      );
+      const error = await punchFailure(clientA, clientB, lab, "tcp-nutss", 0);
       assert(error instanceof PunchdError, `tcp-nutss should fail here, got ${error}`);
       assertMatch(error.reason, /timed out after 3000 ms/);
       assertEquals(await punchdRules(lab, lab.hostA.ns), []);
