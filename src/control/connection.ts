@@ -110,14 +110,21 @@ export class ClientConnection {
   /**
    * Queues a reply; replies go out in order. With `fd`, the reply and the fd
    * travel in one sendmsg (SCM_RIGHTS). Resolves when written; rejects when
-   * the client is gone. The caller still owns (and closes) `fd`.
+   * the client is gone, and then closes the connection, so requests it left
+   * unread are not served. The caller still owns (and closes) `fd`.
    */
   reply(reply: Reply, fd?: number): Promise<void> {
     const bytes = encoder.encode(encodeReply(reply));
     const write = async () => {
       if (this.#closed.signal.aborted) throw new Error("Cannot reply: the client disconnected");
-      if (fd === undefined) await this.#socket.write(bytes, this.#closed.signal);
-      else await this.#socket.sendWithFds(bytes, [fd], this.#closed.signal);
+      try {
+        if (fd === undefined) await this.#socket.write(bytes, this.#closed.signal);
+        else await this.#socket.sendWithFds(bytes, [fd], this.#closed.signal);
+      } catch (error) {
+        // The client is gone (EPIPE, ECONNRESET): stop serving the requests it left queued.
+        this.close();
+        throw error;
+      }
     };
     const next = this.#writes.then(write);
     this.#writes = next.catch(() => {});

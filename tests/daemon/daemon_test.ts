@@ -6,6 +6,19 @@ import { freePort, rawConnect, readLines, spawnPunchd, startDaemon } from "../he
 import { hasIpv6Loopback, skipUnless } from "../helpers/skip.ts";
 
 const bytes = (s: string) => new TextEncoder().encode(s);
+
+/** What each open fd of process `pid` is (for failure messages). */
+function describeFds(pid: number): string {
+  const out: string[] = [];
+  for (const entry of Deno.readDirSync(`/proc/${pid}/fd`)) {
+    try {
+      out.push(`${entry.name} -> ${Deno.readLinkSync(`/proc/${pid}/fd/${entry.name}`)}`);
+    } catch {
+      out.push(`${entry.name} -> ?`);
+    }
+  }
+  return out.join("\n");
+}
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
 
 async function readExactly(socket: Socket, length: number): Promise<Uint8Array> {
@@ -359,6 +372,11 @@ Deno.test("SIGTERM cancels running attempts, tells their clients, and exits 0", 
 
 Deno.test("a client that never reads its replies stalls nobody else", async () => {
   await using daemon = await startDaemon(["--log-level", "info"]);
+  // Warm up: the daemon's reactor (an epoll fd and an eventfd) opens on its first wait.
+  const warm = await PunchdClient.connect(daemon.socketPath);
+  await warm.endpoint("warm", "tcp", "127.0.0.1", [freePort()]);
+  await warm.close();
+  await new Promise((r) => setTimeout(r, 200));
   const baseline = daemon.fdCount();
   const flooder = await rawConnect(daemon.socketPath);
   const other = await PunchdClient.connect(daemon.socketPath);
@@ -382,5 +400,6 @@ Deno.test("a client that never reads its replies stalls nobody else", async () =
     flooder.close();
     await other.close();
   }
-  assertEquals(await daemon.settledFdCount(baseline), baseline);
+  const settled = await daemon.settledFdCount(baseline);
+  assertEquals(settled, baseline, describeFds(daemon.pid));
 });
