@@ -119,8 +119,3 @@ export function formatIp(bytes: IpBytes): string {
 export function canonicalIp(text: string): string {
   return formatIp(parseIp(text));
 }
-
-/** True when the text is an IPv6 address (contains a colon). */
-export function isIpv6(text: string): boolean {
-  return text.includes(":");
-}

@@ -82,10 +82,6 @@ export const LIBC_SYMBOLS = {
   umask: { parameters: ["u32"], result: "u32" },
   /** struct group *getgrnam(const char *name); */
   getgrnam: { parameters: ["buffer"], result: "pointer" },
-  /** uid_t geteuid(void); */
-  geteuid: { parameters: [], result: "u32" },
-  /** pid_t getpid(void); */
-  getpid: { parameters: [], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The opened library's symbols. */

@@ -273,6 +273,3 @@ export function reactor(): Reactor {
   threadReactor ??= new Reactor();
   return threadReactor;
 }
-
-/** Event bits that mean the fd has an error or hang-up pending. */
-export const ERROR_EVENTS: number = EPOLLERR | EPOLLHUP;

@@ -47,11 +47,6 @@ export interface SocketOptions {
   v6Only?: boolean;
 }
 
-/** The address family constant for an address. */
-export function familyOf(address: SocketAddress): number {
-  return address.family === "inet" ? AF_INET : address.family === "inet6" ? AF_INET6 : AF_UNIX;
-}
-
 /**
  * An fd-owning, non-blocking socket. `close()` is idempotent; `detach()`
  * gives the fd up to a new owner (another thread, or SCM_RIGHTS).

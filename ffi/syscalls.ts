@@ -383,11 +383,6 @@ export function lookupGroup(name: string): number | undefined {
   return groupId(name);
 }
 
-/** geteuid(2). */
-export function effectiveUid(): number {
-  return libc().geteuid();
-}
-
 /** The fds open in process `pid` (default: this one), from /proc/PID/fd. */
 export function openFds(pid: number = Deno.pid): number[] {
   const fds: number[] = [];

@@ -21,6 +21,25 @@
  * `observed|IP|PORT` and is closed by the server; any UDP datagram is
  * answered with `observed|IP|PORT`.
  *
+ * UDP on the server's main port (one datagram per request, one or two per
+ * answer), for peers that punch UDP with the server's help, as the seeds'
+ * UDP demos do:
+ * ```
+ * register|NAME        registered|NAME|IP|PORT   the name (or session ID) now points at the
+ *                                                sender's public endpoint; only that endpoint
+ *                                                may renew it, until it expires
+ * keepalive|NAME       alive|NAME                renews the registration (and the sender's NAT
+ *                                                mapping); registrations expire after 60 s
+ *                                                without one (--udp-expiry)
+ * connect|NAME         peer|NAME|IP|PORT         to the sender, and peer|-|IP|PORT (the sender's
+ *                                                endpoint) to NAME: both punch to each other;
+ *                      unknown|NAME              when NAME is not registered
+ * observe              observed|IP|PORT
+ * anything else        error|COMMAND|REASON
+ * ```
+ * One peer can register a session ID once and take any number of clients
+ * that `connect` to it.
+ *
  * @module
  */
 
@@ -176,25 +195,3 @@ export function decodeRendezvousReply(line: string): RendezvousReply {
   }
   throw new SyntaxError(`Cannot parse rendezvous message "${line.slice(0, 80)}"`);
 }
-
-/**
- * UDP on the server's main port (one datagram per request, one or two per
- * answer), for peers that punch UDP with the server's help, as the seeds'
- * UDP demos do:
- * ```
- * register|NAME        registered|NAME|IP|PORT   the name (or session ID) now points at the
- *                                                sender's public endpoint; only that endpoint
- *                                                may renew it, until it expires
- * keepalive|NAME       alive|NAME                renews the registration (and the sender's NAT
- *                                                mapping); registrations expire after 60 s
- *                                                without one (--udp-expiry)
- * connect|NAME         peer|NAME|IP|PORT         to the sender, and peer|-|IP|PORT (the sender's
- *                                                endpoint) to NAME: both punch to each other;
- *                      unknown|NAME              when NAME is not registered
- * observe              observed|IP|PORT
- * anything else        error|COMMAND|REASON
- * ```
- * One peer can register a session ID once and take any number of clients
- * that `connect` to it.
- */
-export const UDP_PROTOCOL = "register, keepalive, connect, observe";
