@@ -2,7 +2,14 @@ import { assert, assertEquals, assertMatch, assertRejects } from "../assert.ts";
 import { Socket } from "../../ffi/socket.ts";
 import { inetAddress } from "../../ffi/structs.ts";
 import { PunchdClient, PunchdError } from "../../src/client/client.ts";
-import { freePort, rawConnect, readLines, spawnPunchd, startDaemon } from "../helpers/daemon.ts";
+import {
+  freePort,
+  rawConnect,
+  readExactly,
+  readLines,
+  spawnPunchd,
+  startDaemon,
+} from "../helpers/daemon.ts";
 import { hasIpv6Loopback, skipUnless } from "../helpers/skip.ts";
 
 const bytes = (s: string) => new TextEncoder().encode(s);
@@ -20,17 +27,6 @@ function describeFds(pid: number): string {
   return out.join("\n");
 }
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
-
-async function readExactly(socket: Socket, length: number): Promise<Uint8Array> {
-  const out = new Uint8Array(length);
-  let offset = 0;
-  while (offset < length) {
-    const n = await socket.read(out.subarray(offset), AbortSignal.timeout(10000));
-    if (n === 0) throw new Error(`end of stream after ${offset} of ${length} bytes`);
-    offset += n;
-  }
-  return out;
-}
 
 /** Runs initiate on `a` and respond on `b` for one tcp-direct connection on loopback. */
 async function punchDirect(

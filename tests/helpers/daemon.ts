@@ -172,6 +172,18 @@ export async function readLines(
   return lines;
 }
 
+/** Reads exactly `length` bytes from a stream socket (10 s limit). */
+export async function readExactly(socket: Socket, length: number): Promise<Uint8Array> {
+  const out = new Uint8Array(length);
+  let offset = 0;
+  while (offset < length) {
+    const n = await socket.read(out.subarray(offset), AbortSignal.timeout(10000));
+    if (n === 0) throw new Error(`end of stream after ${offset} of ${length} bytes`);
+    offset += n;
+  }
+  return out;
+}
+
 /** A raw connection to the control socket. */
 export async function rawConnect(path: string): Promise<Socket> {
   const socket = Socket.create("unix", "stream");

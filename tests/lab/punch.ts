@@ -8,6 +8,7 @@
  */
 
 import { assertEquals } from "../assert.ts";
+import { readExactly as readBytes } from "../helpers/daemon.ts";
 import type { Socket } from "../../ffi/socket.ts";
 import { PunchdClient, PunchdError } from "../../src/client/client.ts";
 import type { TechniqueName } from "../../src/control/codec.ts";
@@ -16,14 +17,7 @@ import { type LabServices, startServices } from "./services.ts";
 
 /** Reads exactly `length` bytes as text (10 s limit). */
 export async function readExactly(socket: Socket, length: number): Promise<string> {
-  const out = new Uint8Array(length);
-  let offset = 0;
-  while (offset < length) {
-    const n = await socket.read(out.subarray(offset), AbortSignal.timeout(10000));
-    if (n === 0) throw new Error(`end of stream after ${offset} bytes`);
-    offset += n;
-  }
-  return new TextDecoder().decode(out);
+  return new TextDecoder().decode(await readBytes(socket, length));
 }
 
 /** The rules in punchd's table in namespace `ns` (empty when there is no table). */
