@@ -49,6 +49,13 @@ export interface LabOptions {
    * internet router does no reverse-path filtering, so C can spoof.
    */
   thirdHost?: boolean;
+  /**
+   * An attacker on A's LAN (10.0.1.3, {@linkcode Lab.attackerA}): host A,
+   * router A's `lan0` and the attacker then hang on a switch namespace whose
+   * bridge learns no addresses, so it floods every frame to every port (a
+   * hub, or a shared Wi-Fi cell): the attacker sees all of A's LAN traffic.
+   */
+  lanAttacker?: boolean;
   /** IPv6 beside IPv4 (ULA addresses, NAT66 masquerade with the same profiles): see {@linkcode Lab.v6}. */
   ipv6?: boolean;
 }
@@ -158,6 +165,10 @@ export class Lab {
   readonly internet: Node;
   /** The third host, when `thirdHost` was asked for. */
   readonly hostC: Node;
+  /** The attacker on A's LAN, when `lanAttacker` was asked for. */
+  readonly attackerA: Node;
+  /** The switch namespace of A's LAN, when `lanAttacker` was asked for. */
+  readonly switchA: Node;
   /** The rendezvous/probe server's address (in the internet namespace). */
   readonly serverIp = "172.16.0.1";
   /** Router A's public address (what peers see of host A behind NAT). */
@@ -185,6 +196,8 @@ export class Lab {
     this.routerB = { ns: ns("rb"), ip: "172.16.2.2" };
     this.internet = { ns: ns("inet"), ip: "172.16.0.1" };
     this.hostC = { ns: ns("c"), ip: "172.16.3.2" };
+    this.attackerA = { ns: ns("ma"), ip: "10.0.1.3" };
+    this.switchA = { ns: ns("swa"), ip: "" };
   }
 
   /** Builds the topology; on any failure everything built so far is removed. */
@@ -204,6 +217,7 @@ export class Lab {
   get namespaces(): string[] {
     const nodes = [this.hostA, this.hostB, this.routerA, this.routerB, this.internet];
     if (this.options.thirdHost) nodes.push(this.hostC);
+    if (this.options.lanAttacker) nodes.push(this.switchA, this.attackerA);
     return nodes.map((n) => n.ns);
   }
 
@@ -223,7 +237,8 @@ export class Lab {
       await this.exec(ns, ["ip", "link", "set", "lo", "up"]);
     }
     const { hostA, hostB, routerA, routerB, internet } = this;
-    await this.#link(hostA.ns, "eth0", routerA.ns, "lan0");
+    if (this.options.lanAttacker) await this.#buildSwitchA();
+    else await this.#link(hostA.ns, "eth0", routerA.ns, "lan0");
     await this.#link(hostB.ns, "eth0", routerB.ns, "lan0");
     await this.#link(routerA.ns, "wan0", internet.ns, "wana");
     await this.#link(routerB.ns, "wan0", internet.ns, "wanb");
@@ -234,6 +249,11 @@ export class Lab {
     };
     await addr(hostA.ns, "eth0", "10.0.1.2/24");
     await addr(routerA.ns, "lan0", "10.0.1.1/24");
+    if (this.options.lanAttacker) {
+      await addr(this.attackerA.ns, "eth0", "10.0.1.3/24");
+      await this.exec(this.attackerA.ns, ["ip", "link", "set", "eth0", "promisc", "on"]);
+      await this.exec(this.attackerA.ns, ["ip", "route", "add", "default", "via", "10.0.1.1"]);
+    }
     await addr(hostB.ns, "eth0", "10.0.2.2/24");
     await addr(routerB.ns, "lan0", "10.0.2.1/24");
     await addr(routerA.ns, "wan0", "172.16.1.2/24");
@@ -275,6 +295,25 @@ export class Lab {
         await this.exec(ns, ["tc", "qdisc", "add", "dev", "wan0", "root", ...netem]);
       }
     }
+  }
+
+  /** A's LAN as a hub: host A, router A's `lan0` and the attacker on a bridge that learns nothing. */
+  async #buildSwitchA(): Promise<void> {
+    const sw = this.switchA.ns;
+    await this.exec(sw, ["ip", "link", "add", "br0", "type", "bridge"]);
+    const ports: [string, string][] = [
+      [this.hostA.ns, "eth0"],
+      [this.routerA.ns, "lan0"],
+      [this.attackerA.ns, "eth0"],
+    ];
+    for (const [i, [ns, name]] of ports.entries()) {
+      await this.#link(ns, name, sw, `p${i}`);
+      await this.exec(sw, ["ip", "link", "set", `p${i}`, "master", "br0"]);
+      // Without learning every unicast frame is unknown, so the bridge floods it.
+      await this.exec(sw, ["bridge", "link", "set", "dev", `p${i}`, "learning", "off"]);
+      await this.exec(sw, ["ip", "link", "set", `p${i}`, "up"]);
+    }
+    await this.exec(sw, ["ip", "link", "set", "br0", "up"]);
   }
 
   /** The IPv6 side of the topology: the same links, ULA addresses, no DAD delay. */
