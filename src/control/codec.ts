@@ -128,9 +128,9 @@ const FIELD_COUNTS: Record<Request["type"], number> = {
   endpoint: 5,
 };
 
-/** True when `id` is a valid attempt ID. */
+/** True when `id` is a valid attempt ID ("-" is not: error replies use it for "no ID"). */
 export function isValidId(id: string): boolean {
-  return ID_PATTERN.test(id);
+  return id !== "-" && ID_PATTERN.test(id);
 }
 
 /** True when `data` may travel as an opaque field (progress data, EXTRA, reasons). */
@@ -173,7 +173,8 @@ export function decodeRequest(line: Uint8Array): Request {
   }
   let text: string;
   try {
-    text = new TextDecoder("utf-8", { fatal: true }).decode(line);
+    // ignoreBOM: a leading U+FEFF stays in the text (and fails), it is not silently dropped.
+    text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(line);
   } catch {
     throw new RequestError("-", "message is not valid UTF-8");
   }
@@ -257,8 +258,8 @@ export function sanitizeReason(text: string): string {
   const clean = text.replace(
     /[^\x20-\x7b\x7d\x7e]/g,
     (c) => c === "|" || c < " " || c === "\x7f" ? " " : "?",
-  ).trim();
-  return (clean === "" ? "unknown error" : clean).slice(0, 400);
+  ).slice(0, 400).trim();
+  return clean === "" ? "unknown error" : clean;
 }
 
 /** Encodes a reply as one line with its `\n`. */
@@ -298,24 +299,46 @@ export function encodeRequest(request: Request): string {
   }
 }
 
-/** Decodes a reply line (without `\n`), for clients. Throws SyntaxError on anything else. */
+/**
+ * Decodes a reply line (without `\n`), for clients: exactly what encodeReply
+ * writes (addresses in any spelling, returned canonical). Throws SyntaxError
+ * on anything else.
+ */
 export function decodeReply(text: string): Reply {
-  const fields = text.split("|");
-  const [type, id = ""] = fields;
-  if (!isValidId(id) && !(type === "error" && id === "-")) {
-    throw new SyntaxError(`Cannot parse reply "${text}": bad ID`);
+  try {
+    return decodeReplyFields(text.split("|"));
+  } catch (error) {
+    throw new SyntaxError(
+      `Cannot parse reply "${sanitizeReason(text.slice(0, 80))}": ${(error as Error).message}`,
+      { cause: error },
+    );
   }
+}
+
+function decodeReplyFields(fields: string[]): Reply {
+  const [type, id = ""] = fields;
+  if (!isValidId(id) && !(type === "error" && id === "-")) throw new SyntaxError("bad ID");
   if (type === "ok" && fields.length === 2) return { type, id };
-  if (type === "progress" && fields.length === 3) return { type, id, data: fields[2] ?? "" };
-  if (type === "error" && fields.length === 3) return { type, id, reason: fields[2] ?? "" };
+  if (type === "progress" && fields.length === 3) {
+    const data = fields[2] ?? "";
+    if (!isValidData(data)) throw new SyntaxError("bad DATA");
+    return { type, id, data };
+  }
+  if (type === "error" && fields.length === 3) {
+    const reason = fields[2] ?? "";
+    if (sanitizeReason(reason) !== reason) throw new SyntaxError("bad REASON");
+    return { type, id, reason };
+  }
   if (type === "endpoint" && fields.length === 5) {
+    const source = fields[4] ?? "";
+    if (!isValidData(source)) throw new SyntaxError("bad HOW");
     return {
       type,
       id,
-      ip: fields[2] ?? "",
+      ip: parseAddress(fields[2] ?? "", "endpoint"),
       ports: parsePorts(fields[3] ?? ""),
-      source: fields[4] ?? "",
+      source,
     };
   }
-  throw new SyntaxError(`Cannot parse reply "${text.slice(0, 80)}"`);
+  throw new SyntaxError("unknown reply type or wrong number of fields");
 }

@@ -4,6 +4,7 @@ import {
   decodeRequest,
   encodeReply,
   encodeRequest,
+  isValidId,
   parsePorts,
   type Request,
   RequestError,
@@ -96,6 +97,10 @@ const MALFORMED: [string, string | Uint8Array, string, string][] = [
   ["missing ID", "cancel|", "-", "bad ID"],
   ["ID with a space", "cancel|a b", "-", "bad ID"],
   ["ID too long", "cancel|" + "a".repeat(65), "-", "bad ID"],
+  // Found by tests/fuzz: "-" matched the ID pattern but means "no ID" in error replies.
+  ["the reserved ID -", "cancel|-", "-", "bad ID"],
+  // Found by tests/fuzz: TextDecoder dropped a leading byte order mark, so this was a cancel.
+  ["byte order mark", "\ufeffcancel|a", "a", "unknown message type"],
   ["unknown technique", "initiate|a|tcp-magic|10.0.0.1|1|10.0.0.2|2", "a", "unknown technique"],
   [
     "bad source address",
@@ -175,4 +180,52 @@ Deno.test("decodeReply reads what encodeReply writes", () => {
     source: "local",
   });
   assertThrows(() => decodeReply("ok|a|b"), SyntaxError);
+});
+
+Deno.test("isValidId refuses the reserved ID - that error replies use for no ID", () => {
+  assertStrictEquals(isValidId("-"), false);
+  assertStrictEquals(isValidId("-a"), true);
+  assertThrows(() => decodeReply("ok|-"), SyntaxError);
+});
+
+// Found by tests/fuzz: decodeReply accepted lines encodeReply never writes, and handed the
+// application values it cannot use (an empty or non-ASCII DATA, an address that is none).
+const BAD_REPLIES: [string, string][] = [
+  ["empty progress data", "progress|a|"],
+  ["non-ASCII progress data", "progress|a|\u00e9"],
+  ["progress data with a space", "progress|a|a b"],
+  ["an endpoint address that is no address", "endpoint|a|example.com|5|local"],
+  ["an endpoint with an empty HOW", "endpoint|a|::1|5|"],
+  ["an endpoint with a hex port", "endpoint|a|::1|0x10|local"],
+  ["an error reason with surrounding spaces", "error|a| why "],
+  ["an empty error reason", "error|a|"],
+  ["an error reason with a control character", "error|a|why\u0000"],
+];
+
+for (const [name, text] of BAD_REPLIES) {
+  Deno.test(`decodeReply refuses ${name} with a SyntaxError`, () => {
+    assertThrows(
+      () => decodeReply(text),
+      (e: Error) => e instanceof SyntaxError && e.message.startsWith("Cannot parse reply"),
+    );
+  });
+}
+
+Deno.test("decodeReply returns endpoint addresses in canonical text", () => {
+  assertEquals(decodeReply("endpoint|a|0:0::1|5|local"), {
+    type: "endpoint",
+    id: "a",
+    ip: "::1",
+    ports: [5],
+    source: "local",
+  });
+});
+
+// Found by tests/fuzz: cutting at 400 characters after trimming could leave a trailing space,
+// so the reason punchd sent was not the reason the client could read back.
+Deno.test("sanitizeReason never ends a cut reason with a space", () => {
+  const reason = sanitizeReason("x".repeat(399) + " tail");
+  assertStrictEquals(reason, "x".repeat(399));
+  assertStrictEquals(sanitizeReason(reason), reason);
+  assertEquals(decodeReply(`error|a|${reason}`), { type: "error", id: "a", reason });
 });
