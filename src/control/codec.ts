@@ -262,8 +262,23 @@ export function sanitizeReason(text: string): string {
   return clean === "" ? "unknown error" : clean;
 }
 
-/** Encodes a reply as one line with its `\n`. */
+/**
+ * Encodes a reply as one line with its `\n`. Throws TypeError for a reply
+ * decodeReply would refuse (bad ID, DATA, address, ports or HOW).
+ */
 export function encodeReply(reply: Reply): string {
+  const line = replyLine(reply);
+  try {
+    decodeReply(line.slice(0, -1));
+  } catch (error) {
+    throw new TypeError(`Cannot encode ${reply.type} reply: ${(error as Error).message}`, {
+      cause: error,
+    });
+  }
+  return line;
+}
+
+function replyLine(reply: Reply): string {
   switch (reply.type) {
     case "progress":
       if (!isValidData(reply.data)) throw new TypeError("Cannot encode progress: bad data");
@@ -277,8 +292,23 @@ export function encodeReply(reply: Reply): string {
   }
 }
 
-/** Encodes a request as one line with its `\n` (used by clients). */
+/**
+ * Encodes a request as one line with its `\n` (used by clients). Throws
+ * TypeError for a request decodeRequest would refuse, with its reason.
+ */
 export function encodeRequest(request: Request): string {
+  const line = requestLine(request);
+  try {
+    decodeRequest(new TextEncoder().encode(line.slice(0, -1)));
+  } catch (error) {
+    throw new TypeError(`Cannot encode ${request.type} request: ${(error as Error).message}`, {
+      cause: error,
+    });
+  }
+  return line;
+}
+
+function requestLine(request: Request): string {
   switch (request.type) {
     case "initiate":
       return `initiate|${request.id}|${request.technique}|${request.srcIp}|${

@@ -229,3 +229,41 @@ Deno.test("sanitizeReason never ends a cut reason with a space", () => {
   assertStrictEquals(sanitizeReason(reason), reason);
   assertEquals(decodeReply(`error|a|${reason}`), { type: "error", id: "a", reason });
 });
+
+// Found by tests/fuzz: the encoders wrote whatever they were given, so a client could send a
+// line punchd refuses with the ID "-" (and wait for a reply that never names its attempt).
+Deno.test("encodeRequest refuses a request decodeRequest would refuse, with its reason", () => {
+  assertThrows(
+    () => encodeRequest({ type: "cancel", id: "a b" }),
+    (e: Error) =>
+      e instanceof TypeError && e.message === "Cannot encode cancel request: bad ID" +
+          " (1-64 of A-Z a-z 0-9 _ . : @ + -)",
+  );
+  assertThrows(
+    () => encodeRequest({ type: "peer", id: "a", data: "x".repeat(600) }),
+    (e: Error) => e instanceof TypeError && e.message.includes("longer than 500 bytes"),
+  );
+  assertThrows(
+    () =>
+      encodeRequest({
+        type: "endpoint",
+        id: "a",
+        protocol: "tcp",
+        srcIp: "10.0.0.1",
+        srcPorts: [70000],
+      }),
+    (e: Error) => e instanceof TypeError && e.message.includes("bad port"),
+  );
+});
+
+Deno.test("encodeReply refuses a reply decodeReply would refuse", () => {
+  assertThrows(() => encodeReply({ type: "ok", id: "a|b" }), TypeError);
+  assertThrows(
+    () => encodeReply({ type: "endpoint", id: "a", ip: "nowhere", ports: [1], source: "local" }),
+    (e: Error) => e instanceof TypeError && e.message.startsWith("Cannot encode endpoint reply"),
+  );
+  assertThrows(
+    () => encodeReply({ type: "endpoint", id: "a", ip: "::1", ports: [0], source: "local" }),
+    TypeError,
+  );
+});
