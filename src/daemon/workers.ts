@@ -1,14 +1,17 @@
 /**
  * Supervision of technique workers: one Deno Worker per technique (started on
  * first use, hosting all of that technique's attempts), the attempt keys
- * routed to it, a daemon-side deadline per attempt, and the ledger of fds each
- * worker holds so that a crashed worker leaks nothing.
+ * routed to it, a daemon-side deadline per attempt, the ledger of fds each
+ * worker holds so that a crashed worker leaks nothing, and the firewall guards
+ * of each attempt, which the daemon installs for the worker and removes when
+ * the attempt ends, before its outcome is reported.
  *
  * @module
  */
 
 import type { FdKind } from "../../ffi/fd_ledger.ts";
-import { type Chain, deleteRule } from "../firewall/nftables.ts";
+import type { FirewallService } from "../firewall/service.ts";
+import { assertGuard } from "../firewall/guards.ts";
 import { close as closeFd, write } from "../../ffi/syscalls.ts";
 import type { TechniqueName } from "../control/codec.ts";
 import type { Logger } from "../log.ts";
@@ -35,6 +38,10 @@ export interface WorkerLike {
 interface Running {
   events: AttemptEvents;
   technique: TechniqueName;
+  /** The client's uid (guards are capped per uid). */
+  uid: number;
+  /** Milliseconds a guard of this attempt may live. */
+  guardTtlMs: number;
   timer: ReturnType<typeof setTimeout>;
   /** Set once cancelled: the reason, reported when the worker confirms (or its grace ends). */
   cancelling?: string;
@@ -45,8 +52,6 @@ interface Hosted {
   keys: Set<number>;
   /** fds the worker owns right now, with their kind. */
   fds: Map<number, FdKind>;
-  /** Firewall rules the worker's attempts hold right now: handle to chain. */
-  rules: Map<number, Chain>;
 }
 
 /** Options of the supervisor. */
@@ -55,6 +60,8 @@ export interface WorkersOptions {
   log: Logger;
   /** Extra milliseconds the daemon waits past an attempt's own timeout (default 2000). */
   graceMs?: number;
+  /** Installs the attempts' guards; without it, guard requests fail. */
+  firewall?: FirewallService;
   /** Makes a worker (tests inject failures here); default: a module Worker. */
   spawn?: (url: URL) => WorkerLike;
 }
@@ -91,8 +98,8 @@ export class TechniqueWorkers {
     return this.#hosted.size;
   }
 
-  /** Starts an attempt; returns its key for peer() and cancel(). */
-  start(spec: AttemptSpec, events: AttemptEvents): number {
+  /** Starts an attempt of a client of `uid`; returns its key for peer() and cancel(). */
+  start(spec: AttemptSpec, events: AttemptEvents, uid = 0): number {
     if (this.#closed) throw new Error("Cannot start attempt: the daemon is shutting down");
     const hosted = this.#host(spec.technique);
     const key = this.#nextKey++;
@@ -103,7 +110,9 @@ export class TechniqueWorkers {
         immediate: true,
       });
     }, spec.timeoutMs + grace);
-    this.#running.set(key, { events, technique: spec.technique, timer });
+    // A guard outlives its attempt by a few seconds at most, even if punchd is killed.
+    const guardTtlMs = spec.timeoutMs + grace + 5000;
+    this.#running.set(key, { events, technique: spec.technique, uid, guardTtlMs, timer });
     hosted.keys.add(key);
     hosted.worker.postMessage({ type: "start", key, spec, logLevel: this.#options.log.level });
     return key;
@@ -131,13 +140,14 @@ export class TechniqueWorkers {
       running.cancelling = reason;
       this.#hosted.get(running.technique)?.worker.postMessage({ type: "cancel", key, reason });
     }
-    const report = () => this.#finish(key)?.events.failed(`cancelled: ${running.cancelling}`);
+    const report = () =>
+      this.#finish(key, (r) => r.events.failed(`cancelled: ${running.cancelling}`));
     if (immediate) return void report();
     clearTimeout(running.timer);
     running.timer = setTimeout(report, this.#options.graceMs ?? 2000);
   }
 
-  /** Resolves once the firewall rules of retired workers are deleted. */
+  /** Resolves once the firewall guards of ended attempts are removed. */
   async cleaned(): Promise<void> {
     while (this.#pendingCleanup.size > 0) {
       const all = [...this.#pendingCleanup];
@@ -153,20 +163,28 @@ export class TechniqueWorkers {
     for (const technique of [...this.#hosted.keys()]) this.#retire(technique, reason);
   }
 
-  #finish(key: number): Running | undefined {
+  /**
+   * Ends an attempt: forgets it at once, removes its guards, then reports
+   * (so a client that sees the reply sees the firewall as before).
+   */
+  #finish(key: number, report: (running: Running) => void): void {
     const running = this.#running.get(key);
-    if (running === undefined) return undefined;
+    if (running === undefined) return;
     this.#running.delete(key);
     clearTimeout(running.timer);
     this.#hosted.get(running.technique)?.keys.delete(key);
-    return running;
+    const firewall = this.#options.firewall;
+    if (firewall === undefined || !firewall.holds(key)) return report(running);
+    const released = firewall.release(key).then(() => report(running));
+    this.#pendingCleanup.add(released);
+    void released.finally(() => this.#pendingCleanup.delete(released));
   }
 
   #host(technique: TechniqueName): Hosted {
     const existing = this.#hosted.get(technique);
     if (existing !== undefined) return existing;
     const worker = this.#spawn(this.#options.registry[technique].workerUrl);
-    const hosted: Hosted = { worker, keys: new Set(), fds: new Map(), rules: new Map() };
+    const hosted: Hosted = { worker, keys: new Set(), fds: new Map() };
     worker.onmessage = (event) => this.#receive(technique, hosted, event.data);
     worker.onerror = (event) => {
       event.preventDefault();
@@ -187,9 +205,9 @@ export class TechniqueWorkers {
         if (message.kind === null) hosted.fds.delete(message.fd);
         else hosted.fds.set(message.fd, message.kind);
         return;
-      case "rule":
-        if (message.open) hosted.rules.set(message.handle, message.chain);
-        else hosted.rules.delete(message.handle);
+      case "guard":
+      case "unguard":
+        this.#guard(hosted, message);
         return;
       case "progress": {
         const running = this.#running.get(message.key);
@@ -197,29 +215,60 @@ export class TechniqueWorkers {
         return;
       }
       case "connected": {
-        const running = this.#finish(message.key);
-        if (running === undefined) {
+        if (!this.#running.has(message.key)) {
           // Cancelled or timed out while the worker finished: nobody wants it.
           closeQuietly(message.fd);
           return;
         }
-        if (running.cancelling !== undefined) {
-          closeQuietly(message.fd);
-          running.events.failed(`cancelled: ${running.cancelling}`);
-          return;
-        }
-        running.events.connected(message.fd, message.local, message.remote);
+        this.#finish(message.key, (running) => {
+          if (running.cancelling === undefined) {
+            running.events.connected(message.fd, message.local, message.remote);
+          } else {
+            closeQuietly(message.fd);
+            running.events.failed(`cancelled: ${running.cancelling}`);
+          }
+        });
         return;
       }
-      case "failed": {
-        const running = this.#finish(message.key);
-        running?.events.failed(
-          running.cancelling === undefined ? message.reason : `cancelled: ${running.cancelling}`,
-        );
+      case "failed":
+        this.#finish(message.key, (running) =>
+          running.events.failed(
+            running.cancelling === undefined ? message.reason : `cancelled: ${running.cancelling}`,
+          ));
         return;
-      }
     }
     void technique;
+  }
+
+  /** Installs or removes a guard for a running attempt of this worker, and answers. */
+  #guard(
+    hosted: Hosted,
+    message: Extract<FromWorker, { type: "guard" | "unguard" }>,
+  ): void {
+    const answer = (handle: number, error?: string) => {
+      const reply: ToWorker = { type: "guarded", request: message.request, handle };
+      if (error !== undefined) reply.error = error;
+      hosted.worker.postMessage(reply);
+    };
+    const running = this.#running.get(message.key);
+    const firewall = this.#options.firewall;
+    if (running === undefined || !hosted.keys.has(message.key)) {
+      return answer(0, "Cannot change the firewall: the attempt is not running");
+    }
+    if (firewall === undefined) return answer(0, "Cannot change the firewall: it is unavailable");
+    if (message.type === "unguard") {
+      void firewall.remove(message.key, message.handle).then(() => answer(message.handle));
+      return;
+    }
+    try {
+      assertGuard(message.guard);
+    } catch (error) {
+      return answer(0, (error as Error).message);
+    }
+    firewall.add(message.key, running.uid, message.guard, running.guardTtlMs).then(
+      (handle) => answer(handle),
+      (error) => answer(0, (error as Error).message),
+    );
   }
 
   #crash(technique: TechniqueName, hosted: Hosted, why: string): void {
@@ -230,7 +279,7 @@ export class TechniqueWorkers {
       attempts: hosted.keys.size,
     });
     for (const key of [...hosted.keys]) {
-      this.#finish(key)?.events.failed(`${technique} worker crashed`);
+      this.#finish(key, (running) => running.events.failed(`${technique} worker crashed`));
     }
     this.#retire(technique, "crashed");
   }
@@ -244,24 +293,6 @@ export class TechniqueWorkers {
     // until an event arrives, even after its fds are closed.
     for (const [fd, kind] of hosted.fds) if (kind === "wake") wake(fd);
     for (const fd of hosted.fds.keys()) closeQuietly(fd);
-    for (const [handle, chain] of hosted.rules) {
-      this.#pendingCleanup.add(
-        deleteRule(chain, handle).then(
-          () =>
-            this.#options.log.warn("deleted a firewall rule a retired worker held", {
-              technique,
-              handle,
-              why,
-            }),
-          (error) =>
-            this.#options.log.error("cannot delete firewall rule", {
-              handle,
-              error: (error as Error).message,
-            }),
-        ),
-      );
-    }
-    hosted.rules.clear();
     const sockets = [...hosted.fds.values()].filter((kind) => kind === "socket").length;
     if (sockets > 0) {
       this.#options.log.warn("closed sockets a retired worker held", { technique, sockets, why });

@@ -4,8 +4,10 @@
  * Daemon to worker: `start` an attempt, deliver `peer` data, `cancel` it.
  * Worker to daemon: `progress` to forward to the peer, `connected` with the
  * socket's fd (process wide; the daemon now owns it), `failed` with a
- * client-facing reason, `log` records, and `fd` ledger entries (kind null: released) so that the
- * daemon can close a crashed worker's sockets.
+ * client-facing reason, `log` records, `fd` ledger entries (kind null: released) so that the
+ * daemon can close a crashed worker's sockets, and `guard`/`unguard` requests for the firewall,
+ * which the daemon answers with `guarded` (the daemon owns every guard: it removes an attempt's
+ * guards when the attempt ends, however it ends).
  *
  * ```
  *  start ──► running ──progress*──► connected | failed
@@ -20,7 +22,7 @@
 import type { Endpoints, TechniqueName } from "../control/codec.ts";
 import type { LogRecord } from "../log.ts";
 import type { FdKind } from "../../ffi/fd_ledger.ts";
-import type { Chain } from "../firewall/nftables.ts";
+import type { Guard } from "../firewall/guards.ts";
 
 /** Which side of an attempt this host is. */
 export type Role = "initiate" | "respond";
@@ -49,7 +51,8 @@ export interface AttemptSpec extends Endpoints {
 export type ToWorker =
   | { type: "start"; key: number; spec: AttemptSpec; logLevel: string }
   | { type: "peer"; key: number; data: string }
-  | { type: "cancel"; key: number; reason: string };
+  | { type: "cancel"; key: number; reason: string }
+  | { type: "guarded"; request: number; handle: number; error?: string };
 
 /** Worker to daemon. */
 export type FromWorker =
@@ -58,4 +61,5 @@ export type FromWorker =
   | { type: "failed"; key: number; reason: string }
   | { type: "log"; record: LogRecord }
   | { type: "fd"; fd: number; kind: FdKind | null }
-  | { type: "rule"; chain: Chain; handle: number; open: boolean };
+  | { type: "guard"; key: number; request: number; guard: Guard }
+  | { type: "unguard"; key: number; request: number; handle: number };

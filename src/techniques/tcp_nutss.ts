@@ -29,7 +29,6 @@
 
 import { Socket } from "../../ffi/socket.ts";
 import { formatAddress, type InetAddress, inetAddress } from "../../ffi/structs.ts";
-import { timeExceededDropRule } from "../firewall/nftables.ts";
 import { TechniqueError } from "../errors.ts";
 import { delay, errorCode, RETRYABLE_CONNECT_ERRORS } from "./delay.ts";
 import type { AttemptSpec } from "./protocol.ts";
@@ -50,22 +49,22 @@ export interface TcpNutssOptions {
 /**
  * Adds the rule that drops the ICMP time-exceeded errors a low-TTL SYN of
  * the flow `local` -> `peer` provokes (Linux would abort the connecting
- * socket with EHOSTUNREACH). The attempt's firewall removes it at the end.
+ * socket with EHOSTUNREACH). The daemon removes the guard when the attempt ends.
  */
 export async function dropTimeExceeded(
   context: AttemptContext,
   local: InetAddress,
   peer: InetAddress,
 ): Promise<void> {
-  await context.firewall.add(
-    "input",
-    timeExceededDropRule({
+  await context.firewall.add({
+    kind: "time-exceeded",
+    flow: {
       localIp: local.address,
       localPort: local.port,
       remoteIp: peer.address,
       remotePort: peer.port,
-    }),
-  );
+    },
+  });
 }
 
 /** The `tcp-nutss` technique. */

@@ -44,7 +44,6 @@ import { Socket } from "../../ffi/socket.ts";
 import { formatAddress, type InetAddress, inetAddress } from "../../ffi/structs.ts";
 import { repairConnect } from "../../ffi/tcp_repair.ts";
 import { TechniqueError } from "../errors.ts";
-import { pureSynDropRule } from "../firewall/nftables.ts";
 import { tcpFlowProgram } from "../packet/bpf.ts";
 import { buildTcpPacket, parsePacket } from "../packet/packet.ts";
 import { FLAGS, type TcpOptions, type TcpSegment } from "../packet/tcp.ts";
@@ -217,15 +216,15 @@ export class TcpSyni implements Technique {
     assertLocalAddress(local);
     const localIp = parseIp(local.address);
     const peerIp = parseIp(peer.address);
-    await context.firewall.add(
-      "input",
-      pureSynDropRule({
+    await context.firewall.add({
+      kind: "pure-syn",
+      flow: {
         localIp: local.address,
         localPort: local.port,
         remoteIp: peer.address,
         remotePort: peer.port,
-      }),
-    );
+      },
+    });
     const capture = CaptureSocket.open(tcpFlowProgram({
       source: peerIp,
       destination: localIp,

@@ -7,7 +7,7 @@
  */
 
 import type { Socket } from "../../ffi/socket.ts";
-import type { Chain } from "../firewall/nftables.ts";
+import type { Guard } from "../firewall/guards.ts";
 import type { Logger } from "../log.ts";
 import type { AttemptSpec } from "./protocol.ts";
 
@@ -24,26 +24,25 @@ export interface AttemptContext {
   /** Records the latest recoverable error; a timeout reports it as the reason behind it. */
   noteError(text: string): void;
   /**
-   * Firewall rules in punchd's table. Rules added here are deleted when the
-   * attempt ends even if the technique does not, and by the daemon if the
-   * worker dies.
+   * Guards in punchd's firewall. The daemon installs them and removes them
+   * when the attempt ends, however it ends (even if the worker dies).
    */
   firewall: AttemptFirewall;
 }
 
-/** Rules of one attempt in punchd's nftables table. */
+/** Guards of one attempt in punchd's nftables table (see firewall/guards.ts). */
 export interface AttemptFirewall {
-  /** Adds a rule (body without comment) to a chain; returns its handle. */
-  add(chain: Chain, rule: string): Promise<number>;
-  /** Deletes a rule added by this attempt. */
-  remove(chain: Chain, handle: number): Promise<void>;
+  /** Installs a guard; resolves with its handle once the kernel has it. */
+  add(guard: Guard): Promise<number>;
+  /** Removes a guard added by this attempt (it goes anyway when the attempt ends). */
+  remove(handle: number): Promise<void>;
 }
 
 /** One hole punching technique. */
 export interface Technique {
   /** The name used on the wire, e.g. "tcp-direct". */
   readonly name: string;
-  /** True when attempts add firewall rules (the daemon then needs its nftables table). */
+  /** True when attempts add firewall guards (the daemon then needs its nftables table). */
   readonly needsFirewall: boolean;
   /**
    * Checks what the generic codec cannot (how many ports, EXTRA format);

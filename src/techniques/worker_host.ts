@@ -15,7 +15,6 @@ import { AttemptTimeoutError, CancelledError } from "../errors.ts";
 import { Logger, parseLevel } from "../log.ts";
 import type { FromWorker, ToWorker } from "./protocol.ts";
 import type { AttemptFirewall, Technique } from "./technique.ts";
-import { addRule, type Chain, deleteRule } from "../firewall/nftables.ts";
 
 /** The worker global's messaging surface (a subset of DedicatedWorkerGlobalScope). */
 export interface WorkerPort {
@@ -40,6 +39,14 @@ export function failureReason(error: unknown): string {
 export function hostTechnique(technique: Technique, port: WorkerPort): void {
   const running = new Map<number, Running>();
   const post = (message: FromWorker) => port.postMessage(message);
+  /** Guard requests waiting for the daemon's answer. */
+  const requests = new Map<number, { resolve(handle: number): void; reject(e: Error): void }>();
+  let nextRequest = 1;
+  const ask = (message: FromWorker & { request: number }) =>
+    new Promise<number>((resolve, reject) => {
+      requests.set(message.request, { resolve, reject });
+      post(message);
+    });
   observeFds({
     opened: (fd, kind) => post({ type: "fd", fd, kind }),
     released: (fd) => post({ type: "fd", fd, kind: null }),
@@ -63,25 +70,18 @@ export function hostTechnique(technique: Technique, port: WorkerPort): void {
       (record) => post({ type: "log", record }),
       { client: spec.client, attempt: spec.id, technique: technique.name, role: spec.role },
     );
-    const rules = new Map<number, Chain>();
     let outcome: { message: FromWorker; socket?: Socket } = {
       message: { type: "failed", key, reason: "attempt ended without a result" },
     };
+    // The daemon removes every guard when the attempt ends: no cleanup here.
     const firewall: AttemptFirewall = {
-      add: async (chain, rule) => {
-        const handle = await addRule(chain, rule, `punchd ${spec.id}`);
-        rules.set(handle, chain);
-        post({ type: "rule", chain, handle, open: true });
-        if (controller.signal.aborted) {
-          await firewall.remove(chain, handle);
-          throw controller.signal.reason;
-        }
+      add: async (guard) => {
+        const handle = await ask({ type: "guard", key, request: nextRequest++, guard });
+        if (controller.signal.aborted) throw controller.signal.reason;
         return handle;
       },
-      remove: async (chain, handle) => {
-        if (!rules.delete(handle)) return;
-        await deleteRule(chain, handle);
-        post({ type: "rule", chain, handle, open: false });
+      remove: async (handle) => {
+        await ask({ type: "unguard", key, request: nextRequest++, handle });
       },
     };
     let lastError = "";
@@ -129,13 +129,6 @@ export function hostTechnique(technique: Technique, port: WorkerPort): void {
       outcome = { message: { type: "failed", key, reason } };
     } finally {
       clearTimeout(attempt.timer);
-      // Rules go before the outcome is reported: a client that sees the
-      // reply sees the firewall as it was before the attempt.
-      for (const [handle, chain] of [...rules]) {
-        await firewall.remove(chain, handle).catch((error) =>
-          log.error("cannot delete firewall rule", { handle, error: (error as Error).message })
-        );
-      }
       running.delete(key);
     }
     if (outcome.socket !== undefined && outcome.message.type === "connected") {
@@ -165,6 +158,13 @@ export function hostTechnique(technique: Technique, port: WorkerPort): void {
       case "cancel":
         running.get(message.key)?.controller.abort(new CancelledError(message.reason));
         return;
+      case "guarded": {
+        const waiter = requests.get(message.request);
+        requests.delete(message.request);
+        if (message.error === undefined) waiter?.resolve(message.handle);
+        else waiter?.reject(new Error(message.error));
+        return;
+      }
     }
   };
 }

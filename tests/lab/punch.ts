@@ -20,12 +20,10 @@ export async function readExactly(socket: Socket, length: number): Promise<strin
   return new TextDecoder().decode(await readBytes(socket, length));
 }
 
-/** The rules in punchd's table in namespace `ns` (empty when there is no table). */
-export async function punchdRules(lab: Lab, ns: string): Promise<string[]> {
-  const result = await lab.tryExec(ns, ["nft", "-a", "list", "table", "inet", "punchd"]);
-  return result.stdout.split("\n").map((l) => l.trim()).filter((l) =>
-    / # handle \d+$/.test(l) && !/^(table|chain) /.test(l)
-  );
+/** The guards (set elements) in punchd's table in namespace `ns` (empty when there is no table). */
+export async function punchdGuards(lab: Lab, ns: string): Promise<string[]> {
+  const result = await lab.tryExec(ns, ["nft", "list", "table", "inet", "punchd"]);
+  return result.stdout.split("\n").map((l) => l.trim()).filter((l) => l.startsWith("elements ="));
 }
 
 /** Both ends of a punched connection and the endpoints the sides published. */
@@ -128,8 +126,8 @@ export async function assertDirectTcpPunches(
       b.close();
     }
   }
-  assertEquals(await punchdRules(lab, lab.hostA.ns), []);
-  assertEquals(await punchdRules(lab, lab.hostB.ns), []);
+  assertEquals(await punchdGuards(lab, lab.hostA.ns), []);
+  assertEquals(await punchdGuards(lab, lab.hostB.ns), []);
 }
 
 /**

@@ -1,6 +1,6 @@
 import { assert, assertEquals, assertMatch } from "../assert.ts";
 import type { TechniqueName } from "../../src/control/codec.ts";
-import { punch, punchdRules, withLab } from "../lab/punch.ts";
+import { punch, punchdGuards, withLab } from "../lab/punch.ts";
 import { isRoot, skipUnless } from "../helpers/skip.ts";
 
 const needsRoot = skipUnless(isRoot(), "IPv6 lab tests", "network namespaces need root");
@@ -36,7 +36,7 @@ for (const technique of ["tcp-nutss", "tcp-syni", "udp"] as TechniqueName[]) {
           b.close();
         }
       }
-      assertEquals(await punchdRules(lab, lab.hostA.ns), []);
+      assertEquals(await punchdGuards(lab, lab.hostA.ns), []);
     }, { ipv6: true });
   });
 }
@@ -56,20 +56,27 @@ Deno.test({
     });
     await attempt.progress[Symbol.asyncIterator]().next();
     // The SYN left with hop limit 2 and died in the internet router; its ICMPv6 error came back.
-    let rules: string[] = [];
+    let rule = "";
     for (let i = 0; i < 20; i++) {
-      rules = await punchdRules(lab, lab.hostA.ns);
-      if (rules.some((r) => /counter packets [1-9]/.test(r))) break;
+      const chain = await lab.tryExec(lab.hostA.ns, [
+        "nft",
+        "list",
+        "chain",
+        "inet",
+        "punchd",
+        "input",
+      ]);
+      rule = chain.stdout.split("\n").find((l) => l.includes("@te6")) ?? "";
+      if (/counter packets [1-9]/.test(rule)) break;
       await new Promise((r) => setTimeout(r, 50));
     }
-    assertEquals(rules.length, 1, rules.join("\n"));
-    assertMatch(
-      rules[0] ?? "",
-      /icmpv6 type time-exceeded .* counter packets [1-9]\d* bytes \d+ drop/,
-    );
+    assertMatch(rule, /icmpv6 type time-exceeded .*@te6 counter packets [1-9]\d* bytes \d+ drop/);
+    const guards = await punchdGuards(lab, lab.hostA.ns);
+    assertEquals(guards.length, 1, guards.join("\n"));
+    assertMatch(guards[0] ?? "", /^elements = \{ 0x[0-9a-f]+ \. 0x[0-9a-f]+ \. 0x61a888b8 /);
     await attempt.cancel();
     const error = await attempt.socket.then(() => null, (e) => e);
     assert(error !== null);
-    assertEquals(await punchdRules(lab, lab.hostA.ns), []);
+    assertEquals(await punchdGuards(lab, lab.hostA.ns), []);
   }, { ipv6: true });
 });

@@ -4,7 +4,7 @@ import { netemAvailable } from "../lab/lab.ts";
 import {
   assertDirectTcpPunches,
   punch,
-  punchdRules,
+  punchdGuards,
   punchFailure,
   readExactly,
   withLab,
@@ -42,8 +42,8 @@ Deno.test({
       assert(error instanceof PunchdError, `expected a PunchdError, got ${error}`);
       assertMatch(error.reason, /timed out after 3000 ms/);
       assert(elapsed < 3000 + 5000, `took ${elapsed} ms`);
-      assertEquals(await punchdRules(lab, lab.hostA.ns), []);
-      assertEquals(await punchdRules(lab, lab.hostB.ns), []);
+      assertEquals(await punchdGuards(lab, lab.hostA.ns), []);
+      assertEquals(await punchdGuards(lab, lab.hostB.ns), []);
     },
   );
 });

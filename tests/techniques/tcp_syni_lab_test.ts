@@ -3,7 +3,7 @@ import { PunchdError } from "../../src/client/client.ts";
 import {
   assertDirectTcpPunches,
   punch,
-  punchdRules,
+  punchdGuards,
   punchFailure,
   readExactly,
   withLab,
@@ -86,8 +86,8 @@ Deno.test({
       const nutss = await punch(clientA, clientB, lab, "tcp-nutss", 2);
       nutss.a.close();
       nutss.b.close();
-      assertEquals(await punchdRules(lab, lab.hostA.ns), []);
-      assertEquals(await punchdRules(lab, lab.hostB.ns), []);
+      assertEquals(await punchdGuards(lab, lab.hostA.ns), []);
+      assertEquals(await punchdGuards(lab, lab.hostB.ns), []);
     },
   );
 });
@@ -104,8 +104,8 @@ Deno.test({
       const error = await punchFailure(clientA, clientB, lab, "tcp-nutss", 0);
       assert(error instanceof PunchdError, `tcp-nutss should fail here, got ${error}`);
       assertMatch(error.reason, /timed out after 3000 ms/);
-      assertEquals(await punchdRules(lab, lab.hostA.ns), []);
-      assertEquals(await punchdRules(lab, lab.hostB.ns), []);
+      assertEquals(await punchdGuards(lab, lab.hostA.ns), []);
+      assertEquals(await punchdGuards(lab, lab.hostB.ns), []);
     },
   );
 });
@@ -121,8 +121,8 @@ Deno.test({
     ["--attempt-timeout", "2"],
     async (lab, clientA, clientB, services) => {
       const settled = async () => {
-        assertEquals(await punchdRules(lab, lab.hostA.ns), []);
-        assertEquals(await punchdRules(lab, lab.hostB.ns), []);
+        assertEquals(await punchdGuards(lab, lab.hostA.ns), []);
+        assertEquals(await punchdGuards(lab, lab.hostB.ns), []);
         return [
           await services.a.settledFdCount(baselineA),
           await services.b.settledFdCount(baselineB),
