@@ -74,10 +74,12 @@ export const LIBC_SYMBOLS = {
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
   /** int unlink(const char *path); */
   unlink: { parameters: ["buffer"], result: "i32" },
-  /** int chmod(const char *path, mode_t mode); */
-  chmod: { parameters: ["buffer", "u32"], result: "i32" },
-  /** int chown(const char *path, uid_t owner, gid_t group); */
-  chown: { parameters: ["buffer", "u32", "u32"], result: "i32" },
+  /** int lchown(const char *path, uid_t owner, gid_t group); (never follows a symlink) */
+  lchown: { parameters: ["buffer", "u32", "u32"], result: "i32" },
+  /** int mkdir(const char *path, mode_t mode); */
+  mkdir: { parameters: ["buffer", "u32"], result: "i32" },
+  /** uid_t geteuid(void); */
+  geteuid: { parameters: [], result: "u32" },
   /** mode_t umask(mode_t mask); */
   umask: { parameters: ["u32"], result: "u32" },
   /** struct group *getgrnam(const char *name); */

@@ -95,6 +95,23 @@ export function bind(fd: number, address: SocketAddress): void {
   check("bind", libc().bind(fd, buf, buf.byteLength));
 }
 
+/**
+ * bind(2) to a name in the abstract unix socket namespace (Linux: no file;
+ * the name is scoped to the network namespace and freed when the last fd
+ * closes, even if the process is killed).
+ */
+export function bindAbstract(fd: number, name: string): void {
+  const bytes = new TextEncoder().encode(name);
+  if (bytes.length === 0 || bytes.length > 107 || bytes.includes(0)) {
+    throw new RangeError("Cannot bind abstract name: 1-107 bytes without NUL");
+  }
+  // struct sockaddr_un: sa_family_t (AF_UNIX = 1), then NUL and the name (not NUL-terminated).
+  const buf = new Uint8Array(2 + 1 + bytes.length);
+  buf[0] = 1;
+  buf.set(bytes, 3);
+  check("bind", libc().bind(fd, buf, buf.byteLength));
+}
+
 /** listen(2). */
 export function listen(fd: number, backlog: number): void {
   check("listen", libc().listen(fd, backlog));
@@ -363,14 +380,22 @@ export function unlink(path: string): boolean {
   throw new SyscallError("unlink", e);
 }
 
-/** chmod(2). */
-export function chmod(path: string, mode: number): void {
-  check("chmod", libc().chmod(cString(path), mode));
+/** lchown(2): changes the owner of `path` itself, never of a symlink's target; -1 leaves an id unchanged. */
+export function lchown(path: string, uid: number, gid: number): void {
+  check("lchown", libc().lchown(cString(path), uid >>> 0, gid >>> 0));
 }
 
-/** chown(2); -1 (0xffffffff) leaves an id unchanged. */
-export function chown(path: string, uid: number, gid: number): void {
-  check("chown", libc().chown(cString(path), uid >>> 0, gid >>> 0));
+/** mkdir(2) with `mode` (less the umask); false when the path exists already. */
+export function mkdir(path: string, mode: number): boolean {
+  if (libc().mkdir(cString(path), mode) === 0) return true;
+  const e = errno();
+  if (e === 17) return false;
+  throw new SyscallError("mkdir", e);
+}
+
+/** geteuid(2): the uid this process acts as (needs no Deno permission, unlike Deno.uid()). */
+export function effectiveUid(): number {
+  return libc().geteuid();
 }
 
 /** umask(2); returns the previous mask. */

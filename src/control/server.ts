@@ -14,6 +14,72 @@ import { StartupError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { ClientConnection } from "./connection.ts";
 
+/** The default control socket, in a root-owned runtime directory (see {@linkcode prepareDirectory}). */
+export const DEFAULT_SOCKET_PATH = "/run/punchd/punchd.socket";
+
+/**
+ * Checks that nobody but root (or the daemon's own uid) can replace the
+ * socket or the directories above it, like sshd's StrictModes: the socket's
+ * directory must be owned by root or the daemon and writable by its owner
+ * only; every directory above it must be owned by root or the daemon and
+ * either not writable by others or sticky (like /tmp above a private
+ * directory). Symlinks are not followed. Throws StartupError.
+ */
+export async function checkDirectory(path: string, ownUid: number): Promise<void> {
+  const dir = dirname(path);
+  let current = dir;
+  for (;;) {
+    let info: Deno.FileInfo;
+    try {
+      info = await Deno.lstat(current);
+    } catch (error) {
+      throw new StartupError(`Cannot listen on ${path}: ${(error as Error).message}`, {
+        cause: error,
+      });
+    }
+    const mode = info.mode ?? 0;
+    const why = !info.isDirectory
+      ? "is not a directory (symlinks are not followed)"
+      : info.uid !== 0 && info.uid !== ownUid
+      ? `is owned by uid ${info.uid}, not root`
+      : current === dir && (mode & 0o022) !== 0
+      ? "is writable by others than its owner (a user could replace the socket)"
+      : (mode & 0o002) !== 0 && (mode & 0o1000) === 0
+      ? "is writable by everyone and not sticky"
+      : null;
+    if (why !== null) {
+      throw new StartupError(
+        `Cannot listen on ${path}: ${current} ${why}; use a root-owned directory such as /run/punchd`,
+      );
+    }
+    if (current === "/") return;
+    current = dirname(current);
+  }
+}
+
+/**
+ * Creates the socket's directory when it is missing, mode 0750, owned by
+ * root and `gid` (so only the group can reach the socket at all). An existing
+ * directory is left as it is and checked by {@linkcode checkDirectory}.
+ */
+export function prepareDirectory(path: string, gid?: number): void {
+  const dir = dirname(path);
+  const previous = sys.umask(0o077);
+  try {
+    if (!sys.mkdir(dir, 0o750)) return;
+  } catch (error) {
+    throw new StartupError(`Cannot create ${dir}: ${(error as Error).message}`, { cause: error });
+  } finally {
+    sys.umask(previous);
+  }
+  try {
+    if (gid !== undefined) sys.lchown(dir, -1, gid);
+    Deno.chmodSync(dir, 0o750);
+  } catch (error) {
+    throw new StartupError(`Cannot prepare ${dir}: ${(error as Error).message}`, { cause: error });
+  }
+}
+
 /** Options of the control socket. */
 export interface ControlServerOptions {
   /** Filesystem path of the socket. */
@@ -72,25 +138,16 @@ export class ControlServer {
    * stale socket is there (which is removed). Throws StartupError when
    * another punchd answers there or the path is not a socket.
    */
-  static async ensureAvailable(path: string): Promise<void> {
-    try {
-      const dir = await Deno.stat(dirname(path));
-      if (!dir.isDirectory) {
-        throw new StartupError(`Cannot listen on ${path}: ${dirname(path)} is not a directory`);
-      }
-    } catch (error) {
-      if (error instanceof StartupError) throw error;
-      throw new StartupError(`Cannot listen on ${path}: ${(error as Error).message}`, {
-        cause: error,
-      });
-    }
+  static async ensureAvailable(path: string, gid?: number): Promise<void> {
+    prepareDirectory(path, gid);
+    await checkDirectory(path, sys.effectiveUid());
     await clearStaleSocket(path);
   }
 
   /** Creates the socket file (replacing a stale one) and starts listening. */
   static async listen(options: ControlServerOptions): Promise<ControlServer> {
     const { path, log } = options;
-    await ControlServer.ensureAvailable(path);
+    await ControlServer.ensureAvailable(path, options.gid);
     const listener = Socket.create("unix", "stream");
     let bound = false;
     try {
@@ -103,12 +160,12 @@ export class ControlServer {
       } finally {
         sys.umask(previous);
       }
-      if (options.gid !== undefined) sys.chown(path, -1, options.gid);
-      sys.chmod(path, 0o660);
-      const mode = (await Deno.stat(path)).mode ?? 0;
-      if ((mode & 0o777) !== 0o660) {
+      // lchown: never a symlink's target. The mode came from the umask.
+      if (options.gid !== undefined) sys.lchown(path, -1, options.gid);
+      const info = await Deno.lstat(path);
+      if (!info.isSocket || ((info.mode ?? 0) & 0o777) !== 0o660) {
         throw new StartupError(
-          `Cannot set mode 0660 on ${path}: it is ${(mode & 0o777).toString(8)}`,
+          `Cannot listen on ${path}: it is not a socket of mode 0660 after bind`,
         );
       }
       listener.listen(128);

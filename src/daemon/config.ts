@@ -10,6 +10,8 @@ import type { InetAddress } from "../../ffi/structs.ts";
 import { type Level, LEVELS, parseLevel } from "../log.ts";
 import { DEFAULT_LOW_TTL } from "../techniques/tcp_nutss.ts";
 import { parseHostPort } from "./discovery.ts";
+import { parsePortRanges, type PortRange } from "./ports.ts";
+import { DEFAULT_SOCKET_PATH } from "../control/server.ts";
 
 /** Exit codes of punchd. */
 export const EXIT = {
@@ -32,7 +34,14 @@ export interface Config {
   logLevel: Level;
   attemptTimeoutMs: number;
   maxClients: number;
+  maxClientsPerUser: number;
   maxAttemptsPerClient: number;
+  maxGuards: number;
+  maxGuardsPerUser: number;
+  /** Source ports non-root clients may use (undefined: all unprivileged ones). */
+  allowPorts?: PortRange[];
+  /** Source ports non-root clients may never use. */
+  denyPorts?: PortRange[];
   /** Probe servers for endpoint discovery, in order. */
   probes: InetAddress[];
   /** TTL of tcp-nutss's first SYN. */
@@ -63,12 +72,22 @@ UDP connection to a peer; punchd replies with progress data to forward to the
 peer and, on success, passes the connected socket (SCM_RIGHTS).
 
 Options:
-  --socket PATH            control socket path (default /tmp/punchd.socket)
+  --socket PATH            control socket path (default ${DEFAULT_SOCKET_PATH}); its
+                           directory must be writable by root only (created 0750
+                           root:GROUP when missing)
   --group NAME             group allowed to use the socket (mode 0660)
   --log-level LEVEL        ${LEVELS.join(", ")} (default info)
   --attempt-timeout SECS   time limit of one attempt, 1-600 (default 10)
   --max-clients N          clients connected at once, 1-65536 (default 1024)
+  --max-clients-per-user N clients of one non-root user at once, 1-65536
+                           (default 64)
   --max-attempts N         attempts per client at once, 1-65536 (default 256)
+  --max-guards N           firewall set elements held at once, 1-1000000
+                           (default 8192)
+  --max-guards-per-user N  ... by one non-root user, 1-1000000 (default 2048)
+  --allow-ports RANGES     source ports non-root clients may use, e.g.
+                           20000-60000,7000 (default: every unprivileged port)
+  --deny-ports RANGES      source ports non-root clients may never use
   --probe IP:PORT          probe server for endpoint discovery (repeatable;
                            two or more show how the NAT maps ports)
   --nutss-ttl N            TTL of tcp-nutss's first SYN, 1-255 (default 2:
@@ -105,6 +124,11 @@ export function parseCommandLine(args: readonly string[]): Invocation {
         "attempt-timeout": { type: "string" },
         "max-clients": { type: "string" },
         "max-attempts": { type: "string" },
+        "max-clients-per-user": { type: "string" },
+        "max-guards": { type: "string" },
+        "max-guards-per-user": { type: "string" },
+        "allow-ports": { type: "string" },
+        "deny-ports": { type: "string" },
         probe: { type: "string", multiple: true },
         "nutss-ttl": { type: "string" },
         "udp-birthday": { type: "boolean" },
@@ -119,11 +143,14 @@ export function parseCommandLine(args: readonly string[]): Invocation {
   if (v.help) return { kind: "help" };
   if (v.version) return { kind: "version" };
   const config: Config = {
-    socketPath: v.socket ?? "/tmp/punchd.socket",
+    socketPath: v.socket ?? DEFAULT_SOCKET_PATH,
     logLevel: "info",
     attemptTimeoutMs: 10_000,
     maxClients: 1024,
+    maxClientsPerUser: 64,
     maxAttemptsPerClient: 256,
+    maxGuards: 8192,
+    maxGuardsPerUser: 2048,
     probes: [],
     lowTtl: DEFAULT_LOW_TTL,
     udpBirthday: v["udp-birthday"] === true,
@@ -141,6 +168,31 @@ export function parseCommandLine(args: readonly string[]): Invocation {
   }
   if (v["max-clients"] !== undefined) {
     config.maxClients = integer(v["max-clients"], "max-clients", 1, 65536);
+  }
+  if (v["max-clients-per-user"] !== undefined) {
+    config.maxClientsPerUser = integer(v["max-clients-per-user"], "max-clients-per-user", 1, 65536);
+  }
+  if (v["max-guards"] !== undefined) {
+    config.maxGuards = integer(v["max-guards"], "max-guards", 1, 1_000_000);
+  }
+  if (v["max-guards-per-user"] !== undefined) {
+    config.maxGuardsPerUser = integer(
+      v["max-guards-per-user"],
+      "max-guards-per-user",
+      1,
+      1_000_000,
+    );
+  }
+  for (const flag of ["allow-ports", "deny-ports"] as const) {
+    const text = v[flag];
+    if (text === undefined) continue;
+    try {
+      const ranges = parsePortRanges(text);
+      if (flag === "allow-ports") config.allowPorts = ranges;
+      else config.denyPorts = ranges;
+    } catch (error) {
+      throw new UsageError(`--${flag}: ${(error as Error).message}`);
+    }
   }
   if (v["max-attempts"] !== undefined) {
     config.maxAttemptsPerClient = integer(v["max-attempts"], "max-attempts", 1, 65536);

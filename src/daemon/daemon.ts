@@ -7,7 +7,8 @@
 
 import { Socket } from "../../ffi/socket.ts";
 import { formatAddress, type InetAddress, inetAddress } from "../../ffi/structs.ts";
-import { close as closeFd } from "../../ffi/syscalls.ts";
+import { bindAbstract, close as closeFd } from "../../ffi/syscalls.ts";
+import { EADDRINUSE, SyscallError } from "../../ffi/errno.ts";
 import {
   decodeRequest,
   type EndpointRequest,
@@ -23,8 +24,10 @@ import {
 import { COMMANDS, permitted } from "../control/commands.ts";
 import type { ClientConnection, Line } from "../control/connection.ts";
 import { ControlServer, type ControlServerOptions } from "../control/server.ts";
-import { AlreadyActiveError } from "../errors.ts";
+import { AlreadyActiveError, StartupError } from "../errors.ts";
 import { createTable, deleteTable, TABLE } from "../firewall/nftables.ts";
+import { FirewallService } from "../firewall/service.ts";
+import { PortPolicy, type PortPolicyOptions, type Transport } from "./ports.ts";
 import { combine, observeTcp, observeUdp, predict } from "./discovery.ts";
 import type { Logger } from "../log.ts";
 import type { AttemptSpec } from "../techniques/protocol.ts";
@@ -41,6 +44,13 @@ export interface DaemonOptions {
   attemptTimeoutMs: number;
   /** Clients connected at once. */
   maxClients: number;
+  /** Clients of one non-root uid connected at once (below maxClients, so one uid cannot lock out the others). */
+  maxClientsPerUser: number;
+  /** Firewall guards (set elements) held at once, by everyone / by one non-root uid. */
+  maxGuards: number;
+  maxGuardsPerUser: number;
+  /** Source port rules (privileged ports, allow/deny ranges; tests inject what is in use). */
+  ports?: PortPolicyOptions;
   /** Attempts one client may run at once. */
   maxAttemptsPerClient: number;
   /** Probe servers for endpoint discovery (none: the local endpoint is reported). */
@@ -56,6 +66,7 @@ export interface DaemonOptions {
 
 interface Client {
   connection: ClientConnection;
+  uid: number;
   /** Attempt ID to worker key, for active attempts. */
   attempts: Map<string, number>;
   log: Logger;
@@ -68,20 +79,42 @@ export class Daemon {
   readonly #workers: TechniqueWorkers;
   readonly #registry: Readonly<Record<TechniqueName, TechniqueEntry>>;
   readonly #clients = new Set<Client>();
+  /** Connected clients per uid. */
+  readonly #perUid = new Map<number, number>();
+  readonly #ports: PortPolicy;
+  readonly #firewall: FirewallService | undefined;
+  /** The per-network-namespace instance lock (an abstract unix socket). */
+  readonly #lock: Socket;
   readonly #sessions = new Set<Promise<void>>();
   #serving: Promise<void> | null = null;
+  #nextOwner = 1;
   /** Why techniques that need the firewall cannot run, or null when they can. */
   #firewallError: string | null = null;
   #stopping: Promise<void> | null = null;
 
-  private constructor(options: DaemonOptions, server: ControlServer) {
+  private constructor(
+    options: DaemonOptions,
+    server: ControlServer,
+    lock: Socket,
+    firewallReady: boolean,
+  ) {
     this.#options = options;
     this.#server = server;
+    this.#lock = lock;
     this.#registry = options.registry ?? TECHNIQUE_REGISTRY;
+    this.#ports = new PortPolicy(options.ports);
+    this.#firewall = firewallReady
+      ? new FirewallService({
+        log: options.log.child({ module: "firewall" }),
+        maxElements: options.maxGuards,
+        maxElementsPerUid: options.maxGuardsPerUser,
+      })
+      : undefined;
     const workerOptions: ConstructorParameters<typeof TechniqueWorkers>[0] = {
       registry: this.#registry,
       log: options.log,
     };
+    if (this.#firewall !== undefined) workerOptions.firewall = this.#firewall;
     if (options.spawn) workerOptions.spawn = options.spawn;
     this.#workers = new TechniqueWorkers(workerOptions);
   }
@@ -93,7 +126,8 @@ export class Daemon {
     // Order matters: a second daemon must fail on the live socket before it
     // touches the firewall table, and the table must be ready before the
     // first client can ask for an attempt.
-    await ControlServer.ensureAvailable(options.socketPath);
+    await ControlServer.ensureAvailable(options.socketPath, options.gid);
+    const lock = takeInstanceLock();
     let firewallError: string | null = null;
     const registry = options.registry ?? TECHNIQUE_REGISTRY;
     if (Object.values(registry).some((entry) => entry.technique.needsFirewall)) {
@@ -112,9 +146,12 @@ export class Daemon {
       server = await ControlServer.listen(serverOptions);
     } catch (error) {
       if (firewallError === null) await deleteTable();
+      lock.close();
       throw error;
     }
-    const daemon = new Daemon(options, server);
+    const firewallReady = firewallError === null &&
+      Object.values(registry).some((entry) => entry.technique.needsFirewall);
+    const daemon = new Daemon(options, server, lock, firewallReady);
     daemon.#firewallError = firewallError;
     daemon.#serving = daemon.#serve();
     options.log.info("punchd started", { techniques: TECHNIQUES.join(",") });
@@ -140,16 +177,24 @@ export class Daemon {
     for await (const connection of this.#server.clients()) {
       const { uid, gid, pid } = connection.credentials;
       const log = this.#options.log.child({ client: connection.number });
-      if (this.#clients.size >= this.#options.maxClients) {
-        log.warn("refusing client: too many clients", { uid, gid, pid });
-        connection.reply({ type: "error", id: "-", reason: "too many clients" }).finally(() =>
-          connection.close()
+      const mine = this.#perUid.get(uid) ?? 0;
+      const refusal = this.#clients.size >= this.#options.maxClients
+        ? "too many clients"
+        : uid !== 0 && mine >= this.#options.maxClientsPerUser
+        ? "too many clients for this user"
+        : null;
+      if (refusal !== null) {
+        log.warn(`refusing client: ${refusal}`, { uid, gid, pid });
+        // The client may be gone already (EPIPE): that is its business, not an error.
+        connection.reply({ type: "error", id: "-", reason: refusal }).catch(() => {}).finally(
+          () => connection.close(),
         );
         continue;
       }
       log.info("client connected", { uid, gid, pid });
-      const client: Client = { connection, attempts: new Map(), log };
+      const client: Client = { connection, uid, attempts: new Map(), log };
       this.#clients.add(client);
+      this.#perUid.set(uid, mine + 1);
       const session = this.#session(client).finally(() => this.#sessions.delete(session));
       this.#sessions.add(session);
     }
@@ -167,6 +212,9 @@ export class Daemon {
       client.attempts.clear();
       client.connection.close();
       this.#clients.delete(client);
+      const left = (this.#perUid.get(client.uid) ?? 1) - 1;
+      if (left > 0) this.#perUid.set(client.uid, left);
+      else this.#perUid.delete(client.uid);
       client.log.info("client disconnected");
     }
   }
@@ -213,6 +261,7 @@ export class Daemon {
         return null;
       }
       case "endpoint":
+        this.#checkPorts(client, request.protocol, request.srcPorts, request.id);
         return this.#endpoint(request);
     }
   }
@@ -253,14 +302,50 @@ export class Daemon {
     } catch (error) {
       throw new RequestError(id, (error as Error).message, { cause: error });
     }
-    const { connection, log } = client;
-    const attemptLog = log.child({ attempt: id, technique: spec.technique, role: spec.role });
+    const transport: Transport = request.technique.startsWith("udp") ? "udp" : "tcp";
+    const owner = this.#nextOwner++;
+    let unclaim: () => void;
+    try {
+      unclaim = this.#ports.claim(owner, client.uid, transport, request.srcPorts);
+    } catch (error) {
+      throw new RequestError(id, (error as Error).message, { cause: error });
+    }
+    const attemptLog = client.log.child({
+      attempt: id,
+      technique: spec.technique,
+      role: spec.role,
+    });
     const started = performance.now();
-    const key = this.#workers.start(spec, {
+    let key: number;
+    try {
+      key = this.#startWorker(spec, client, started, attemptLog, unclaim);
+    } catch (error) {
+      unclaim();
+      throw new RequestError(id, (error as Error).message, { cause: error });
+    }
+    client.attempts.set(id, key);
+    attemptLog.info("attempt started", {
+      src: request.srcIp,
+      dst: request.dstIp,
+      dstPorts: request.dstPorts.join(","),
+    });
+  }
+
+  #startWorker(
+    spec: AttemptSpec,
+    client: Client,
+    started: number,
+    attemptLog: Logger,
+    unclaim: () => void,
+  ): number {
+    const { id } = spec;
+    const { connection } = client;
+    return this.#workers.start(spec, {
       progress: (data) => {
         connection.reply({ type: "progress", id, data }).catch(() => {});
       },
       connected: (fd, local, remote) => {
+        unclaim();
         client.attempts.delete(id);
         attemptLog.info("attempt succeeded", {
           local,
@@ -274,17 +359,21 @@ export class Daemon {
           .finally(() => closeQuietly(fd));
       },
       failed: (reason) => {
+        unclaim();
         client.attempts.delete(id);
         attemptLog.info("attempt failed", { reason, ms: Math.round(performance.now() - started) });
         connection.reply({ type: "error", id, reason }).catch(() => {});
       },
-    });
-    client.attempts.set(id, key);
-    attemptLog.info("attempt started", {
-      src: request.srcIp,
-      dst: request.dstIp,
-      dstPorts: request.dstPorts.join(","),
-    });
+    }, client.uid);
+  }
+
+  /** Refuses source ports the client may not have punchd bind (see ports.ts). */
+  #checkPorts(client: Client, transport: Transport, ports: readonly number[], id: string): void {
+    try {
+      this.#ports.check(client.uid, transport, ports);
+    } catch (error) {
+      throw new RequestError(id, (error as Error).message, { cause: error });
+    }
   }
 
   /**
@@ -303,9 +392,9 @@ export class Daemon {
       }
       for (const port of srcPorts) {
         const address = inetAddress(srcIp, port);
+        // No SO_REUSEPORT: the check must never join another socket's group.
         const socket = Socket.create(address.family, protocol === "tcp" ? "stream" : "datagram", {
           reuseAddress: true,
-          reusePort: true,
         });
         try {
           socket.bind(address);
@@ -361,15 +450,40 @@ export class Daemon {
       await this.#serving;
       await Promise.allSettled([...this.#sessions]);
       await this.#workers.cleaned();
-      if (
-        this.#firewallError === null &&
-        Object.values(this.#registry).some((e) => e.technique.needsFirewall)
-      ) {
+      if (this.#firewall !== undefined) {
+        await this.#firewall.flushed();
         await deleteTable();
       }
+      this.#lock.close();
       this.#options.log.info("punchd stopped");
     })();
     return this.#stopping;
+  }
+}
+
+/** The abstract socket name that marks a running punchd in a network namespace. */
+export const INSTANCE_LOCK = "punchd/instance";
+
+/**
+ * Takes the per-network-namespace instance lock: two daemons in one
+ * namespace would share (and delete) one nftables table. The kernel frees the
+ * name when the daemon exits, however it exits.
+ */
+function takeInstanceLock(): Socket {
+  const lock = Socket.create("unix", "stream");
+  try {
+    bindAbstract(lock.fd, INSTANCE_LOCK);
+    return lock;
+  } catch (error) {
+    lock.close();
+    if (error instanceof SyscallError && error.errno === EADDRINUSE) {
+      throw new StartupError(
+        "Cannot start: another punchd runs in this network namespace (it owns the firewall table)",
+      );
+    }
+    throw new StartupError(`Cannot take the instance lock: ${(error as Error).message}`, {
+      cause: error,
+    });
   }
 }
 

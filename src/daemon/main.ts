@@ -43,12 +43,31 @@ export async function main(args: readonly string[]): Promise<number> {
     log,
     attemptTimeoutMs: config.attemptTimeoutMs,
     maxClients: config.maxClients,
+    maxClientsPerUser: config.maxClientsPerUser,
     maxAttemptsPerClient: config.maxAttemptsPerClient,
+    maxGuards: config.maxGuards,
+    maxGuardsPerUser: config.maxGuardsPerUser,
+    ports: {},
     probes: config.probes,
     lowTtl: config.lowTtl,
     udpBirthday: config.udpBirthday,
   };
   if (config.gid !== undefined) options.gid = config.gid;
+  if (config.allowPorts !== undefined) {
+    options.ports = { ...options.ports, allow: config.allowPorts };
+  }
+  if (config.denyPorts !== undefined) options.ports = { ...options.ports, deny: config.denyPorts };
+  // Last resort: a rejection nobody handled is a bug, but one client's bug
+  // must not stop the daemon (and leave its socket and table behind).
+  const carryOn = (event: PromiseRejectionEvent | ErrorEvent) => {
+    event.preventDefault();
+    const reason = "reason" in event ? event.reason : event.error;
+    log.error("unhandled error (a bug; punchd carries on)", {
+      error: reason instanceof Error ? reason.stack ?? reason.message : String(reason),
+    });
+  };
+  globalThis.addEventListener("unhandledrejection", carryOn);
+  globalThis.addEventListener("error", carryOn);
   // Signals are handled from before the socket exists: a SIGTERM that
   // arrives while the daemon starts still stops it cleanly.
   let daemon: Daemon | null = null;
@@ -71,6 +90,8 @@ export async function main(args: readonly string[]): Promise<number> {
     await daemon.stop();
     return EXIT.OK;
   } finally {
+    globalThis.removeEventListener("unhandledrejection", carryOn);
+    globalThis.removeEventListener("error", carryOn);
     Deno.removeSignalListener("SIGINT", stop);
     Deno.removeSignalListener("SIGTERM", stop);
   }

@@ -1,0 +1,174 @@
+/**
+ * Which source ports a client may have punchd bind for it, and who holds
+ * each port now.
+ *
+ * punchd binds as root and sets SO_REUSEADDR/SO_REUSEPORT (a technique's
+ * listener and its connecting sockets share the attempt's port). Unchecked,
+ * that hands a client what it could not get itself: a privileged port, or a
+ * place in the SO_REUSEPORT group of a root service (the kernel lets sockets
+ * of the same uid join, and punchd's are root's), or another attempt's port
+ * and its peer's connection. So, before an attempt (or `endpoint`) binds:
+ *
+ * - a port below `net.ipv4.ip_unprivileged_port_start`, or outside the
+ *   operator's allowed ranges, is for root clients only;
+ * - a port another attempt holds is refused, whoever asks (ports are shared
+ *   only among the sockets of one attempt);
+ * - a port any other socket of this network namespace is bound to (from
+ *   /proc/net) is refused, so punchd never joins a group it did not make.
+ *   TCP sockets that are closing (FIN_WAIT, TIME_WAIT, CLOSE_WAIT,
+ *   LAST_ACK, CLOSING) do not count: they can take no new connection, and a
+ *   port's last probe connection must not block the attempt that follows it.
+ *   Sockets of other uids cannot join punchd's groups (the kernel requires
+ *   the same uid).
+ *
+ * @module
+ */
+
+/** A closed range of ports. */
+export interface PortRange {
+  first: number;
+  last: number;
+}
+
+/** What an attempt binds. */
+export type Transport = "tcp" | "udp";
+
+/** Options of the policy. */
+export interface PortPolicyOptions {
+  /** Ports below this are privileged (default: read from /proc/sys/net/ipv4/ip_unprivileged_port_start). */
+  unprivilegedStart?: number;
+  /** When set, non-root clients may use only these ports. */
+  allow?: PortRange[];
+  /** Non-root clients may never use these ports. */
+  deny?: PortRange[];
+  /** The sockets bound now, as transport and port (default: /proc/net of this namespace). */
+  portsInUse?: (transport: Transport) => Set<number>;
+}
+
+/** A port request that is refused; the message is the client-facing reason. */
+export class PortRefusedError extends Error {
+  /** Builds the error. */
+  constructor(message: string) {
+    super(message);
+    this.name = "PortRefusedError";
+  }
+}
+
+/** Parses `1000-2000,3000` into ranges; throws SyntaxError/RangeError. */
+export function parsePortRanges(text: string): PortRange[] {
+  return text.split(",").map((part) => {
+    const m = part.match(/^([1-9][0-9]{0,4})(?:-([1-9][0-9]{0,4}))?$/);
+    if (m === null) throw new SyntaxError(`Cannot parse port range "${part}"`);
+    const first = Number(m[1]);
+    const last = m[2] === undefined ? first : Number(m[2]);
+    if (last > 65535 || first > last) throw new RangeError(`Cannot use port range "${part}"`);
+    return { first, last };
+  });
+}
+
+function inRanges(port: number, ranges: readonly PortRange[]): boolean {
+  return ranges.some((r) => port >= r.first && port <= r.last);
+}
+
+/** TCP states (as /proc/net/tcp prints them) of sockets that still take or hold a flow. */
+const LIVE_TCP_STATES = new Set([
+  "01", // ESTABLISHED
+  "02", // SYN_SENT
+  "03", // SYN_RECV
+  "07", // CLOSE (bound, not yet listening)
+  "0A", // LISTEN
+]);
+
+/** The local ports of the sockets in /proc/net/{tcp,tcp6} or {udp,udp6} (TCP: live states only). */
+export function procPortsInUse(transport: Transport): Set<number> {
+  const ports = new Set<number>();
+  for (const file of [transport, `${transport}6`]) {
+    let text: string;
+    try {
+      text = Deno.readTextFileSync(`/proc/net/${file}`);
+    } catch {
+      continue; // No IPv6 in this kernel.
+    }
+    for (const line of text.split("\n").slice(1)) {
+      const fields = line.trim().split(/\s+/);
+      const local = fields[1];
+      const state = fields[3];
+      if (local === undefined || state === undefined) continue;
+      if (transport === "tcp" && !LIVE_TCP_STATES.has(state)) continue;
+      const port = parseInt(local.slice(local.lastIndexOf(":") + 1), 16);
+      if (Number.isInteger(port) && port > 0) ports.add(port);
+    }
+  }
+  return ports;
+}
+
+function readUnprivilegedStart(): number {
+  try {
+    const n = Number(Deno.readTextFileSync("/proc/sys/net/ipv4/ip_unprivileged_port_start").trim());
+    return Number.isInteger(n) && n >= 0 ? n : 1024;
+  } catch {
+    return 1024;
+  }
+}
+
+/** The ports attempts hold, and the rules for taking one. */
+export class PortPolicy {
+  readonly #options: PortPolicyOptions;
+  readonly #unprivilegedStart: number;
+  readonly #portsInUse: (transport: Transport) => Set<number>;
+  /** `tcp:40000` to the owner holding it. */
+  readonly #held = new Map<string, number>();
+
+  /** Builds the policy. */
+  constructor(options: PortPolicyOptions = {}) {
+    this.#options = options;
+    this.#unprivilegedStart = options.unprivilegedStart ?? readUnprivilegedStart();
+    this.#portsInUse = options.portsInUse ?? procPortsInUse;
+  }
+
+  /** Ports held by attempts now. */
+  get held(): number {
+    return this.#held.size;
+  }
+
+  /**
+   * Checks that a client of `uid` may bind `ports` now; throws
+   * PortRefusedError with the reason. Claims nothing.
+   */
+  check(uid: number, transport: Transport, ports: readonly number[]): void {
+    const { allow, deny } = this.#options;
+    let inUse: Set<number> | undefined;
+    for (const port of ports) {
+      if (uid !== 0) {
+        if (port < this.#unprivilegedStart) {
+          throw new PortRefusedError(
+            `SRC_PORT ${port} is privileged (below ${this.#unprivilegedStart}): only root may use it`,
+          );
+        }
+        if ((deny !== undefined && inRanges(port, deny)) || (allow && !inRanges(port, allow))) {
+          throw new PortRefusedError(`SRC_PORT ${port} is not allowed by punchd's configuration`);
+        }
+      }
+      if (this.#held.has(`${transport}:${port}`)) {
+        throw new PortRefusedError(`SRC_PORT ${port} is in use by another attempt`);
+      }
+      inUse ??= this.#portsInUse(transport);
+      if (inUse.has(port)) {
+        throw new PortRefusedError(`SRC_PORT ${port} is in use by another ${transport} socket`);
+      }
+    }
+  }
+
+  /**
+   * Checks as {@linkcode check} does, then holds `ports` for `owner` until
+   * the returned function is called (idempotent).
+   */
+  claim(owner: number, uid: number, transport: Transport, ports: readonly number[]): () => void {
+    this.check(uid, transport, ports);
+    const keys = [...new Set(ports)].map((port) => `${transport}:${port}`);
+    for (const key of keys) this.#held.set(key, owner);
+    return () => {
+      for (const key of keys) if (this.#held.get(key) === owner) this.#held.delete(key);
+    };
+  }
+}
