@@ -1,0 +1,168 @@
+import { assert, assertEquals, assertThrows } from "../assert.ts";
+import { inetAddress } from "../../ffi/structs.ts";
+import {
+  acceptPunch,
+  decodePunch,
+  encodePunch,
+  isPunchShaped,
+  type Punch,
+  PUNCH_LENGTH,
+  PunchKey,
+} from "../../src/techniques/udp_punch.ts";
+
+const hex = (text: string) => Uint8Array.from(text.match(/../g) ?? [], (h) => parseInt(h, 16));
+const token = hex("000102030405060708090a0b0c0d0e0f");
+const key = new PunchKey(token, "172.16.2.2");
+const punch: Punch = {
+  role: "R",
+  seen: true,
+  nonce: hex("1111111111111111"),
+  echo: hex("2222222222222222"),
+  count: 7,
+};
+/** The initiator receiving the responder's punches from 172.16.2.2:30000. */
+const initiator = {
+  key,
+  role: "I" as const,
+  peer: { ip: "172.16.2.2", ports: [30000], anyPort: false },
+};
+const peerAddress = inetAddress("172.16.2.2", 30000);
+
+Deno.test("a punch round-trips through its 42 bytes", () => {
+  const bytes = encodePunch(punch, key);
+  assertEquals(bytes.length, PUNCH_LENGTH);
+  assertEquals(decodePunch(bytes, key), punch);
+  const unseen = { ...punch, role: "I" as const, seen: false, echo: new Uint8Array(8), count: 0 };
+  assertEquals(decodePunch(encodePunch(unseen, key), key), unseen);
+});
+
+Deno.test("a punch's fields sit where the wire description says, before the MAC", () => {
+  const bytes = encodePunch({ ...punch, count: 0x01020304 }, key);
+  assertEquals(
+    Array.from(bytes.subarray(0, 26), (b) => b.toString(16).padStart(2, "0")).join(""),
+    "50445532" + // "PDU2"
+      "52" + // ROLE "R"
+      "01" + // FLAGS: SEEN
+      "1111111111111111" + // NONCE
+      "2222222222222222" + // ECHO
+      "01020304", // COUNT
+  );
+});
+
+Deno.test("the MAC is HMAC-SHA256 over the label, the responder's address and the fields", async () => {
+  const bytes = encodePunch(punch, key);
+  const hmacKey = await crypto.subtle.importKey(
+    "raw",
+    token,
+    { name: "HMAC", hash: "SHA-256" },
+    false,
+    ["sign"],
+  );
+  const label = new TextEncoder().encode("punchd udp PDU2\0");
+  const message = new Uint8Array([...label, 4, 172, 16, 2, 2, ...bytes.subarray(0, 26)]);
+  const mac = new Uint8Array(await crypto.subtle.sign("HMAC", hmacKey, message));
+  assertEquals(bytes.subarray(26), mac.subarray(0, 16));
+});
+
+Deno.test("no punch carries the token, in bytes or in hex", () => {
+  const tokenHex = new TextEncoder().encode("000102030405060708090a0b0c0d0e0f");
+  for (let count = 0; count < 100; count++) {
+    const bytes = encodePunch({ ...punch, count }, key);
+    const text = Array.from(bytes).join(",");
+    assert(!text.includes(Array.from(token).join(",")));
+    assert(!text.includes(Array.from(tokenHex).join(",")));
+  }
+});
+
+Deno.test("a punch under another token, or bound to another address, is forged", () => {
+  const bytes = encodePunch(punch, key);
+  const otherToken = new PunchKey(hex("ff0102030405060708090a0b0c0d0e0f"), "172.16.2.2");
+  assertEquals(decodePunch(bytes, otherToken), "forged");
+  assertEquals(decodePunch(bytes, new PunchKey(token, "172.16.2.3")), "forged");
+  assertEquals(decodePunch(bytes, new PunchKey(token, "::ffff:172.16.2.2")), "forged");
+});
+
+Deno.test("changing any byte of a punch makes it forged or not a punch", () => {
+  const bytes = encodePunch(punch, key);
+  for (let i = 0; i < bytes.length; i++) {
+    for (const bit of [0x01, 0x80]) {
+      const tampered = bytes.slice();
+      tampered[i] = (tampered[i] ?? 0) ^ bit;
+      const got = decodePunch(tampered, key);
+      assert(got === "forged" || got === "not a punch", `byte ${i} bit ${bit}: ${got}`);
+      // The role byte flipped to the other role (I <-> R differ in several bits) is still forged.
+    }
+  }
+  const otherRole = bytes.slice();
+  otherRole[4] = 0x49;
+  assertEquals(decodePunch(otherRole, key), "forged");
+  const unseen = bytes.slice();
+  unseen[5] = 0;
+  assertEquals(decodePunch(unseen, key), "forged");
+});
+
+Deno.test("truncated, extended and foreign datagrams are not punches", () => {
+  const bytes = encodePunch(punch, key);
+  for (let n = 0; n < bytes.length; n++) {
+    assertEquals(decodePunch(bytes.subarray(0, n), key), "not a punch");
+  }
+  assertEquals(decodePunch(new Uint8Array([...bytes, 0]), key), "not a punch");
+  const v1 = new TextEncoder().encode(`PDU1|${"ab".repeat(16)}|R|1`);
+  assertEquals(decodePunch(v1, key), "not a punch");
+  const unknownFlag = bytes.slice();
+  unknownFlag[5] = 0x03;
+  assert(!isPunchShaped(unknownFlag));
+  const badRole = bytes.slice();
+  badRole[4] = 0x58;
+  assert(!isPunchShaped(badRole));
+  assert(isPunchShaped(bytes));
+});
+
+Deno.test("the peer's punch from the peer's address is accepted", () => {
+  assertEquals(acceptPunch(encodePunch(punch, key), peerAddress, initiator), punch);
+});
+
+Deno.test("a captured punch replayed from another address is refused", () => {
+  const bytes = encodePunch(punch, key);
+  for (
+    const from of [
+      inetAddress("10.0.1.3", 30000),
+      inetAddress("172.16.2.2", 30001),
+      inetAddress("::ffff:172.16.2.2", 30000),
+      { family: "unix" as const, path: "/x" },
+    ]
+  ) {
+    assertEquals(acceptPunch(bytes, from, initiator), "wrong address");
+  }
+});
+
+Deno.test("while birthday probing, any port of the peer's address is accepted, no other address", () => {
+  const probing = { ...initiator, peer: { ...initiator.peer, anyPort: true } };
+  const bytes = encodePunch(punch, key);
+  assertEquals(acceptPunch(bytes, inetAddress("172.16.2.2", 41234), probing), punch);
+  assertEquals(acceptPunch(bytes, inetAddress("10.0.1.3", 41234), probing), "wrong address");
+});
+
+Deno.test("a side's own punch reflected back from the peer's address is refused", () => {
+  const own = encodePunch({ ...punch, role: "I" }, key);
+  assertEquals(acceptPunch(own, peerAddress, initiator), "reflected");
+});
+
+Deno.test("a forged punch from the peer's address is refused", () => {
+  const forged = encodePunch(
+    punch,
+    new PunchKey(crypto.getRandomValues(new Uint8Array(16)), "172.16.2.2"),
+  );
+  assertEquals(acceptPunch(forged, peerAddress, initiator), "forged");
+});
+
+Deno.test("a punch key needs 16 token bytes and an IP address", () => {
+  assertThrows(() => new PunchKey(new Uint8Array(15), "1.2.3.4"), RangeError, "15 bytes");
+  assertThrows(() => new PunchKey(token, "1.2.3"), SyntaxError, "Cannot parse IPv4 address");
+});
+
+Deno.test("encoding refuses nonces of the wrong size and counts out of range", () => {
+  assertThrows(() => encodePunch({ ...punch, nonce: new Uint8Array(7) }, key), RangeError);
+  assertThrows(() => encodePunch({ ...punch, count: 2 ** 32 }, key), RangeError, "count");
+  assertThrows(() => encodePunch({ ...punch, count: -1 }, key), RangeError, "count");
+});
