@@ -3,29 +3,37 @@
  *
  * Both sides bind their source port and send punch datagrams to each
  * other's public endpoint(s) every `intervalMs` until each knows that the
- * other received one; every punch carries the attempt's token, so a stray
- * or forged datagram cannot complete an attempt:
+ * other received one. A punch never carries the attempt's token: the token
+ * keys an HMAC over it (see `udp_punch.ts` for the 42-byte datagram), and a
+ * punch counts only when it comes from the peer's address (DST_IP and
+ * DST_PORTS; any port of DST_IP only while birthday probing), so neither a
+ * forged nor a captured and replayed punch can complete an attempt:
  *
  * ```
- * PDU1|TOKEN|ROLE|SEEN       ROLE: I (initiator) or R (responder)
- *                            SEEN: 1 once the sender has received the other's punch
+ * "PDU2" ROLE FLAGS NONCE ECHO COUNT MAC     4+1+1+8+8+4+16 = 42 bytes
+ *   ROLE: I (initiator) or R (responder); FLAGS bit 0: SEEN (has received the other's punch)
+ *   NONCE: the sender's, random per attempt; ECHO: with SEEN, the other's NONCE
+ *   MAC: HMAC-SHA256(TOKEN, label, responder's address, the 26 bytes before it), first 16 bytes
  * ```
  * A side is done when it has received the other's punch and a punch with
- * SEEN=1 (the other has received one of its own); it then sends two more
- * with SEEN=1, discards punches for `lingerMs`, and hands the application a
- * socket `connect()`ed to the endpoint the other's punches came from.
+ * SEEN=1 that echoes its own NONCE (the other has received one of its
+ * own); it then sends two more with SEEN=1, discards punches for
+ * `lingerMs`, and hands the application a socket `connect()`ed to the
+ * endpoint the other's punches came from.
  *
- * Progress: the initiator sends `udp1:TOKEN:MODE`, the responder answers
- * with `udp1r:MODE` (forwarded back as peer data). MODE is `e` when the
- * side's NAT maps ports predictably (or it is unknown), `h` when probing
- * showed endpoint-dependent mapping (a new port per destination).
+ * Progress: the initiator sends `udp2:TOKEN:MODE:IP` (TOKEN: 32 hex digits,
+ * 16 random bytes; IP: its DST_IP, the address every MAC binds), the
+ * responder answers with `udp2r:MODE` (forwarded back as peer data). MODE
+ * is `e` when the side's NAT maps ports predictably (or it is unknown), `h`
+ * when probing showed endpoint-dependent mapping (a new port per destination).
  *
  * Birthday probing (opt-in: the `udp-birthday` technique, or `--udp-birthday`
  * for `udp`): when exactly one side is `h`, that side opens `hardPorts`
  * sockets, each sending punches to the easy side's endpoint (each gets its
  * own random public port), while the easy side sends punches to random
  * ports of the hard side's address, at most `easyProbes` of them at
- * `probeRate` per second. A probe that hits one of the hard side's open
+ * `probeRate` per second, and from then on accepts punches from any port of
+ * that address. A probe that hits one of the hard side's open
  * mappings passes its NAT (the mapping was opened towards the easy side's
  * endpoint), and the answer passes the easy side's NAT (it has sent to that
  * port). With 256 ports open in a 64,512-port range and 2,048 probes, a
@@ -35,6 +43,7 @@
  * @module
  */
 
+import { canonicalIp, parseIp } from "../../ffi/ip.ts";
 import { SO_ERROR, SOL_SOCKET } from "../../ffi/constants.ts";
 import { Socket } from "../../ffi/socket.ts";
 import {
@@ -48,9 +57,20 @@ import { TechniqueError } from "../errors.ts";
 import { delay } from "./delay.ts";
 import type { AttemptSpec } from "./protocol.ts";
 import type { AttemptContext, Technique } from "./technique.ts";
+import { PortShare } from "./udp_port_share.ts";
+import {
+  acceptPunch,
+  encodePunch,
+  NONCE_LENGTH,
+  type PeerAddressing,
+  PunchKey,
+  type PunchRole,
+  sameNonce,
+  TOKEN_LENGTH,
+} from "./udp_punch.ts";
+import { StrayLog } from "./udp_strays.ts";
 
-/** First bytes of every punch datagram. */
-export const PUNCH_MAGIC = "PDU1";
+export { PUNCH_MAGIC } from "./udp_punch.ts";
 
 /** Tunables (injected in tests). */
 export interface UdpOptions {
@@ -71,36 +91,87 @@ export interface UdpOptions {
 /** Which way a side's NAT maps ports. */
 export type Mode = "e" | "h";
 
-/** A parsed punch datagram. */
-export interface Punch {
+/** The initiator's progress data: what the responder needs to punch and to check punches. */
+export interface Offer {
+  /** 32 lowercase hex digits: the 16 bytes that key every punch's MAC. */
   token: string;
-  role: "I" | "R";
-  seen: boolean;
+  mode: Mode;
+  /** The responder's address as the initiator punches it (canonical text). */
+  ip: string;
 }
 
-/** Encodes a punch datagram. */
-export function encodePunch(p: Punch): Uint8Array<ArrayBuffer> {
-  return new TextEncoder().encode(`${PUNCH_MAGIC}|${p.token}|${p.role}|${p.seen ? 1 : 0}`);
-}
-
-/** Parses a punch datagram; null for anything else. */
-export function decodePunch(bytes: Uint8Array): Punch | null {
-  if (bytes.length > 64) return null;
-  const m = new TextDecoder().decode(bytes).match(/^PDU1\|([0-9a-f]{32})\|([IR])\|([01])$/);
-  if (m === null) return null;
-  return { token: m[1] ?? "", role: m[2] === "I" ? "I" : "R", seen: m[3] === "1" };
-}
+const OFFER_FORMAT = 'udp expects EXTRA "udp2:TOKEN:MODE:IP"';
 
 /** The initiator's progress data. */
-export function encodeOffer(token: string, mode: Mode): string {
-  return `udp1:${token}:${mode}`;
+export function encodeOffer(offer: Offer): string {
+  return `udp2:${offer.token}:${offer.mode}:${offer.ip}`;
 }
 
-/** Parses the initiator's progress data (the responder's EXTRA). */
-export function decodeOffer(text: string): { token: string; mode: Mode } {
-  const m = text.match(/^udp1:([0-9a-f]{32}):([eh])$/);
-  if (m === null) throw new SyntaxError('udp expects EXTRA "udp1:TOKEN:MODE"');
-  return { token: m[1] ?? "", mode: m[2] === "h" ? "h" : "e" };
+/** Parses the initiator's progress data (the responder's EXTRA); only the canonical IP text. */
+export function decodeOffer(text: string): Offer {
+  if (text.startsWith("udp1:")) {
+    throw new SyntaxError(
+      `${OFFER_FORMAT}; "udp1:..." comes from an older punchd, whose punches show the token`,
+    );
+  }
+  const m = text.match(/^udp2:([0-9a-f]{32}):([eh]):([0-9a-f.:]{2,45})$/);
+  const ip = m?.[3] ?? "";
+  let canonical: string | null = null;
+  try {
+    canonical = canonicalIp(ip);
+  } catch {
+    // Reported below.
+  }
+  if (m === null || canonical !== ip) throw new SyntaxError(OFFER_FORMAT);
+  return { token: m[1] ?? "", mode: m[2] === "h" ? "h" : "e", ip };
+}
+
+/** The key of an attempt's punches, from the offer. */
+export function offerKey(offer: Offer): PunchKey {
+  const token = Uint8Array.from(offer.token.match(/../g) ?? [], (h) => parseInt(h, 16));
+  return new PunchKey(token, offer.ip);
+}
+
+/** The answer's format. */
+const ANSWER = /^udp2r:([eh])$/;
+
+/** What one attempt punches with. */
+interface Plan {
+  local: InetAddress;
+  peers: InetAddress[];
+  /** Where the peer's punches may come from (`anyPort` set once birthday probing starts). */
+  peer: PeerAddressing;
+  key: PunchKey;
+  role: PunchRole;
+  mine: Mode;
+  theirs: Promise<Mode>;
+  birthday: boolean;
+}
+
+/** This side's punches: a nonce for the attempt and a running count. */
+class Puncher {
+  readonly nonce = crypto.getRandomValues(new Uint8Array(NONCE_LENGTH));
+  readonly #key: PunchKey;
+  readonly #role: PunchRole;
+  #count = 0;
+
+  constructor(key: PunchKey, role: PunchRole) {
+    this.#key = key;
+    this.#role = role;
+  }
+
+  /** The next punch; with `echo` (the peer's nonce) it says SEEN. */
+  next(echo: Uint8Array | null = null): Uint8Array<ArrayBuffer> {
+    const count = this.#count;
+    this.#count = (count + 1) >>> 0;
+    return encodePunch({
+      role: this.#role,
+      seen: echo !== null,
+      nonce: this.nonce,
+      echo: echo ?? new Uint8Array(NONCE_LENGTH),
+      count,
+    }, this.#key);
+  }
 }
 
 /** The `udp` technique. */
@@ -126,40 +197,47 @@ export class Udp implements Technique {
     if (spec.srcPorts.length !== 1) {
       throw new RangeError(`${this.name} takes exactly one source port`);
     }
-    if (spec.role === "respond") decodeOffer(spec.extra ?? "");
+    if (spec.role === "respond") {
+      const offer = decodeOffer(spec.extra ?? "");
+      if (parseIp(offer.ip).length !== parseIp(spec.srcIp).length) {
+        throw new RangeError(`${this.name}: the offer's address and SRC_IP differ in family`);
+      }
+    }
   }
 
   async run(spec: AttemptSpec, context: AttemptContext): Promise<Socket> {
     const local = inetAddress(spec.srcIp, spec.srcPorts[0] ?? 0);
     const peers = spec.dstPorts.map((port) => inetAddress(spec.dstIp, port));
+    const peer = { ip: inetAddress(spec.dstIp, 0).address, ports: spec.dstPorts, anyPort: false };
     const birthday = this.#o.birthday || spec.birthday === true;
     const mine = birthday ? await this.#mode(local, spec, context) : "e";
-    let token: string;
+    let offer: Offer;
     let theirs: Promise<Mode>;
     if (spec.role === "initiate") {
-      token = Array.from(
-        crypto.getRandomValues(new Uint8Array(16)),
+      const token = Array.from(
+        crypto.getRandomValues(new Uint8Array(TOKEN_LENGTH)),
         (b) => b.toString(16).padStart(2, "0"),
       ).join("");
-      context.progress(encodeOffer(token, mine));
+      offer = { token, mode: mine, ip: peer.ip };
+      context.progress(encodeOffer(offer));
       theirs = context.nextPeerData().then((data) => {
-        const m = data.match(/^udp1r:([eh])$/);
+        const m = data.match(ANSWER);
         if (m === null) {
           throw new TechniqueError(
-            `udp expected "udp1r:MODE" from the peer, got "${data.slice(0, 40)}"`,
+            `udp expected "udp2r:MODE" from the peer, got "${data.slice(0, 40)}"`,
           );
         }
         return m[1] === "h" ? "h" : "e";
       });
       theirs.catch(() => {});
     } else {
-      const offer = decodeOffer(spec.extra ?? "");
-      token = offer.token;
+      offer = decodeOffer(spec.extra ?? "");
       theirs = Promise.resolve(offer.mode);
-      context.progress(`udp1r:${mine}`);
+      context.progress(`udp2r:${mine}`);
     }
     const role = spec.role === "initiate" ? "I" : "R";
-    return await this.#punch({ local, peers, token, role, mine, theirs, birthday }, context);
+    const key = offerKey(offer);
+    return await this.#punch({ local, peers, peer, key, role, mine, theirs, birthday }, context);
   }
 
   /** This side's mapping, from two probe servers: `h` when they saw different ports. */
@@ -180,57 +258,52 @@ export class Udp implements Technique {
     return seen.size > 1 ? "h" : "e";
   }
 
-  async #punch(
-    p: {
-      local: InetAddress;
-      peers: InetAddress[];
-      token: string;
-      role: "I" | "R";
-      mine: Mode;
-      theirs: Promise<Mode>;
-      birthday: boolean;
-    },
-    context: AttemptContext,
-  ): Promise<Socket> {
+  async #punch(p: Plan, context: AttemptContext): Promise<Socket> {
     // Senders stop once the peer is found; the attempt's own signal ends everything.
     const found = new AbortController();
     const sending = AbortSignal.any([context.signal, found.signal]);
+    const strays = new StrayLog(context.log);
+    const puncher = new Puncher(p.key, p.role);
     const share = PortShare.acquire(p.local);
+    let unregister = () => {};
     const extra: Socket[] = [];
     let conn: Socket | null = null;
     try {
-      // The first valid punch tells the peer's endpoint and which local port it reached.
-      const first = await new Promise<{ from: SocketAddress; local: InetAddress }>(
-        (resolve, reject) => {
-          const onPunch = (punch: Punch, from: SocketAddress, local: InetAddress) => {
-            if (punch.role !== p.role) resolve({ from, local });
-          };
-          share.register(
-            p.token,
-            (punch, from) => onPunch(punch, from, p.local),
-            (from) =>
-              context.log.debug("ignored a forged or stray punch", { from: formatAddress(from) }),
-          );
-          const listen = async (socket: Socket) => {
-            const buf = new Uint8Array(128);
-            const local = socket.localAddress() as InetAddress;
-            for (;;) {
-              const { length, from } = await socket.receiveFrom(buf, sending);
-              const got = decodePunch(buf.subarray(0, length));
-              if (got !== null && got.token === p.token) onPunch(got, from, local);
-            }
-          };
-          const watch = (socket: Socket) =>
-            void listen(socket).catch((e) => sending.aborted ? undefined : reject(e));
-          const punch = () => encodePunch({ token: p.token, role: p.role, seen: false });
-          this.#senders(p, share.socket, extra, punch, watch, sending, context).catch((e) =>
-            sending.aborted ? undefined : reject(e)
-          );
-          context.signal.addEventListener("abort", () => reject(context.signal.reason), {
-            once: true,
-          });
-        },
-      );
+      // The first accepted punch tells the peer's endpoint, its nonce and which local port it reached.
+      const first = await new Promise<
+        { from: SocketAddress; local: InetAddress; nonce: Uint8Array }
+      >((resolve, reject) => {
+        let done = false;
+        const take = (bytes: Uint8Array, from: SocketAddress, local: InetAddress) => {
+          const got = acceptPunch(bytes, from, p);
+          if (typeof got === "string") return got;
+          if (!done) {
+            done = true;
+            resolve({ from, local, nonce: got.nonce });
+          }
+          return null;
+        };
+        unregister = share.register({
+          offer: (bytes, from) => take(bytes, from, p.local),
+          refused: (reason, from) => strays.note(reason, from),
+        });
+        const listen = async (socket: Socket) => {
+          const buf = new Uint8Array(128);
+          const local = socket.localAddress() as InetAddress;
+          for (;;) {
+            const { length, from } = await socket.receiveFrom(buf, sending);
+            const reason = take(buf.subarray(0, length), from, local);
+            if (reason !== null) strays.note(reason, from);
+          }
+        };
+        const watch = (socket: Socket) =>
+          void listen(socket).catch((e) => sending.aborted ? undefined : reject(e));
+        this.#senders(p, share.socket, extra, () => puncher.next(), watch, sending, context)
+          .catch((e) => sending.aborted ? undefined : reject(e));
+        context.signal.addEventListener("abort", () => reject(context.signal.reason), {
+          once: true,
+        });
+      });
       found.abort(new TechniqueError("peer found"));
       // From now on the peer's datagrams land on a socket connected to it, on the same local port.
       conn = Socket.create(first.local.family, "datagram", { reuseAddress: true, reusePort: true });
@@ -240,8 +313,12 @@ export class Udp implements Technique {
         from: formatAddress(first.from),
         on: formatAddress(first.local),
       });
-      await this.#confirm(conn, p.token, p.role, context.signal);
-      await this.#linger(conn, p.token, context.signal);
+      const peerPunch = (bytes: Uint8Array): ReturnType<typeof acceptPunch> => {
+        const got = acceptPunch(bytes, first.from, p);
+        return typeof got !== "string" && !sameNonce(got.nonce, first.nonce) ? "forged" : got;
+      };
+      await this.#confirm(conn, puncher, first.nonce, peerPunch, strays, context.signal);
+      await this.#linger(conn, peerPunch, context.signal);
       context.log.info("udp punched", {
         local: formatAddress(first.local),
         peer: formatAddress(first.from),
@@ -256,37 +333,47 @@ export class Udp implements Technique {
       return result;
     } finally {
       found.abort(new TechniqueError("attempt finished"));
-      share.unregister(p.token);
+      unregister();
       share.release();
       for (const s of extra) s.close();
       conn?.close();
+      strays.flush();
     }
   }
 
   /**
-   * On the connected socket: punches with SEEN=1 until a punch from the peer
-   * with SEEN=1 arrives (it has ours), then two more so that it can finish.
+   * On the connected socket: punches with SEEN=1 (echoing the peer's nonce)
+   * until a punch from the peer with SEEN=1 that echoes ours arrives (it has
+   * ours), or application data (it has finished), then two more so that it
+   * can finish.
    */
-  async #confirm(conn: Socket, token: string, role: "I" | "R", signal: AbortSignal): Promise<void> {
-    const seen = encodePunch({ token, role, seen: true });
+  async #confirm(
+    conn: Socket,
+    puncher: Puncher,
+    theirNonce: Uint8Array,
+    peerPunch: (bytes: Uint8Array) => ReturnType<typeof acceptPunch>,
+    strays: StrayLog,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const from = conn.peerAddress();
     const buf = new Uint8Array(128);
+    const finish = async () => {
+      for (let i = 0; i < 2; i++) {
+        await conn.write(puncher.next(theirNonce), signal).catch(() => {});
+      }
+    };
     for (;;) {
-      await conn.write(seen, signal).catch(() => {});
+      await conn.write(puncher.next(theirNonce), signal).catch(() => {});
       const wait = AbortSignal.any([signal, AbortSignal.timeout(this.#o.intervalMs)]);
       try {
         for (;;) {
           const n = await conn.peek(buf, wait);
-          const got = decodePunch(buf.subarray(0, n));
-          if (got === null) {
-            // Application data: the peer has finished, so it has our punch.
-            for (let i = 0; i < 2; i++) await conn.write(seen, signal).catch(() => {});
-            return;
-          }
+          const got = peerPunch(buf.subarray(0, n));
+          // Application data: the peer has finished, so it has our punch. It stays queued.
+          if (got === "not a punch") return await finish();
           await conn.read(buf, signal);
-          if (got.token === token && got.role !== role && got.seen) {
-            for (let i = 0; i < 2; i++) await conn.write(seen, signal).catch(() => {});
-            return;
-          }
+          if (typeof got === "string") strays.note(got, from);
+          else if (got.seen && sameNonce(got.echo, puncher.nonce)) return await finish();
         }
       } catch (error) {
         if (signal.aborted) throw error;
@@ -296,13 +383,7 @@ export class Udp implements Technique {
 
   /** Sends punches: the plain rounds, and birthday probing once both modes are known. */
   async #senders(
-    p: {
-      peers: InetAddress[];
-      local: InetAddress;
-      mine: Mode;
-      theirs: Promise<Mode>;
-      birthday: boolean;
-    },
+    p: Plan,
     main: Socket,
     extra: Socket[],
     punch: () => Uint8Array<ArrayBuffer>,
@@ -361,7 +442,7 @@ export class Udp implements Technique {
 
   /** Easy side: punches to random ports of the hard side's address, bounded in count and rate. */
   #probeRandomPorts(
-    p: { peers: InetAddress[] },
+    p: { peers: InetAddress[]; peer: PeerAddressing },
     main: Socket,
     punch: () => Uint8Array<ArrayBuffer>,
     signal: AbortSignal,
@@ -369,6 +450,8 @@ export class Udp implements Technique {
   ): void {
     const target = p.peers[0];
     if (target === undefined) return;
+    // The answers come from whichever port the hard side's NAT gave the socket that got the probe.
+    p.peer.anyPort = true;
     context.log.info("birthday probing: probing random ports", {
       budget: this.#o.easyProbes,
       rate: this.#o.probeRate,
@@ -389,99 +472,21 @@ export class Udp implements Technique {
   }
 
   /** Drops the peer's last punches for `lingerMs`; stops at the first datagram that is not one (it stays queued). */
-  async #linger(socket: Socket, token: string, signal: AbortSignal): Promise<void> {
+  async #linger(
+    socket: Socket,
+    peerPunch: (bytes: Uint8Array) => ReturnType<typeof acceptPunch>,
+    signal: AbortSignal,
+  ): Promise<void> {
     const wait = AbortSignal.any([signal, AbortSignal.timeout(this.#o.lingerMs)]);
     const buf = new Uint8Array(128);
     try {
       for (;;) {
         const n = await socket.peek(buf, wait);
-        const got = decodePunch(buf.subarray(0, n));
-        if (got === null || got.token !== token) return;
+        if (typeof peerPunch(buf.subarray(0, n)) === "string") return;
         await socket.read(buf, signal);
       }
     } catch {
       if (signal.aborted) throw signal.reason;
-    }
-  }
-}
-
-/**
- * One unconnected socket per local endpoint, shared by this worker's
- * concurrent attempts on that port (a session's many clients): datagrams
- * are routed to attempts by token. Separate sockets with SO_REUSEPORT would
- * hash each peer to one of them, often the wrong attempt's.
- */
-class PortShare {
-  static readonly #shares = new Map<string, PortShare>();
-  readonly socket: Socket;
-  readonly #key: string;
-  readonly #handlers = new Map<string, (punch: Punch, from: SocketAddress) => void>();
-  readonly #strays = new Map<string, (from: SocketAddress) => void>();
-  #refs = 0;
-
-  private constructor(socket: Socket, key: string) {
-    this.socket = socket;
-    this.#key = key;
-    void this.#loop();
-  }
-
-  /** The share for `local`, binding its socket on first use. */
-  static acquire(local: InetAddress): PortShare {
-    const key = formatAddress(local);
-    let share = PortShare.#shares.get(key);
-    if (share === undefined) {
-      const socket = Socket.create(local.family, "datagram", {
-        reuseAddress: true,
-        reusePort: true,
-      });
-      try {
-        socket.bind(local);
-      } catch (error) {
-        socket.close();
-        throw error;
-      }
-      share = new PortShare(socket, key);
-      PortShare.#shares.set(key, share);
-    }
-    share.#refs++;
-    return share;
-  }
-
-  /** Routes punches carrying `token` to `handler`; `stray` hears of every other datagram. */
-  register(
-    token: string,
-    handler: (punch: Punch, from: SocketAddress) => void,
-    stray: (from: SocketAddress) => void,
-  ): void {
-    this.#handlers.set(token, handler);
-    this.#strays.set(token, stray);
-  }
-
-  /** Stops routing `token`. */
-  unregister(token: string): void {
-    this.#handlers.delete(token);
-    this.#strays.delete(token);
-  }
-
-  /** Drops one reference; the last one closes the socket. */
-  release(): void {
-    if (--this.#refs > 0) return;
-    PortShare.#shares.delete(this.#key);
-    this.socket.close();
-  }
-
-  async #loop(): Promise<void> {
-    const buf = new Uint8Array(128);
-    try {
-      for (;;) {
-        const { length, from } = await this.socket.receiveFrom(buf);
-        const punch = decodePunch(buf.subarray(0, length));
-        const handler = punch === null ? undefined : this.#handlers.get(punch.token);
-        if (punch !== null && handler !== undefined) handler(punch, from);
-        else for (const stray of this.#strays.values()) stray(from);
-      }
-    } catch {
-      // Closed by the last release.
     }
   }
 }
