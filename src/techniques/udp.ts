@@ -10,22 +10,30 @@
  * forged nor a captured and replayed punch can complete an attempt:
  *
  * ```
- * "PDU2" ROLE FLAGS NONCE ECHO COUNT MAC     4+1+1+8+8+4+16 = 42 bytes
- *   ROLE: I (initiator) or R (responder); FLAGS bit 0: SEEN (has received the other's punch)
- *   NONCE: the sender's, random per attempt; ECHO: with SEEN, the other's NONCE
- *   MAC: HMAC-SHA256(TOKEN, label, responder's address, the 26 bytes before it), first 16 bytes
+ * offset size field
+ *  0      4   "PDU2"  magic and version
+ *  4      1   ROLE    "I" initiator or "R" responder
+ *  5      1   FLAGS   bit 0 SEEN: the sender has received the other's punch; other bits 0
+ *  6      8   NONCE   the sender's, random, one per side and attempt
+ * 14      8   ECHO    with SEEN, the NONCE of the other's punch it received; else zeros
+ * 22      4   COUNT   the sender's punch number, big-endian
+ * 26     16   MAC     first 16 bytes of HMAC-SHA256 keyed by TOKEN over
+ *                     "punchd udp PDU2" 0x00, LEN, IP (LEN bytes), bytes 0-25
  * ```
- * A side is done when it has received the other's punch and a punch with
- * SEEN=1 that echoes its own NONCE (the other has received one of its
- * own); it then sends two more with SEEN=1, discards punches for
- * `lingerMs`, and hands the application a socket `connect()`ed to the
- * endpoint the other's punches came from.
+ * TOKEN is the attempt's 16 token bytes; IP the responder's address as the
+ * initiator punches it (its DST_IP), LEN 4 or 16. A side is done when it
+ * has accepted the other's punch and then a punch with SEEN that echoes its
+ * own NONCE (the other has received one of its own), or, once the other
+ * has finished, the other's first datagram that is not a punch (it stays
+ * queued); it then sends two more with SEEN, discards the other's punches
+ * for `lingerMs`, and hands the application a socket `connect()`ed to the
+ * endpoint the other's first accepted punch came from.
  *
- * Progress: the initiator sends `udp2:TOKEN:MODE:IP` (TOKEN: 32 hex digits,
- * 16 random bytes; IP: its DST_IP, the address every MAC binds), the
- * responder answers with `udp2r:MODE` (forwarded back as peer data). MODE
- * is `e` when the side's NAT maps ports predictably (or it is unknown), `h`
- * when probing showed endpoint-dependent mapping (a new port per destination).
+ * Progress: the initiator sends `udp2:TOKEN:MODE:IP` (TOKEN in 32 lowercase
+ * hex digits; IP: its DST_IP in canonical text), the responder answers with
+ * `udp2r:MODE` (forwarded back as peer data). MODE is `e` when the side's
+ * NAT maps ports predictably (or it is unknown), `h` when probing showed
+ * endpoint-dependent mapping (a new port per destination).
  *
  * Birthday probing (opt-in: the `udp-birthday` technique, or `--udp-birthday`
  * for `udp`): when exactly one side is `h`, that side opens `hardPorts`
@@ -33,10 +41,9 @@
  * own random public port), while the easy side sends punches to random
  * ports of the hard side's address, at most `easyProbes` of them at
  * `probeRate` per second, and from then on accepts punches from any port of
- * that address. A probe that hits one of the hard side's open
- * mappings passes its NAT (the mapping was opened towards the easy side's
- * endpoint), and the answer passes the easy side's NAT (it has sent to that
- * port). With 256 ports open in a 64,512-port range and 2,048 probes, a
+ * that address. A probe that hits one of the hard side's open mappings
+ * passes its NAT (the mapping was opened towards the easy side's endpoint),
+ * and the answer passes the easy side's NAT (it has sent to that port). With 256 ports open in a 64,512-port range and 2,048 probes, a
  * match is missed with probability (1 - 256/64512)^2048, about 0.03 %.
  * Both sides `h`: it gives up at once, since nothing can be predicted.
  *
