@@ -75,6 +75,10 @@ export const icmp = {
   },
   /** Decodes a message. */
   decode: decodeMessage,
+  /** True when the checksum of the whole `message` is right. */
+  verify(message: Uint8Array): boolean {
+    return internetChecksum(message) === 0;
+  },
 };
 
 /** ICMPv6 codec: the checksum covers a pseudo-header too. */
@@ -95,6 +99,10 @@ export const icmpv6 = {
   },
   /** Decodes a message. */
   decode: decodeMessage,
+  /** True when the checksum of the whole `message` is right for these addresses. */
+  verify(message: Uint8Array, source: Uint8Array, destination: Uint8Array): boolean {
+    return transportChecksum(source, destination, PROTO.ICMPV6, message) === 0;
+  },
 };
 
 /** The flow an ICMP/ICMPv6 error quotes (its body: the original IP header and 8+ bytes). */

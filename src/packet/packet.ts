@@ -10,14 +10,17 @@ import { ipv4, type Ipv4Header, ipv6, type Ipv6Header, PROTO } from "./ip.ts";
 import { tcp, type TcpSegment } from "./tcp.ts";
 import { udp, type UdpDatagram } from "./udp.ts";
 
-/** A parsed packet: the IP header and the transport layer punchd understands. */
+/**
+ * A parsed packet: the IP header and the transport layer punchd understands
+ * (none for an IPv4 fragment: its payload is not a whole segment).
+ */
 export interface ParsedPacket {
   ip: Ipv4Header | Ipv6Header;
   protocol: number;
   tcp?: TcpSegment;
   udp?: UdpDatagram;
   icmp?: IcmpMessage;
-  /** True when the transport checksum (and the IPv4 header checksum) are right. */
+  /** True when the IPv4 header checksum and the parsed transport layer's checksum are right. */
   checksumsValid: boolean;
 }
 
@@ -51,15 +54,20 @@ export function parsePacket(buf: Uint8Array): ParsedPacket {
     throw new TypeError(`Cannot parse packet: IP version ${version}`);
   }
   const parsed: ParsedPacket = { ip, protocol, checksumsValid: headerOk };
+  if (ip.version === 4 && (ip.moreFragments || ip.fragmentOffset !== 0)) return parsed;
   if (protocol === PROTO.TCP) {
     parsed.tcp = tcp.decode(payload).value;
     parsed.checksumsValid &&= tcp.verify(payload, ip.source, ip.destination);
   } else if (protocol === PROTO.UDP) {
-    parsed.udp = udp.decode(payload).value;
+    const { value, bytesRead } = udp.decode(payload);
+    parsed.udp = value;
+    parsed.checksumsValid &&= udp.verify(payload.subarray(0, bytesRead), ip.source, ip.destination);
   } else if (protocol === PROTO.ICMP) {
     parsed.icmp = icmp.decode(payload).value;
+    parsed.checksumsValid &&= icmp.verify(payload);
   } else if (protocol === PROTO.ICMPV6) {
     parsed.icmp = icmpv6.decode(payload).value;
+    parsed.checksumsValid &&= icmpv6.verify(payload, ip.source, ip.destination);
   }
   return parsed;
 }

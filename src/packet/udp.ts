@@ -43,6 +43,15 @@ export const udp = {
     return out;
   },
 
+  /**
+   * True when the checksum of `datagram` (exactly its length field's bytes) is
+   * right for these addresses; 0 means "none" over IPv4 and is wrong over IPv6.
+   */
+  verify(datagram: Uint8Array, source: Uint8Array, destination: Uint8Array): boolean {
+    if (datagram.length >= 8 && datagram[6] === 0 && datagram[7] === 0) return source.length === 4;
+    return transportChecksum(source, destination, PROTO.UDP, datagram) === 0;
+  },
+
   /** Decodes a datagram; its length field must fit the buffer. */
   decode(buf: Uint8Array): { value: UdpDatagram; bytesRead: number } {
     need(buf, 8, "UDP header");

@@ -199,3 +199,62 @@ for (const [name, decode] of TRUNCATED) {
     assertThrows(decode, (e: Error) => e instanceof RangeError || e instanceof TypeError);
   });
 }
+
+// Found by tests/fuzz: checksumsValid only looked at TCP, so a UDP or ICMP packet with a
+// corrupted body was reported valid.
+Deno.test("parsePacket checks UDP and ICMP checksums too", () => {
+  // The captured datagram carries checksum offload's partial sum (0xb733, tcpdump computes 0xd6e3).
+  assertEquals(parsePacket(UDP_OBSERVE).checksumsValid, false);
+  const fixed = UDP_OBSERVE.slice();
+  fixed.set([0xd6, 0xe3], 20 + 6);
+  assertEquals(parsePacket(fixed).checksumsValid, true);
+  fixed[fixed.length - 1]! ^= 1;
+  assertEquals(parsePacket(fixed).checksumsValid, false);
+  const noChecksum = UDP_OBSERVE.slice();
+  noChecksum.set([0, 0], 20 + 6);
+  assertEquals(parsePacket(noChecksum).checksumsValid, true, "0 means no checksum over IPv4");
+
+  assertEquals(parsePacket(TIME_EXCEEDED).checksumsValid, true);
+  const corrupt = TIME_EXCEEDED.slice();
+  corrupt[corrupt.length - 1]! ^= 0x10;
+  assertEquals(parsePacket(corrupt).checksumsValid, false);
+});
+
+Deno.test("parsePacket refuses a zero UDP checksum over IPv6", () => {
+  const src = ip("2001:db8::1"), dst = ip("2001:db8::2");
+  const datagram = udp.encode(
+    { sourcePort: 1, destinationPort: 2, payload: new Uint8Array(3) },
+    src,
+    dst,
+  );
+  const packet = new Uint8Array(40 + datagram.length);
+  packet.set(ipv6.encode({
+    trafficClass: 0,
+    flowLabel: 0,
+    payloadLength: datagram.length,
+    nextHeader: PROTO.UDP,
+    hopLimit: 64,
+    source: src,
+    destination: dst,
+  }));
+  packet.set(datagram, 40);
+  assertEquals(parsePacket(packet).checksumsValid, true);
+  packet.set([0, 0], 40 + 6);
+  assertEquals(parsePacket(packet).checksumsValid, false);
+});
+
+// Found by tests/fuzz: a fragment's payload was decoded as a TCP header, so the data of a later
+// fragment (which an attacker controls) could read as a SYN of the attempt's flow.
+Deno.test("parsePacket parses no transport layer in an IPv4 fragment", () => {
+  for (const flags of [0x40_01, 0x20_00]) { // DF with offset 8 bytes; MF with offset 0
+    const fragment = SYN_TTL2.slice();
+    fragment.set([flags >> 8, flags & 0xff], 6);
+    fragment.set([0, 0], 10);
+    const sum = internetChecksum(fragment.subarray(0, 20));
+    fragment.set([sum >> 8, sum & 0xff], 10);
+    const parsed = parsePacket(fragment);
+    assertEquals(parsed.protocol, PROTO.TCP);
+    assertEquals(parsed.tcp, undefined);
+    assertEquals(parsed.checksumsValid, true, "the IPv4 header itself is right");
+  }
+});
