@@ -372,6 +372,36 @@ export function pollNow(entries: readonly Omit<PollFd, "revents">[]): PollFd[] {
   return pollfd.decode(buf).value;
 }
 
+/**
+ * Reads a whole file through open(2)/read(2): for kernel files Deno's own
+ * API refuses without --allow-all, such as /proc/net/tcp.
+ */
+export function readFileRaw(path: string): Uint8Array {
+  const O_RDONLY_CLOEXEC = 0o2000000;
+  const fd = check("open", libc().open(cString(path), O_RDONLY_CLOEXEC));
+  try {
+    const chunks: Uint8Array[] = [];
+    let total = 0;
+    for (;;) {
+      const buf = new Uint8Array(65536);
+      const { result, errno: e } = retry(() => libc().read(fd, buf, BigInt(buf.byteLength)));
+      if (result < 0) throw new SyscallError("read", e);
+      if (result === 0) break;
+      chunks.push(buf.subarray(0, result));
+      total += result;
+    }
+    const out = new Uint8Array(total);
+    let offset = 0;
+    for (const c of chunks) {
+      out.set(c, offset);
+      offset += c.byteLength;
+    }
+    return out;
+  } finally {
+    libc().close(fd);
+  }
+}
+
 /** unlink(2); false when the path did not exist. */
 export function unlink(path: string): boolean {
   if (libc().unlink(cString(path)) === 0) return true;

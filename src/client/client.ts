@@ -4,7 +4,7 @@
  * connected socket (received with SCM_RIGHTS) as a `Socket` with streams.
  *
  * ```ts
- * const punchd = await PunchdClient.connect("/tmp/punchd.socket");
+ * const punchd = await PunchdClient.connect("/run/punchd/punchd.socket");
  * const attempt = punchd.initiate({ id: "a1", technique: "tcp-direct", srcIp, srcPorts: [4000], dstIp, dstPorts: [5000] });
  * for await (const data of attempt.progress) sendToPeer(data); // via the rendezvous server
  * const socket = await attempt.socket;
@@ -17,7 +17,7 @@
  */
 
 import { Socket } from "../../ffi/socket.ts";
-import { setNonBlocking } from "../../ffi/syscalls.ts";
+import { peerCredentials, setNonBlocking } from "../../ffi/syscalls.ts";
 import {
   decodeReply,
   encodeRequest,
@@ -26,7 +26,9 @@ import {
   type Reply,
   type TechniqueName,
 } from "../control/codec.ts";
-import { LineSplitter } from "../control/connection.ts";
+import { DEFAULT_SOCKET_PATH, LineSplitter } from "../control/connection.ts";
+
+export { DEFAULT_SOCKET_PATH };
 
 /** punchd answered `error|ID|REASON`. */
 export class PunchdError extends Error {
@@ -103,6 +105,12 @@ class ProgressQueue implements AsyncIterable<string> {
   }
 }
 
+/** Options of {@linkcode PunchdClient.connect}. */
+export interface ConnectOptions {
+  /** The uid punchd must run as (default 0). */
+  daemonUid?: number;
+}
+
 interface Pending {
   progress: ProgressQueue;
   resolve: (socket: Socket) => void;
@@ -130,11 +138,24 @@ export class PunchdClient {
     this.#reading = this.#readLoop();
   }
 
-  /** Connects to punchd at `path` (default /tmp/punchd.socket). */
-  static async connect(path = "/tmp/punchd.socket"): Promise<PunchdClient> {
+  /**
+   * Connects to punchd at `path` and checks by SO_PEERCRED that the process
+   * listening there runs as `daemonUid` (default 0: punchd runs as root), so
+   * that an impostor on the path gets no request (and no data) of ours.
+   */
+  static async connect(
+    path: string = DEFAULT_SOCKET_PATH,
+    { daemonUid = 0 }: ConnectOptions = {},
+  ): Promise<PunchdClient> {
     const socket = Socket.create("unix", "stream");
     try {
       await socket.connect({ family: "unix", path });
+      const { uid, pid } = peerCredentials(socket.fd);
+      if (uid !== daemonUid) {
+        throw new Error(
+          `the process listening there (pid ${pid}) runs as uid ${uid}, not ${daemonUid}: not punchd`,
+        );
+      }
     } catch (error) {
       socket.close();
       throw new Error(`Cannot connect to punchd at ${path}: ${(error as Error).message}`, {

@@ -6,9 +6,14 @@
  * @module
  */
 
+import { POLLERR, POLLHUP, POLLOUT } from "../../ffi/constants.ts";
 import { Socket } from "../../ffi/socket.ts";
+import { pollNow } from "../../ffi/syscalls.ts";
 import type { Ucred } from "../../ffi/structs.ts";
 import { encodeReply, MAX_MESSAGE_BYTES, type Reply } from "./codec.ts";
+
+/** The default control socket, in a root-owned runtime directory. */
+export const DEFAULT_SOCKET_PATH = "/run/punchd/punchd.socket";
 
 /** A line read from the client, or an over-long line that was discarded. */
 export type Line = { kind: "line"; bytes: Uint8Array } | { kind: "too-long" };
@@ -16,8 +21,9 @@ export type Line = { kind: "line"; bytes: Uint8Array } | { kind: "too-long" };
 const encoder = new TextEncoder();
 
 /**
- * Splits bytes into `\n`-terminated lines of at most `maxBytes`. A longer
- * line is reported once as "too-long" and skipped up to its `\n`.
+ * Splits bytes into `\n`-terminated lines of at most `maxBytes` (a `\r`
+ * before the `\n` is dropped and not counted). A longer line is reported
+ * once as "too-long" and skipped up to its `\n`.
  */
 export class LineSplitter {
   readonly #maxBytes: number;
@@ -32,6 +38,8 @@ export class LineSplitter {
   /** Feeds bytes; returns the lines they complete. */
   push(chunk: Uint8Array): Line[] {
     const lines: Line[] = [];
+    // Room for the `\r` of a CRLF line while it is incomplete.
+    const room = this.#maxBytes + 1;
     let start = 0;
     for (;;) {
       const nl = chunk.indexOf(0x0a, start);
@@ -39,17 +47,21 @@ export class LineSplitter {
       const piece = chunk.subarray(start, nl);
       if (this.#discarding) {
         this.#discarding = false;
-      } else if (this.#pending.byteLength + piece.byteLength > this.#maxBytes) {
+      } else if (this.#pending.byteLength + piece.byteLength > room) {
         lines.push({ kind: "too-long" });
       } else {
-        lines.push({ kind: "line", bytes: concat(this.#pending, piece) });
+        let line = concat(this.#pending, piece);
+        if (line.at(-1) === 0x0d) line = line.subarray(0, -1);
+        lines.push(
+          line.byteLength > this.#maxBytes ? { kind: "too-long" } : { kind: "line", bytes: line },
+        );
       }
       this.#pending = new Uint8Array(0);
       start = nl + 1;
     }
     const rest = chunk.subarray(start);
     if (!this.#discarding && rest.byteLength > 0) {
-      if (this.#pending.byteLength + rest.byteLength > this.#maxBytes) {
+      if (this.#pending.byteLength + rest.byteLength > room) {
         lines.push({ kind: "too-long" });
         this.#discarding = true;
         this.#pending = new Uint8Array(0);
@@ -129,6 +141,25 @@ export class ClientConnection {
     const next = this.#writes.then(write);
     this.#writes = next.catch(() => {});
     return next;
+  }
+
+  /**
+   * True when the client has closed its end entirely (not just shut down
+   * writing, after which it still reads replies).
+   */
+  peerGone(): boolean {
+    if (this.#closed.signal.aborted) return true;
+    try {
+      const [entry] = pollNow([{ fd: this.#socket.fd, events: POLLOUT }]);
+      return ((entry?.revents ?? 0) & (POLLHUP | POLLERR)) !== 0;
+    } catch {
+      return true;
+    }
+  }
+
+  /** Resolves once every queued reply is written (or failed). */
+  async flushed(): Promise<void> {
+    await this.#writes;
   }
 
   /** Closes the connection once; pending reads and writes end. */

@@ -12,10 +12,9 @@ import { Socket } from "../../ffi/socket.ts";
 import * as sys from "../../ffi/syscalls.ts";
 import { StartupError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import { ClientConnection } from "./connection.ts";
+import { ClientConnection, DEFAULT_SOCKET_PATH } from "./connection.ts";
 
-/** The default control socket, in a root-owned runtime directory (see {@linkcode prepareDirectory}). */
-export const DEFAULT_SOCKET_PATH = "/run/punchd/punchd.socket";
+export { DEFAULT_SOCKET_PATH };
 
 /**
  * Checks that nobody but root (or the daemon's own uid) can replace the
@@ -64,7 +63,8 @@ export async function checkDirectory(path: string, ownUid: number): Promise<void
  */
 export function prepareDirectory(path: string, gid?: number): void {
   const dir = dirname(path);
-  const previous = sys.umask(0o077);
+  // The mode comes from the umask: never a moment with more than 0750.
+  const previous = sys.umask(0o027);
   try {
     if (!sys.mkdir(dir, 0o750)) return;
   } catch (error) {
@@ -74,7 +74,6 @@ export function prepareDirectory(path: string, gid?: number): void {
   }
   try {
     if (gid !== undefined) sys.lchown(dir, -1, gid);
-    Deno.chmodSync(dir, 0o750);
   } catch (error) {
     throw new StartupError(`Cannot prepare ${dir}: ${(error as Error).message}`, { cause: error });
   }

@@ -205,6 +205,13 @@ export class Daemon {
       for await (const line of client.connection.lines()) {
         await this.#handle(client, line);
       }
+      // End of stream. A client that only shut down writing still reads:
+      // its running attempts go on and report (each has a deadline). One
+      // that closed entirely gets its attempts cancelled below.
+      while (client.attempts.size > 0 && !client.connection.peerGone()) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      await client.connection.flushed();
     } catch (error) {
       client.log.warn("client connection failed", { error: (error as Error).message });
     } finally {

@@ -2,7 +2,7 @@
  * `punchd`, the hole punching daemon: entry point.
  *
  * ```
- * sudo deno run --allow-ffi --allow-read --allow-run=nft src/daemon/main.ts --socket /tmp/punchd.socket
+ * sudo deno run --allow-ffi --allow-read --allow-run=nft src/daemon/main.ts --socket /run/punchd/punchd.socket
  * ```
  *
  * @module

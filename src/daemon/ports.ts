@@ -24,6 +24,8 @@
  * @module
  */
 
+import { readFileRaw } from "../../ffi/syscalls.ts";
+
 /** A closed range of ports. */
 export interface PortRange {
   first: number;
@@ -85,7 +87,7 @@ export function procPortsInUse(transport: Transport): Set<number> {
   for (const file of [transport, `${transport}6`]) {
     let text: string;
     try {
-      text = Deno.readTextFileSync(`/proc/net/${file}`);
+      text = new TextDecoder().decode(readFileRaw(`/proc/net/${file}`));
     } catch {
       continue; // No IPv6 in this kernel.
     }
@@ -104,7 +106,10 @@ export function procPortsInUse(transport: Transport): Set<number> {
 
 function readUnprivilegedStart(): number {
   try {
-    const n = Number(Deno.readTextFileSync("/proc/sys/net/ipv4/ip_unprivileged_port_start").trim());
+    const text = new TextDecoder().decode(
+      readFileRaw("/proc/sys/net/ipv4/ip_unprivileged_port_start"),
+    );
+    const n = Number(text.trim());
     return Number.isInteger(n) && n >= 0 ? n : 1024;
   } catch {
     return 1024;

@@ -6,7 +6,7 @@
  * message, half-closes and prints what the peer sent).
  *
  * ```
- * deno run --allow-ffi --allow-read src/examples/peer.ts --punchd /tmp/punchd.socket \
+ * deno run --allow-ffi --allow-read src/examples/peer.ts --punchd /run/punchd/punchd.socket \
  *   --rendezvous 172.16.0.1:7000 --id alice --local-ip 10.0.1.2 --port 4000 [--connect bob]
  * ```
  *
@@ -75,7 +75,7 @@ function parse(args: string[]): Options {
   const technique = TECHNIQUES.find((t) => t === (values.technique ?? "tcp-nutss"));
   if (technique === undefined) throw new RangeError(`--technique: one of ${TECHNIQUES.join(", ")}`);
   const options: Options = {
-    punchd: values.punchd ?? "/tmp/punchd.socket",
+    punchd: values.punchd ?? "/run/punchd/punchd.socket",
     rendezvous: values.rendezvous ?? "",
     id: values.id ?? "",
     localIp: canonicalIp(values["local-ip"] ?? ""),

@@ -20,9 +20,11 @@ of stream is read and printed as "received TEXT". Errors go to stderr as
 import argparse
 import array
 import socket
+import struct
 import sys
 
 MAX_LINE = 1024
+DEFAULT_SOCKET = "/run/punchd/punchd.socket"
 
 
 class PunchdError(Exception):
@@ -32,9 +34,21 @@ class PunchdError(Exception):
 class PunchdClient:
     """One connection to punchd's control socket."""
 
-    def __init__(self, path="/tmp/punchd.socket"):
+    def __init__(self, path=DEFAULT_SOCKET, daemon_uid=0):
+        """Connects, and checks by SO_PEERCRED that the listener runs as daemon_uid (root)."""
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(path)
+        try:
+            self.sock.connect(path)
+            cred = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            pid, uid, _gid = struct.unpack("3i", cred)
+            if uid != daemon_uid:
+                raise PunchdError(
+                    f"the process listening at {path} (pid {pid}) runs as uid {uid}, "
+                    f"not {daemon_uid}: not punchd"
+                )
+        except BaseException:
+            self.sock.close()
+            raise
         self.buffer = b""
         self.fds = []
 
@@ -83,7 +97,8 @@ class PunchdClient:
 
 def main(argv):
     parser = argparse.ArgumentParser(description="punchd example client")
-    parser.add_argument("--socket", default="/tmp/punchd.socket")
+    parser.add_argument("--socket", default=DEFAULT_SOCKET)
+    parser.add_argument("--daemon-uid", type=int, default=0, help="uid punchd must run as (default 0)")
     parser.add_argument("--send", help="text to send to the peer over the punched connection")
     parser.add_argument("request", nargs="+", help="initiate|respond and its fields")
     args = parser.parse_args(argv)
@@ -92,8 +107,8 @@ def main(argv):
     if expected is None or len(args.request) != expected:
         parser.error("expected initiate with 6 fields or respond with 7 fields")
     try:
-        client = PunchdClient(args.socket)
-    except OSError as error:
+        client = PunchdClient(args.socket, args.daemon_uid)
+    except (OSError, PunchdError) as error:
         print(f"error cannot connect to punchd at {args.socket}: {error}", file=sys.stderr)
         return 1
     try:
