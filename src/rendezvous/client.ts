@@ -8,7 +8,7 @@
 import { Socket } from "../../ffi/socket.ts";
 import type { InetAddress } from "../../ffi/structs.ts";
 import { LineSplitter } from "../control/connection.ts";
-import { decodeRendezvousReply, MAX_LINE, type RendezvousReply } from "./codec.ts";
+import { decodeRendezvousReply, isCredential, MAX_LINE, type RendezvousReply } from "./codec.ts";
 
 /** The rendezvous server answered `error|COMMAND|REASON`. */
 export class RendezvousRefused extends Error {
@@ -64,9 +64,18 @@ export class RendezvousClient {
     return answer;
   }
 
-  /** Registers this connection's peer ID. */
-  async register(peerId: string): Promise<void> {
-    await this.#request(`register|${peerId}`);
+  /**
+   * Registers this connection's peer ID, with the ID's credential when the
+   * server requires one (`--secret-file`) or to bind the ID to it. A server
+   * closes the connection after a wrong credential.
+   */
+  async register(peerId: string, credential?: string): Promise<void> {
+    if (credential !== undefined && !isCredential(credential)) {
+      throw new RangeError("Cannot register: a credential is 16-128 of A-Z a-z 0-9 _ -");
+    }
+    await this.#request(
+      credential === undefined ? `register|${peerId}` : `register|${peerId}|${credential}`,
+    );
   }
 
   /** Publishes this peer's endpoint for a protocol. */

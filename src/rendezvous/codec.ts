@@ -4,7 +4,7 @@
  *
  * Requests (peer to server) and their replies:
  * ```
- * register|PEER_ID               ok|register|PEER_ID
+ * register|PEER_ID[|CREDENTIAL]  ok|register|PEER_ID        (CREDENTIAL: see credentials.ts)
  * publish|PROTO|IP|PORTS         ok|publish|PROTO          (after register)
  * query|PEER_ID|PROTO            peer|PEER_ID|PROTO|IP|PORTS
  * notify|PEER_ID|PAYLOAD         ok|notify|PEER_ID         (after register; the target
@@ -13,6 +13,10 @@
  * ping                           pong
  * anything wrong                 error|COMMAND|REASON      (COMMAND "-" when unreadable)
  * ```
+ * CREDENTIAL is 16-128 of `A-Z a-z 0-9 _ -` (base64url or hex); a server
+ * with `--secret-file` requires it, otherwise it is optional and binds the ID
+ * to it. A wrong credential closes the connection after the error reply.
+ *
  * PEER_ID is 1-128 of `A-Z a-z 0-9 . _ : @ + = / -` (a public key in base64
  * fits); PROTO is `tcp` or `udp`; PAYLOAD is printable ASCII and may contain
  * `|` (it is the rest of the line). A disconnect unregisters the peer.
@@ -25,7 +29,7 @@
  * answer), for peers that punch UDP with the server's help, as the seeds'
  * UDP demos do:
  * ```
- * register|NAME        registered|NAME|IP|PORT   the name (or session ID) now points at the
+ * register|NAME[|CRED] registered|NAME|IP|PORT   the name (or session ID) now points at the
  *                                                sender's public endpoint; only that endpoint
  *                                                may renew it, until it expires
  * keepalive|NAME       alive|NAME                renews the registration (and the sender's NAT
@@ -51,7 +55,7 @@ export const MAX_LINE = 1024;
 
 /** A rendezvous request. */
 export type RendezvousRequest =
-  | { type: "register"; peerId: string }
+  | { type: "register"; peerId: string; credential?: string }
   | { type: "publish"; protocol: "tcp" | "udp"; ip: string; ports: number[] }
   | { type: "query"; peerId: string; protocol: "tcp" | "udp" }
   | { type: "notify"; peerId: string; payload: string }
@@ -72,6 +76,12 @@ export class RendezvousError extends Error {
 
 const PEER_ID = /^[A-Za-z0-9._:@+=\/-]{1,128}$/;
 const PAYLOAD = /^[\x20-\x7e]{1,900}$/;
+const CREDENTIAL = /^[A-Za-z0-9_-]{16,128}$/;
+
+/** True when `text` has the shape of a credential: 16-128 of base64url (hex fits too). */
+export function isCredential(text: string): boolean {
+  return CREDENTIAL.test(text);
+}
 
 /** True when `id` is a valid peer ID. */
 export function isPeerId(id: string): boolean {
@@ -108,8 +118,22 @@ export function decodeRendezvousRequest(line: string): RendezvousRequest {
     return { type: "notify", peerId: target, payload };
   }
   const fields = line.split("|");
+  if (command === "register") {
+    if (fields.length !== 2 && fields.length !== 3) {
+      throw new RendezvousError(
+        command,
+        `register takes PEER_ID and an optional CREDENTIAL, got ${fields.length} fields`,
+      );
+    }
+    const id = peerId(command, fields[1]);
+    if (fields.length === 2) return { type: "register", peerId: id };
+    const credential = fields[2] ?? "";
+    if (!isCredential(credential)) {
+      throw new RendezvousError(command, "bad credential (16-128 of A-Z a-z 0-9 _ -)");
+    }
+    return { type: "register", peerId: id, credential };
+  }
   const expected: Record<string, number> = {
-    register: 2,
     publish: 4,
     query: 3,
     observe: 1,
@@ -122,8 +146,6 @@ export function decodeRendezvousRequest(line: string): RendezvousRequest {
     );
   }
   switch (command) {
-    case "register":
-      return { type: "register", peerId: peerId(command, fields[1]) };
     case "publish": {
       let ip: string;
       try {

@@ -5,25 +5,45 @@
  * It also tells any client the public endpoint it sees (what STUN does), on
  * its main port and on extra probe ports, over TCP and UDP.
  *
- * Limits: lines of 1024 bytes, `maxPeers` registered peers, and 256 KiB of
- * replies queued for one connection (a peer that does not read is dropped).
- * A registered ID belongs to its connection until it disconnects: nobody
- * else can take it over.
+ * Limits (see {@linkcode RendezvousOptions} for the defaults): lines of 1024
+ * bytes; registered peers, connections and UDP names at once, and per source
+ * address (IPv4, or IPv6 /64); a connection must register within
+ * `registerTimeoutMs`; notifications per second per sender; and bytes queued
+ * for one connection. A connection whose queue is full is not read until it
+ * drains (so a peer that pipelines without reading slows only itself), and is
+ * closed when it reads nothing for `stuckTimeoutMs`. Every connection is read
+ * once per turn of the reactor, so one busy peer cannot starve the others.
+ *
+ * A registered ID belongs to its connection until it disconnects; with a
+ * credential (see `credentials.ts`) it belongs to whoever holds the
+ * credential, who may also take it over from a stale connection.
  *
  * @module
  */
 
+import { SyscallError } from "../../ffi/errno.ts";
 import { Socket } from "../../ffi/socket.ts";
 import { formatAddress, type InetAddress, type SocketAddress } from "../../ffi/structs.ts";
+import * as sys from "../../ffi/syscalls.ts";
 import { LineSplitter } from "../control/connection.ts";
 import type { Logger } from "../log.ts";
 import {
   decodeRendezvousRequest,
+  isCredential,
   isPeerId,
   MAX_LINE,
   RendezvousError,
   type RendezvousRequest,
 } from "./codec.ts";
+import { PeerConnection } from "./connection.ts";
+import { type AuthMode, CredentialPolicy } from "./credentials.ts";
+import { AddressCounter, addressKey, type Clock, TokenBucket } from "./limits.ts";
+import { UdpNames } from "./udp_names.ts";
+
+/** How registrations are authenticated (see `credentials.ts`). */
+export type RendezvousAuth =
+  | { mode: "open"; bindingTtlMs?: number }
+  | { mode: "secret"; secret: Uint8Array };
 
 /** Options of the server. */
 export interface RendezvousOptions {
@@ -35,18 +55,39 @@ export interface RendezvousOptions {
   maxPeers?: number;
   /** Milliseconds a UDP registration lives without a keepalive (default 60000). */
   udpExpiryMs?: number;
+  /** TCP connections at once on the main port (default 4096). */
+  maxConnections?: number;
+  /** TCP connections at once from one source address (default 32). */
+  maxConnectionsPerAddress?: number;
+  /** Registered IDs at once from one source address (default 16). */
+  maxIdsPerAddress?: number;
+  /** UDP names at once from one source address (default 16). */
+  maxUdpNamesPerAddress?: number;
+  /** Milliseconds a connection may stay unregistered before it is closed (default 10000). */
+  registerTimeoutMs?: number;
+  /** Notifications per second one connection may send, sustained (default 20). */
+  notifyRate?: number;
+  /** Notifications one connection may send in a burst (default 40). */
+  notifyBurst?: number;
+  /** Bytes queued for one connection at most (default 64 KiB). */
+  maxQueuedBytes?: number;
+  /** Milliseconds a connection with queued bytes may read nothing before it is closed (default 30000). */
+  stuckTimeoutMs?: number;
+  /** Registration authentication (default open: credentials optional, trust on first use). */
+  auth?: RendezvousAuth;
+  /** Milliseconds for expiries and rates (default `performance.now`). */
+  clock?: Clock;
   log: Logger;
 }
 
-const MAX_QUEUED_BYTES = 256 * 1024;
+/** Refused notifications in a row after which a sender is disconnected. */
+const MAX_REFUSED_NOTIFIES = 256;
+/** How often expired UDP names and credential bindings are swept, in milliseconds. */
+const SWEEP_INTERVAL_MS = 1000;
 const encoder = new TextEncoder();
 
 function endpointText(address: SocketAddress): string {
   return address.family === "unix" ? "-|-" : `${address.address}|${address.port}`;
-}
-
-function sameAddress(a: SocketAddress, b: SocketAddress): boolean {
-  return a.family !== "unix" && b.family !== "unix" && a.address === b.address && a.port === b.port;
 }
 
 function observedLine(address: SocketAddress): string {
@@ -54,59 +95,77 @@ function observedLine(address: SocketAddress): string {
   return `observed|${address.address}|${address.port}\n`;
 }
 
-class Peer {
-  readonly socket: Socket;
-  readonly address: SocketAddress;
-  id: string | null = null;
-  endpoints = new Map<string, { ip: string; ports: number[] }>();
-  #queued = 0;
-  #writes: Promise<void> = Promise.resolve();
-  readonly closed = new AbortController();
-
-  constructor(socket: Socket, address: SocketAddress) {
-    this.socket = socket;
-    this.address = address;
+/** Writes what fits now into a socket's buffer, for a last word before closing. */
+function sendNow(socket: Socket, line: string): void {
+  try {
+    if (socket.isOpen) sys.send(socket.fd, encoder.encode(line));
+  } catch {
+    // The peer is gone already; closing is all that is left.
   }
+}
 
-  /** Queues a line; drops the peer when too much is queued. */
-  send(line: string): void {
-    if (this.closed.signal.aborted) return;
-    const bytes = encoder.encode(line);
-    this.#queued += bytes.length;
-    if (this.#queued > MAX_QUEUED_BYTES) {
-      this.close();
-      return;
-    }
-    this.#writes = this.#writes
-      .then(() => this.socket.write(bytes, this.closed.signal))
-      .then(() => {
-        this.#queued -= bytes.length;
-      })
-      .catch(() => this.close());
-  }
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+  });
+}
 
-  close(): void {
-    if (this.closed.signal.aborted) return;
-    this.closed.abort();
-    this.socket.close();
-  }
+function isOutOfDescriptors(error: unknown): boolean {
+  return error instanceof SyscallError &&
+    ["EMFILE", "ENFILE", "ENOBUFS", "ENOMEM"].includes(error.code);
+}
+
+interface Peer extends PeerConnection {
+  registerTimer?: ReturnType<typeof setTimeout>;
+  notifyBucket?: TokenBucket;
+  refusedNotifies?: number;
+  holdsBinding?: boolean;
 }
 
 /** A running rendezvous server. */
 export class RendezvousServer {
   readonly #options: RendezvousOptions;
+  readonly #clock: Clock;
   readonly #listeners: Socket[] = [];
   readonly #udp: Socket[] = [];
   readonly #peers = new Set<Peer>();
   readonly #byId = new Map<string, Peer>();
-  /** UDP registrations: name (or session ID) to the endpoint it came from, until it expires. */
-  readonly #udpNames = new Map<string, { endpoint: SocketAddress; expires: number }>();
+  readonly #connections: AddressCounter;
+  readonly #registrations: AddressCounter;
+  readonly #udpNames: UdpNames;
+  readonly #policy: CredentialPolicy;
   readonly #tasks = new Set<Promise<void>>();
   readonly #stopped = new AbortController();
+  #sweeper: ReturnType<typeof setInterval> | undefined;
+  /** An fd held in reserve: closed to accept-and-close one connection when fds run out. */
+  #spare: Socket | null = null;
   #address: InetAddress | null = null;
 
   private constructor(options: RendezvousOptions) {
     this.#options = options;
+    this.#clock = options.clock ?? (() => performance.now());
+    const maxPeers = options.maxPeers ?? 1000;
+    this.#connections = new AddressCounter(options.maxConnectionsPerAddress ?? 32);
+    this.#registrations = new AddressCounter(options.maxIdsPerAddress ?? 16);
+    this.#udpNames = new UdpNames({
+      maxNames: maxPeers,
+      maxPerAddress: options.maxUdpNamesPerAddress ?? 16,
+      expiryMs: options.udpExpiryMs ?? 60_000,
+    });
+    const auth = options.auth ?? { mode: "open" };
+    this.#policy = new CredentialPolicy({
+      mode: auth.mode,
+      ...(auth.mode === "secret" ? { secret: auth.secret } : {}),
+      bindingTtlMs: auth.mode === "open" ? auth.bindingTtlMs ?? 3_600_000 : 0,
+      maxBindings: maxPeers * 4,
+      maxBindingsPerAddress: (options.maxIdsPerAddress ?? 16) * 4,
+    });
   }
 
   /** Binds every port and starts serving. */
@@ -134,8 +193,24 @@ export class RendezvousServer {
     return this.#byId.size;
   }
 
+  /** Open TCP connections on the main port now. */
+  get connectionCount(): number {
+    return this.#peers.size;
+  }
+
+  /** UDP names held now (expired ones until the next sweep). */
+  get udpNameCount(): number {
+    return this.#udpNames.size;
+  }
+
+  /** The authentication mode. */
+  get authMode(): AuthMode {
+    return this.#policy.mode;
+  }
+
   #open(): void {
     const { listen } = this.#options;
+    this.#spare = Socket.create(listen.family, "datagram");
     const main = Socket.create(listen.family, "stream", { reuseAddress: true });
     this.#listeners.push(main);
     main.bind(listen);
@@ -156,9 +231,15 @@ export class RendezvousServer {
       udp.bind({ ...listen, port });
       this.#track(this.#udpLoop(udp, port === bound.port));
     }
+    this.#sweeper = setInterval(() => {
+      const now = this.#clock();
+      this.#udpNames.sweep(now);
+      this.#policy.sweep(now);
+    }, SWEEP_INTERVAL_MS);
     this.#options.log.info("rendezvous server listening", {
       address: formatAddress(bound),
       probePorts: (this.#options.probePorts ?? []).join(",") || "none",
+      auth: this.#policy.mode,
     });
   }
 
@@ -171,31 +252,253 @@ export class RendezvousServer {
     this.#tasks.add(tracked);
   }
 
+  /**
+   * Out of fds: the pending connection would stay in the backlog and make
+   * the listener readable forever. Give up the spare fd, accept that
+   * connection and close it at once (its client learns now), take the
+   * spare back.
+   */
+  #shed(listener: Socket): void {
+    this.#spare?.close();
+    this.#spare = null;
+    try {
+      const accepted = sys.accept(listener.fd);
+      if (accepted !== null) sys.close(accepted.fd);
+    } catch {
+      // Still nothing to accept with; the backoff below waits for fds.
+    }
+    try {
+      this.#spare = Socket.create(this.#options.listen.family, "datagram");
+    } catch {
+      // Taken again at the next shed.
+    }
+  }
+
   async #acceptLoop(listener: Socket, probeOnly: boolean): Promise<void> {
     const signal = this.#stopped.signal;
+    let backoffMs = 0;
     while (!signal.aborted) {
       let accepted;
       try {
         accepted = await listener.accept(signal);
       } catch (error) {
         if (signal.aborted) return;
-        this.#options.log.warn("accept failed", { error: (error as Error).message });
-        await new Promise((r) => setTimeout(r, 100));
+        if (isOutOfDescriptors(error)) {
+          if (backoffMs === 0) {
+            this.#options.log.warn("out of file descriptors: refusing connections", {
+              error: (error as Error).message,
+              connections: this.#peers.size,
+            });
+          }
+          this.#shed(listener);
+          backoffMs = Math.min(Math.max(backoffMs * 2, 10), 1000);
+        } else {
+          this.#options.log.warn("accept failed", { error: (error as Error).message });
+          backoffMs = 100;
+        }
+        await sleep(backoffMs, signal);
         continue;
       }
+      if (backoffMs > 0) this.#options.log.info("accepting connections again");
+      backoffMs = 0;
+      const { socket, address } = accepted;
       if (probeOnly) {
         // Answer at once and close first: the TIME_WAIT stays on this side.
-        const { socket, address } = accepted;
-        this.#track(
-          socket.write(encoder.encode(observedLine(address)), AbortSignal.timeout(2000)).finally(
-            () => socket.close(),
-          ),
-        );
+        sendNow(socket, observedLine(address));
+        socket.close();
         continue;
       }
-      const peer = new Peer(accepted.socket, accepted.address);
-      this.#peers.add(peer);
-      this.#track(this.#serve(peer));
+      this.#admit(socket, address);
+    }
+  }
+
+  #admit(socket: Socket, address: SocketAddress): void {
+    const key = addressKey(address);
+    if (this.#peers.size >= (this.#options.maxConnections ?? 4096)) {
+      sendNow(socket, "error|-|too many connections\n");
+      socket.close();
+      return;
+    }
+    if (!this.#connections.acquire(key)) {
+      sendNow(socket, "error|-|too many connections from your address\n");
+      socket.close();
+      return;
+    }
+    const peer: Peer = new PeerConnection(socket, address, {
+      maxQueuedBytes: this.#options.maxQueuedBytes ?? 64 * 1024,
+      stuckTimeoutMs: this.#options.stuckTimeoutMs ?? 30_000,
+    });
+    const registerMs = this.#options.registerTimeoutMs ?? 10_000;
+    peer.registerTimer = setTimeout(() => {
+      sendNow(peer.socket, `error|-|not registered within ${registerMs / 1000} s\n`);
+      this.#drop(peer);
+    }, registerMs);
+    this.#peers.add(peer);
+    this.#track(this.#serve(peer));
+  }
+
+  async #serve(peer: Peer): Promise<void> {
+    const splitter = new LineSplitter(MAX_LINE);
+    const buf = new Uint8Array(4096);
+    const decoder = new TextDecoder("utf-8", { fatal: true });
+    const signal = peer.closed.signal;
+    try {
+      for (;;) {
+        // Backpressure: a peer whose replies pile up is not read until they drain.
+        if (peer.isFull) await peer.drained();
+        // One read per reactor turn: every ready connection gets its turn.
+        await peer.socket.readable(signal);
+        const n = await peer.socket.read(buf, signal);
+        if (n === 0) return;
+        for (const line of splitter.push(buf.subarray(0, n))) {
+          if (peer.isFull) await peer.drained();
+          if (line.kind === "too-long") {
+            peer.reply(`error|-|line longer than ${MAX_LINE} bytes\n`);
+            continue;
+          }
+          let text: string;
+          try {
+            text = decoder.decode(line.bytes);
+          } catch {
+            peer.reply("error|-|line is not valid UTF-8\n");
+            continue;
+          }
+          try {
+            this.#handle(peer, decodeRendezvousRequest(text));
+          } catch (error) {
+            const command = error instanceof RendezvousError ? error.command : "-";
+            peer.reply(`error|${command}|${(error as Error).message.replace(/[|\n\r]/g, " ")}\n`);
+          }
+          if (signal.aborted) return;
+        }
+      }
+    } catch (error) {
+      if (!signal.aborted) {
+        this.#options.log.debug("peer connection failed", { error: (error as Error).message });
+      }
+    } finally {
+      this.#drop(peer);
+    }
+  }
+
+  #register(peer: Peer, id: string, credential: string | undefined): void {
+    if (peer.id === id) return peer.reply(`ok|register|${id}\n`);
+    if (peer.id !== null) {
+      throw new RendezvousError("register", `this connection is registered as ${peer.id}`);
+    }
+    const now = this.#clock();
+    const held = this.#byId.get(id);
+    // A holder of the ID's credential may take the ID over from another connection.
+    const mayTakeOver = credential !== undefined &&
+      (this.#policy.mode === "secret" || this.#policy.isBound(id, now));
+    if (held !== undefined && !mayTakeOver) {
+      throw new RendezvousError("register", "peer ID is taken");
+    }
+    if (held === undefined && this.#byId.size >= (this.#options.maxPeers ?? 1000)) {
+      throw new RendezvousError("register", "too many peers");
+    }
+    if (!this.#registrations.acquire(peer.key)) {
+      throw new RendezvousError("register", "too many IDs from your address");
+    }
+    const refusal = this.#policy.admit(id, credential, peer.key, now);
+    if (refusal !== null) {
+      this.#registrations.release(peer.key);
+      this.#options.log.info("registration refused", {
+        peer: id,
+        from: formatAddress(peer.address),
+        reason: refusal,
+      });
+      if (refusal === "wrong credential") {
+        // One guess per connection.
+        sendNow(peer.socket, `error|register|${refusal}\n`);
+        peer.close();
+        return;
+      }
+      throw new RendezvousError("register", refusal);
+    }
+    if (held !== undefined) {
+      this.#options.log.info("peer ID taken over by its credential", {
+        peer: id,
+        from: formatAddress(peer.address),
+        was: formatAddress(held.address),
+      });
+      sendNow(held.socket, `error|register|${id} registered from another connection\n`);
+      this.#drop(held);
+    }
+    clearTimeout(peer.registerTimer);
+    peer.id = id;
+    peer.holdsBinding = this.#policy.mode === "open" && credential !== undefined;
+    this.#byId.set(id, peer);
+    this.#options.log.info("peer registered", { peer: id, from: formatAddress(peer.address) });
+    peer.reply(`ok|register|${id}\n`);
+  }
+
+  #notify(peer: Peer, targetId: string, payload: string): void {
+    if (peer.id === null) throw new RendezvousError("notify", "register first");
+    peer.notifyBucket ??= new TokenBucket(
+      this.#options.notifyRate ?? 20,
+      this.#options.notifyBurst ?? 40,
+      this.#clock,
+    );
+    if (!peer.notifyBucket.take()) {
+      peer.refusedNotifies = (peer.refusedNotifies ?? 0) + 1;
+      if (peer.refusedNotifies >= MAX_REFUSED_NOTIFIES) {
+        this.#options.log.info("notify flood: sender disconnected", { peer: peer.id });
+        sendNow(peer.socket, "error|notify|rate limit exceeded: disconnected\n");
+        peer.close();
+        return;
+      }
+      throw new RendezvousError("notify", "rate limit exceeded");
+    }
+    peer.refusedNotifies = 0;
+    const target = this.#byId.get(targetId);
+    if (target === undefined) throw new RendezvousError("notify", "unknown peer");
+    if (!target.offer(`notify|${peer.id}|${payload}\n`)) {
+      throw new RendezvousError("notify", "peer is not reading; try again later");
+    }
+    peer.reply(`ok|notify|${targetId}\n`);
+  }
+
+  #handle(peer: Peer, request: RendezvousRequest): void {
+    switch (request.type) {
+      case "register":
+        return this.#register(peer, request.peerId, request.credential);
+      case "publish":
+        if (peer.id === null) throw new RendezvousError("publish", "register first");
+        peer.endpoints.set(request.protocol, { ip: request.ip, ports: request.ports });
+        return peer.reply(`ok|publish|${request.protocol}\n`);
+      case "query": {
+        const target = this.#byId.get(request.peerId);
+        if (target === undefined) throw new RendezvousError("query", "unknown peer");
+        const endpoint = target.endpoints.get(request.protocol);
+        if (endpoint === undefined) {
+          throw new RendezvousError("query", `peer has published no ${request.protocol} endpoint`);
+        }
+        return peer.reply(
+          `peer|${request.peerId}|${request.protocol}|${endpoint.ip}|${endpoint.ports.join(",")}\n`,
+        );
+      }
+      case "notify":
+        return this.#notify(peer, request.peerId, request.payload);
+      case "observe":
+        return peer.reply(observedLine(peer.address));
+      case "ping":
+        return peer.reply("pong\n");
+    }
+  }
+
+  #drop(peer: Peer): void {
+    peer.close();
+    clearTimeout(peer.registerTimer);
+    if (!this.#peers.delete(peer)) return;
+    this.#connections.release(peer.key);
+    if (peer.id !== null) {
+      this.#registrations.release(peer.key);
+      if (peer.holdsBinding) this.#policy.release(peer.id, this.#clock());
+      if (this.#byId.get(peer.id) === peer) {
+        this.#byId.delete(peer.id);
+        this.#options.log.info("peer unregistered", { peer: peer.id });
+      }
     }
   }
 
@@ -207,10 +510,13 @@ export class RendezvousServer {
       let from: SocketAddress;
       let length: number;
       try {
+        // One datagram per reactor turn, as for TCP connections.
+        await socket.readable(signal);
         ({ from, length } = await socket.receiveFrom(buf, signal));
       } catch (error) {
         if (signal.aborted) return;
         this.#options.log.warn("udp receive failed", { error: (error as Error).message });
+        await sleep(10, signal);
         continue;
       }
       // Probe ports answer anything with the observed endpoint; the main port speaks the UDP protocol.
@@ -219,7 +525,8 @@ export class RendezvousServer {
         : [{ to: from, text: observedLine(from).trimEnd() }];
       for (const reply of replies) {
         try {
-          await socket.sendTo(encoder.encode(reply.text), reply.to, AbortSignal.timeout(1000));
+          // A full socket buffer drops the reply, as the network could: never wait for room.
+          sys.sendTo(socket.fd, encoder.encode(reply.text), reply.to);
         } catch (error) {
           this.#options.log.debug("udp reply failed", {
             to: formatAddress(reply.to),
@@ -235,35 +542,43 @@ export class RendezvousServer {
    * `codec.ts` for the protocol: register, keepalive, connect, observe.
    */
   #udpRequest(text: string, from: SocketAddress): { to: SocketAddress; text: string }[] {
-    const now = Date.now();
-    const expiry = this.#options.udpExpiryMs ?? 60_000;
-    for (const [name, r] of this.#udpNames) if (r.expires <= now) this.#udpNames.delete(name);
+    const now = this.#clock();
     const reply = (t: string) => [{ to: from, text: t }];
     const [command = "", name = "", ...rest] = text.split("|");
     if (command === "observe" && name === "") return reply(observedLine(from).trimEnd());
     if (!["register", "keepalive", "connect"].includes(command)) {
       return reply(`error|-|unknown command "${command.slice(0, 20)}"`);
     }
-    if (rest.length > 0 || !isPeerId(name)) {
+    const credential = command === "register" && rest.length === 1 ? rest[0] : undefined;
+    if ((rest.length > 0 && credential === undefined) || !isPeerId(name)) {
       return reply(`error|${command}|bad name (1-128 of A-Z a-z 0-9 . _ : @ + = / -)`);
     }
-    const held = this.#udpNames.get(name);
-    const mine = held !== undefined && sameAddress(held.endpoint, from);
+    if (credential !== undefined && !isCredential(credential)) {
+      return reply("error|register|bad credential (16-128 of A-Z a-z 0-9 _ -)");
+    }
     switch (command) {
-      case "register":
-        if (held !== undefined && !mine) return reply(`error|register|name is taken`);
-        if (held === undefined && this.#udpNames.size >= (this.#options.maxPeers ?? 1000)) {
-          return reply("error|register|too many registrations");
+      case "register": {
+        // UDP names are bound to their endpoint; only a server secret adds a credential check.
+        if (this.#policy.mode === "secret") {
+          const refusal = this.#policy.admit(name, credential, addressKey(from), now);
+          if (refusal !== null) return reply(`error|register|${refusal}`);
         }
-        this.#udpNames.set(name, { endpoint: from, expires: now + expiry });
+        const refused = this.#udpNames.register(name, from, now);
+        if (refused === "taken") return reply("error|register|name is taken");
+        if (refused === "full") return reply("error|register|too many registrations");
+        if (refused === "address-full") {
+          return reply("error|register|too many names from your address");
+        }
         return reply(`registered|${name}|${endpointText(from)}`);
+      }
       case "keepalive":
-        if (!mine || held === undefined) {
+        if (!this.#udpNames.isOwner(name, from, now)) {
           return reply(`error|keepalive|unknown name (expired or not yours)`);
         }
-        held.expires = now + expiry;
+        this.#udpNames.renew(name, now);
         return reply(`alive|${name}`);
       default: {
+        const held = this.#udpNames.get(name, now);
         if (held === undefined) return reply(`unknown|${name}`);
         // Both sides learn the other's endpoint; they punch to each other from there.
         return [
@@ -274,107 +589,12 @@ export class RendezvousServer {
     }
   }
 
-  async #serve(peer: Peer): Promise<void> {
-    const splitter = new LineSplitter(MAX_LINE);
-    const buf = new Uint8Array(4096);
-    const decoder = new TextDecoder("utf-8", { fatal: true });
-    const signal = AbortSignal.any([this.#stopped.signal, peer.closed.signal]);
-    try {
-      for (;;) {
-        const n = await peer.socket.read(buf, signal);
-        if (n === 0) return;
-        for (const line of splitter.push(buf.subarray(0, n))) {
-          if (line.kind === "too-long") {
-            peer.send(`error|-|line longer than ${MAX_LINE} bytes\n`);
-            continue;
-          }
-          let text: string;
-          try {
-            text = decoder.decode(line.bytes);
-          } catch {
-            peer.send("error|-|line is not valid UTF-8\n");
-            continue;
-          }
-          try {
-            this.#handle(peer, decodeRendezvousRequest(text));
-          } catch (error) {
-            const command = error instanceof RendezvousError ? error.command : "-";
-            peer.send(`error|${command}|${(error as Error).message.replace(/[|\n\r]/g, " ")}\n`);
-          }
-        }
-      }
-    } catch (error) {
-      if (!signal.aborted) {
-        this.#options.log.debug("peer connection failed", { error: (error as Error).message });
-      }
-    } finally {
-      this.#drop(peer);
-    }
-  }
-
-  #handle(peer: Peer, request: RendezvousRequest): void {
-    switch (request.type) {
-      case "register": {
-        if (peer.id === request.peerId) return peer.send(`ok|register|${peer.id}\n`);
-        if (peer.id !== null) {
-          throw new RendezvousError("register", `this connection is registered as ${peer.id}`);
-        }
-        if (this.#byId.has(request.peerId)) {
-          throw new RendezvousError("register", "peer ID is taken");
-        }
-        if (this.#byId.size >= (this.#options.maxPeers ?? 1000)) {
-          throw new RendezvousError("register", "too many peers");
-        }
-        peer.id = request.peerId;
-        this.#byId.set(peer.id, peer);
-        this.#options.log.info("peer registered", {
-          peer: peer.id,
-          from: formatAddress(peer.address),
-        });
-        return peer.send(`ok|register|${peer.id}\n`);
-      }
-      case "publish":
-        if (peer.id === null) throw new RendezvousError("publish", "register first");
-        peer.endpoints.set(request.protocol, { ip: request.ip, ports: request.ports });
-        return peer.send(`ok|publish|${request.protocol}\n`);
-      case "query": {
-        const target = this.#byId.get(request.peerId);
-        if (target === undefined) throw new RendezvousError("query", "unknown peer");
-        const endpoint = target.endpoints.get(request.protocol);
-        if (endpoint === undefined) {
-          throw new RendezvousError("query", `peer has published no ${request.protocol} endpoint`);
-        }
-        return peer.send(
-          `peer|${request.peerId}|${request.protocol}|${endpoint.ip}|${endpoint.ports.join(",")}\n`,
-        );
-      }
-      case "notify": {
-        if (peer.id === null) throw new RendezvousError("notify", "register first");
-        const target = this.#byId.get(request.peerId);
-        if (target === undefined) throw new RendezvousError("notify", "unknown peer");
-        target.send(`notify|${peer.id}|${request.payload}\n`);
-        return peer.send(`ok|notify|${request.peerId}\n`);
-      }
-      case "observe":
-        return peer.send(observedLine(peer.address));
-      case "ping":
-        return peer.send("pong\n");
-    }
-  }
-
-  #drop(peer: Peer): void {
-    peer.close();
-    this.#peers.delete(peer);
-    if (peer.id !== null && this.#byId.get(peer.id) === peer) {
-      this.#byId.delete(peer.id);
-      this.#options.log.info("peer unregistered", { peer: peer.id });
-    }
-  }
-
   /** Closes every socket; resolves when every task has ended. */
   async stop(): Promise<void> {
     this.#stopped.abort();
+    clearInterval(this.#sweeper);
     for (const socket of [...this.#listeners, ...this.#udp]) socket.close();
+    this.#spare?.close();
     for (const peer of [...this.#peers]) this.#drop(peer);
     while (this.#tasks.size > 0) await Promise.allSettled([...this.#tasks]);
   }

@@ -110,7 +110,8 @@ Deno.test("an ID belongs to its connection: no takeover, and a disconnect frees 
 
 const BAD: [string, string][] = [
   ["hello", 'error|-|unknown command "hello"'],
-  ["register", "error|register|register takes 2 fields, got 1"],
+  ["register", "error|register|register takes PEER_ID and an optional CREDENTIAL, got 1 fields"],
+  ["register|alice|short", "error|register|bad credential (16-128 of A-Z a-z 0-9 _ -)"],
   ["register|", "error|register|bad peer ID (1-128 of A-Z a-z 0-9 . _ : @ + = / -)"],
   ["register|a b", "error|register|bad peer ID (1-128 of A-Z a-z 0-9 . _ : @ + = / -)"],
   [
