@@ -536,7 +536,8 @@ export const sockaddrLl = {
         pkttype: buf[10] ?? 0,
         address: buf.slice(12, 12 + halen),
       },
-      bytesRead: SOCKADDR_LL_SIZE,
+      // The kernel reports 12 + halen bytes (18 for Ethernet), not sizeof(struct sockaddr_ll).
+      bytesRead: 12 + halen,
     };
   },
 };

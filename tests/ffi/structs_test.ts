@@ -11,6 +11,7 @@ import {
   rightsFds,
   rightsMessage,
   sockaddr,
+  sockaddrLl,
   ucred,
   unsafeEncodeMsghdr,
 } from "../../ffi/structs.ts";
@@ -124,4 +125,26 @@ Deno.test("pollfd, ucred and epoll_event round-trip", () => {
   assertEquals(bytes.length, EPOLL_EVENT_SIZE);
   assertEquals(epollEvent.decode(bytes, 1).value, events);
   assertThrows(() => epollEvent.decode(bytes, 2), RangeError);
+});
+
+// Found by tests/fuzz: decode claimed 20 bytes read from the 18 the kernel reports for Ethernet.
+Deno.test("sockaddr_ll decodes the 12 + halen bytes the kernel reports, and reads no more", () => {
+  // sll_family=17 (host order) | sll_protocol=0x0800 (BE) | ifindex 2 | hatype 1 | PACKET_HOST |
+  // halen 6 | 02:00:00:00:00:01
+  const bytes = new Uint8Array(18);
+  const dv = new DataView(bytes.buffer);
+  dv.setUint16(0, 17, true);
+  dv.setUint16(2, 0x0800, false);
+  dv.setInt32(4, 2, true);
+  dv.setUint16(8, 1, true);
+  bytes.set([0, 6, 2, 0, 0, 0, 0, 1], 10);
+  const { value, bytesRead } = sockaddrLl.decode(bytes);
+  assertEquals(bytesRead, 18);
+  assertEquals(value, {
+    protocol: 0x0800,
+    ifindex: 2,
+    hatype: 1,
+    pkttype: 0,
+    address: new Uint8Array([2, 0, 0, 0, 0, 1]),
+  });
 });
