@@ -13,17 +13,20 @@
  *   operator's allowed ranges, is for root clients only;
  * - a port another attempt holds is refused, whoever asks (ports are shared
  *   only among the sockets of one attempt);
- * - a port any other socket of this network namespace is bound to (from
- *   /proc/net) is refused, so punchd never joins a group it did not make.
- *   TCP sockets that are closing (FIN_WAIT, TIME_WAIT, CLOSE_WAIT,
- *   LAST_ACK, CLOSING) do not count: they can take no new connection, and a
- *   port's last probe connection must not block the attempt that follows it.
+ * - a port another socket of this network namespace holds is refused (the
+ *   kernel's bind rules decide, see {@linkcode portInUse}: a TCP listener or
+ *   a socket bound without SO_REUSEADDR, any bound UDP socket), so punchd
+ *   never joins a group it did not make. A TCP port in TIME_WAIT is free:
+ *   the last probe connection must not block the attempt that follows it.
  *   Sockets of other uids cannot join punchd's groups (the kernel requires
  *   the same uid).
  *
  * @module
  */
 
+import { EADDRINUSE, EADDRNOTAVAIL, SyscallError } from "../../ffi/errno.ts";
+import { Socket } from "../../ffi/socket.ts";
+import type { SocketAddress } from "../../ffi/structs.ts";
 import { readFileRaw } from "../../ffi/syscalls.ts";
 
 /** A closed range of ports. */
@@ -43,8 +46,8 @@ export interface PortPolicyOptions {
   allow?: PortRange[];
   /** Non-root clients may never use these ports. */
   deny?: PortRange[];
-  /** The sockets bound now, as transport and port (default: /proc/net of this namespace). */
-  portsInUse?: (transport: Transport) => Set<number>;
+  /** Whether another socket holds the port now (default: {@linkcode portInUse}). */
+  inUse?: (transport: Transport, port: number) => boolean;
 }
 
 /** A port request that is refused; the message is the client-facing reason. */
@@ -72,36 +75,38 @@ function inRanges(port: number, ranges: readonly PortRange[]): boolean {
   return ranges.some((r) => port >= r.first && port <= r.last);
 }
 
-/** TCP states (as /proc/net/tcp prints them) of sockets that still take or hold a flow. */
-const LIVE_TCP_STATES = new Set([
-  "01", // ESTABLISHED
-  "02", // SYN_SENT
-  "03", // SYN_RECV
-  "07", // CLOSE (bound, not yet listening)
-  "0A", // LISTEN
-]);
-
-/** The local ports of the sockets in /proc/net/{tcp,tcp6} or {udp,udp6} (TCP: live states only). */
-export function procPortsInUse(transport: Transport): Set<number> {
-  const ports = new Set<number>();
-  for (const file of [transport, `${transport}6`]) {
-    let text: string;
+/**
+ * True when binding `port` now would conflict with another socket, by the
+ * kernel's own rules, on any address of either family: a TCP probe with
+ * SO_REUSEADDR (conflicts with a listener, or a socket bound without
+ * SO_REUSEADDR, not with TIME_WAIT), a UDP probe without it (conflicts with
+ * any bound socket). Never SO_REUSEPORT: the probe joins no group.
+ */
+export function portInUse(transport: Transport, port: number): boolean {
+  const probes: SocketAddress[] = [
+    { family: "inet", address: "0.0.0.0", port },
+    { family: "inet6", address: "::", port },
+  ];
+  for (const address of probes) {
+    let socket: Socket;
     try {
-      text = new TextDecoder().decode(readFileRaw(`/proc/net/${file}`));
+      socket = Socket.create(address.family, transport === "tcp" ? "stream" : "datagram", {
+        reuseAddress: transport === "tcp",
+      });
     } catch {
       continue; // No IPv6 in this kernel.
     }
-    for (const line of text.split("\n").slice(1)) {
-      const fields = line.trim().split(/\s+/);
-      const local = fields[1];
-      const state = fields[3];
-      if (local === undefined || state === undefined) continue;
-      if (transport === "tcp" && !LIVE_TCP_STATES.has(state)) continue;
-      const port = parseInt(local.slice(local.lastIndexOf(":") + 1), 16);
-      if (Number.isInteger(port) && port > 0) ports.add(port);
+    try {
+      socket.bind(address);
+    } catch (error) {
+      if (error instanceof SyscallError && error.errno === EADDRINUSE) return true;
+      if (error instanceof SyscallError && error.errno === EADDRNOTAVAIL) continue;
+      throw error;
+    } finally {
+      socket.close();
     }
   }
-  return ports;
+  return false;
 }
 
 function readUnprivilegedStart(): number {
@@ -120,7 +125,7 @@ function readUnprivilegedStart(): number {
 export class PortPolicy {
   readonly #options: PortPolicyOptions;
   readonly #unprivilegedStart: number;
-  readonly #portsInUse: (transport: Transport) => Set<number>;
+  readonly #inUse: (transport: Transport, port: number) => boolean;
   /** `tcp:40000` to the owner holding it. */
   readonly #held = new Map<string, number>();
 
@@ -128,7 +133,7 @@ export class PortPolicy {
   constructor(options: PortPolicyOptions = {}) {
     this.#options = options;
     this.#unprivilegedStart = options.unprivilegedStart ?? readUnprivilegedStart();
-    this.#portsInUse = options.portsInUse ?? procPortsInUse;
+    this.#inUse = options.inUse ?? portInUse;
   }
 
   /** Ports held by attempts now. */
@@ -142,7 +147,6 @@ export class PortPolicy {
    */
   check(uid: number, transport: Transport, ports: readonly number[]): void {
     const { allow, deny } = this.#options;
-    let inUse: Set<number> | undefined;
     for (const port of ports) {
       if (uid !== 0) {
         if (port < this.#unprivilegedStart) {
@@ -157,8 +161,7 @@ export class PortPolicy {
       if (this.#held.has(`${transport}:${port}`)) {
         throw new PortRefusedError(`SRC_PORT ${port} is in use by another attempt`);
       }
-      inUse ??= this.#portsInUse(transport);
-      if (inUse.has(port)) {
+      if (this.#inUse(transport, port)) {
         throw new PortRefusedError(`SRC_PORT ${port} is in use by another ${transport} socket`);
       }
     }

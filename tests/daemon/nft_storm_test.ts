@@ -1,0 +1,161 @@
+/**
+ * The nft process storm (security issue, item 3), written as the attack:
+ * 2,000 concurrent tcp-nutss attempts from 8 clients. Each attempt needs a
+ * firewall guard before its first SYN; they must go through a bounded path
+ * while a bystander keeps being answered, and leave the sets empty.
+ */
+
+import { assert, assertEquals } from "../assert.ts";
+import { type Attempt, PunchdClient } from "../../src/client/client.ts";
+import { rawConnect, readLines, startDaemon } from "../helpers/daemon.ts";
+import { isRoot, note, skipUnless } from "../helpers/skip.ts";
+
+const ROOT = skipUnless(isRoot(), "nft storm", "needs root (network namespace, nftables)");
+
+async function run(args: string[]): Promise<void> {
+  const out = await new Deno.Command(args[0] ?? "", { args: args.slice(1), stderr: "piped" })
+    .output();
+  if (!out.success) {
+    throw new Error(`${args.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
+  }
+}
+
+/** nft processes whose parent is `pid`, read from /proc. */
+function nftChildren(pid: number): number {
+  let count = 0;
+  for (const entry of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(entry.name)) continue;
+    try {
+      const stat = Deno.readTextFileSync(`/proc/${entry.name}/stat`);
+      // pid (comm) state ppid ...
+      const m = stat.match(/^\d+ \((.*)\) \S+ (\d+)/);
+      if (m !== null && m[1] === "nft" && Number(m[2]) === pid) count++;
+    } catch {
+      // Exited meanwhile.
+    }
+  }
+  return count;
+}
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] ?? NaN;
+}
+
+Deno.test({
+  name: "2,000 concurrent tcp-nutss attempts: bounded nft processes, a bystander answered, " +
+    "empty sets afterwards",
+  ignore: ROOT,
+}, async () => {
+  const ns = `pdstorm${Deno.pid}`;
+  await run(["ip", "netns", "add", ns]);
+  try {
+    // A void inside the namespace: SYNs to 10.99.0.2 go out d0 to a MAC nobody has, and the
+    // other end of the veth (d1, same namespace) drops them. Nothing answers, nothing leaves.
+    await run(["ip", "-n", ns, "link", "set", "lo", "up"]);
+    await run(["ip", "-n", ns, "link", "add", "d0", "type", "veth", "peer", "name", "d1"]);
+    await run(["ip", "-n", ns, "addr", "add", "10.99.0.1/24", "dev", "d0"]);
+    await run(["ip", "-n", ns, "link", "set", "d0", "up"]);
+    await run(["ip", "-n", ns, "link", "set", "d1", "up"]);
+    await run([
+      "ip",
+      "-n",
+      ns,
+      "neigh",
+      "add",
+      "10.99.0.2",
+      "lladdr",
+      "02:00:00:00:00:02",
+      "dev",
+      "d0",
+      "nud",
+      "permanent",
+    ]);
+    await using daemon = await startDaemon(
+      ["--log-level", "warn", "--attempt-timeout", "60"],
+      undefined,
+      ["ip", "netns", "exec", ns],
+    );
+    let peak = 0;
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        peak = Math.max(peak, nftChildren(daemon.pid));
+        await new Promise((r) => setTimeout(r, 2));
+      }
+    })();
+    const clients = await Promise.all(
+      Array.from({ length: 8 }, () => PunchdClient.connect(daemon.socketPath)),
+    );
+    const bystander = await rawConnect(daemon.socketPath);
+    const latencies: number[] = [];
+    try {
+      const attempts: Attempt[] = [];
+      for (const [c, client] of clients.entries()) {
+        for (let i = 0; i < 250; i++) {
+          const n = c * 250 + i;
+          attempts.push(client.initiate({
+            id: `s${n}`,
+            technique: "tcp-nutss",
+            srcIp: "10.99.0.1",
+            srcPorts: [20000 + n],
+            dstIp: "10.99.0.2",
+            dstPorts: [40000 + n],
+          }));
+        }
+      }
+      const started = performance.now();
+      // Each attempt's first progress line comes once its guard is in the kernel.
+      const progressed = Promise.all(
+        attempts.map((a) => a.progress[Symbol.asyncIterator]().next()),
+      );
+      let done = false;
+      void progressed.finally(() => done = true);
+      // The bystander asks one thing at a time while the storm goes on.
+      const encoder = new TextEncoder();
+      for (let i = 0; !done || i < 50; i++) {
+        const t = performance.now();
+        await bystander.write(encoder.encode(`cancel|b${i}\n`));
+        assertEquals(await readLines(bystander, 1), [`error|b${i}|no active attempt with this ID`]);
+        latencies.push(performance.now() - t);
+        if (i > 5000) break;
+      }
+      const results = await progressed;
+      const allProgressMs = performance.now() - started;
+      assertEquals(results.filter((r) => r.done).length, 0, "an attempt failed instead");
+      const guards = await listGuards(ns);
+      assertEquals(guards, 2000, "one guard per running attempt");
+      latencies.sort((a, b) => a - b);
+      note(
+        `nft storm: 2,000 attempts had their guards after ${Math.round(allProgressMs)} ms; ` +
+          `peak nft processes ${peak}; bystander ${latencies.length} requests, median ` +
+          `${percentile(latencies, 0.5).toFixed(1)} ms, p99 ${
+            percentile(latencies, 0.99).toFixed(1)
+          } ms`,
+      );
+      assert(peak <= 1, `${peak} nft processes at once`);
+      assert(percentile(latencies, 0.99) < 2000, "the bystander waited seconds");
+      await Promise.all(attempts.map((a) => a.cancel()));
+      await Promise.all(attempts.map((a) => a.socket.catch(() => {})));
+    } finally {
+      bystander.close();
+      await Promise.all(clients.map((c) => c.close()));
+      sampling = false;
+      await sampler;
+    }
+    // Every guard went with its attempt (the reply comes after the removal).
+    assertEquals(await listGuards(ns), 0);
+    assert(peak <= 1, `${peak} nft processes at once`);
+  } finally {
+    await run(["ip", "netns", "del", ns]);
+  }
+});
+
+async function listGuards(ns: string): Promise<number> {
+  const out = await new Deno.Command("ip", {
+    args: ["netns", "exec", ns, "nft", "-j", "list", "table", "inet", "punchd"],
+  }).output();
+  const parsed = JSON.parse(new TextDecoder().decode(out.stdout)) as {
+    nftables: { set?: { elem?: unknown[] } }[];
+  };
+  return parsed.nftables.reduce((n, item) => n + (item.set?.elem?.length ?? 0), 0);
+}
