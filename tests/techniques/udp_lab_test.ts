@@ -101,7 +101,7 @@ Deno.test({
   await withLab("preserving", "preserving", [], async (lab, clientA, clientB) => {
     const serverPort = 31000;
     const server = await clientB.endpoint("session", "udp", lab.hostB.ip, [serverPort]);
-    const clients = await Promise.all([0, 1, 2, 3, 4].map(async (i) => {
+    const settled = await Promise.allSettled([0, 1, 2, 3, 4].map(async (i) => {
       const port = 21000 + i;
       const me = await clientA.endpoint(`c${i}`, "udp", lab.hostA.ip, [port]);
       const initiator = clientA.initiate({
@@ -124,10 +124,24 @@ Deno.test({
         dstPorts: me.ports,
         extra: offer.value ?? "",
       });
-      for await (const data of responder.progress) await initiator.peer(data);
-      return { i, a: await initiator.socket, b: await responder.socket };
+      const sockets = Promise.allSettled([initiator.socket, responder.socket]);
+      for await (const data of responder.progress) await initiator.peer(data).catch(() => {});
+      const [a, b] = await sockets;
+      if (a.status === "fulfilled" && b.status === "fulfilled") {
+        return { i, a: a.value, b: b.value };
+      }
+      if (a.status === "fulfilled") a.value.close();
+      if (b.status === "fulfilled") b.value.close();
+      const why = (r: PromiseSettledResult<Socket>) =>
+        r.status === "rejected" ? (r.reason as Error).message : "connected";
+      throw new Error(`client ${i}: ${why(a)}; server peer: ${why(b)}`);
     }));
+    const clients = settled.flatMap((r) => r.status === "fulfilled" ? [r.value] : []);
+    const failures = settled.flatMap((r) =>
+      r.status === "rejected" ? [(r.reason as Error).message] : []
+    );
     try {
+      assertEquals(failures, []);
       for (const { i, a, b } of clients) {
         assertEquals(a.peerAddress(), { family: "inet", address: lab.publicB, port: serverPort });
         assertEquals(b.peerAddress(), { family: "inet", address: lab.publicA, port: 21000 + i });
