@@ -34,6 +34,8 @@ export interface ConnectionOptions {
 
 /** Largest single write: small enough that a slowly reading peer still makes progress. */
 const WRITE_CHUNK = 4096;
+/** How long a finished connection waits for its peer to close, in milliseconds. */
+const LINGER_MS = 2000;
 const encoder = new TextEncoder();
 
 /** A TCP connection of a peer. */
@@ -54,6 +56,7 @@ export class PeerConnection {
   #queue: Uint8Array[] = [];
   #queued = 0;
   #writing = false;
+  #finishing = false;
   #drainWaiters: (() => void)[] = [];
 
   /** Wraps an accepted socket. */
@@ -74,6 +77,18 @@ export class PeerConnection {
     return this.#queued >= this.#options.maxQueuedBytes;
   }
 
+  /** True once `finish()` was called: read nothing more from this peer. */
+  get finishing(): boolean {
+    return this.#finishing;
+  }
+
+  /** Queues a last line after everything queued, then closes once it is written. */
+  finish(line: string): void {
+    if (this.#finishing) return;
+    this.#enqueue(encoder.encode(line));
+    this.#finishing = true;
+  }
+
   /** Queues one of this peer's own replies (the reader pauses before the queue grows further). */
   reply(line: string): void {
     this.#enqueue(encoder.encode(line));
@@ -82,7 +97,9 @@ export class PeerConnection {
   /** Queues a line from someone else if it fits; false (nothing queued) when it does not. */
   offer(line: string): boolean {
     const bytes = encoder.encode(line);
-    if (this.#queued + bytes.length > this.#options.maxQueuedBytes) return false;
+    if (this.#finishing || this.#queued + bytes.length > this.#options.maxQueuedBytes) {
+      return false;
+    }
     this.#enqueue(bytes);
     return true;
   }
@@ -102,7 +119,7 @@ export class PeerConnection {
   }
 
   #enqueue(bytes: Uint8Array): void {
-    if (this.closed.signal.aborted) return;
+    if (this.closed.signal.aborted || this.#finishing) return;
     this.#queue.push(bytes);
     this.#queued += bytes.length;
     if (!this.#writing) void this.#flush();
@@ -128,10 +145,34 @@ export class PeerConnection {
           for (const wake of this.#drainWaiters.splice(0)) wake();
         }
       }
+      if (this.#finishing) await this.#linger();
     } catch (error) {
       this.close(error);
     } finally {
       this.#writing = false;
+    }
+  }
+
+  /**
+   * Half-closes after the last reply and reads (discarding) until the peer
+   * closes too, for at most LINGER_MS: closing with unread input would send
+   * a reset, which makes the peer's kernel throw away the replies it has not
+   * read yet, the last one among them.
+   */
+  async #linger(): Promise<void> {
+    const timer = setTimeout(() => this.close(), Math.min(LINGER_MS, this.#options.stuckTimeoutMs));
+    try {
+      this.socket.closeWrite();
+      const buf = new Uint8Array(4096);
+      for (;;) {
+        await this.socket.readable(this.closed.signal);
+        if (await this.socket.read(buf, this.closed.signal) === 0) break;
+      }
+    } catch {
+      // Closed by the timer, or the peer reset: closing is all that is left.
+    } finally {
+      clearTimeout(timer);
+      this.close();
     }
   }
 

@@ -330,8 +330,7 @@ export class RendezvousServer {
     });
     const registerMs = this.#options.registerTimeoutMs ?? 10_000;
     peer.registerTimer = setTimeout(() => {
-      sendNow(peer.socket, `error|-|not registered within ${registerMs / 1000} s\n`);
-      this.#drop(peer);
+      peer.finish(`error|-|not registered within ${registerMs / 1000} s\n`);
     }, registerMs);
     this.#peers.add(peer);
     this.#track(this.#serve(peer));
@@ -342,16 +341,22 @@ export class RendezvousServer {
     const buf = new Uint8Array(4096);
     const decoder = new TextDecoder("utf-8", { fatal: true });
     const signal = peer.closed.signal;
+    // After finish(), the last reply goes out and the writer closes the connection.
+    const closed = new Promise((resolve) =>
+      signal.addEventListener("abort", resolve, { once: true })
+    );
     try {
       for (;;) {
         // Backpressure: a peer whose replies pile up is not read until they drain.
         if (peer.isFull) await peer.drained();
         // One read per reactor turn: every ready connection gets its turn.
         await peer.socket.readable(signal);
+        if (peer.finishing) return void await closed;
         const n = await peer.socket.read(buf, signal);
         if (n === 0) return;
         for (const line of splitter.push(buf.subarray(0, n))) {
           if (peer.isFull) await peer.drained();
+          if (peer.finishing) return void await closed;
           if (line.kind === "too-long") {
             peer.reply(`error|-|line longer than ${MAX_LINE} bytes\n`);
             continue;
@@ -369,7 +374,6 @@ export class RendezvousServer {
             const command = error instanceof RendezvousError ? error.command : "-";
             peer.reply(`error|${command}|${(error as Error).message.replace(/[|\n\r]/g, " ")}\n`);
           }
-          if (signal.aborted) return;
         }
       }
     } catch (error) {
@@ -410,9 +414,7 @@ export class RendezvousServer {
       });
       if (refusal === "wrong credential") {
         // One guess per connection.
-        sendNow(peer.socket, `error|register|${refusal}\n`);
-        peer.close();
-        return;
+        return peer.finish(`error|register|${refusal}\n`);
       }
       throw new RendezvousError("register", refusal);
     }
@@ -422,8 +424,8 @@ export class RendezvousServer {
         from: formatAddress(peer.address),
         was: formatAddress(held.address),
       });
-      sendNow(held.socket, `error|register|${id} registered from another connection\n`);
-      this.#drop(held);
+      this.#byId.delete(id);
+      held.finish(`error|register|${id} registered from another connection\n`);
     }
     clearTimeout(peer.registerTimer);
     peer.id = id;
@@ -444,9 +446,7 @@ export class RendezvousServer {
       peer.refusedNotifies = (peer.refusedNotifies ?? 0) + 1;
       if (peer.refusedNotifies >= MAX_REFUSED_NOTIFIES) {
         this.#options.log.info("notify flood: sender disconnected", { peer: peer.id });
-        sendNow(peer.socket, "error|notify|rate limit exceeded: disconnected\n");
-        peer.close();
-        return;
+        return peer.finish("error|notify|rate limit exceeded: disconnected\n");
       }
       throw new RendezvousError("notify", "rate limit exceeded");
     }
