@@ -114,6 +114,12 @@ function contains(haystack: Uint8Array, needle: Uint8Array): boolean {
   return false;
 }
 
+/** How many datagrams punchd's log says it refused for their source address. */
+function refusedForAddress(logs: string): number {
+  return logs.split("\n").filter((l) => l.includes(STRAYS_MESSAGE))
+    .reduce((sum, l) => sum + Number(l.match(/ wrong_address=(\d+)/)?.[1] ?? 0), 0);
+}
+
 function describe(socket: Socket): string {
   const peer = socket.peerAddress() as { address: string; port: number };
   return `${peer.address}:${peer.port}`;
@@ -161,9 +167,7 @@ Deno.test({
         );
         assertEquals(taken, []);
         // The attacker's datagrams reached A's attempts and were refused for their address.
-        const refused = services.a.logs().split("\n").filter((l) => l.includes(STRAYS_MESSAGE))
-          .reduce((sum, l) => sum + Number(l.match(/ wrong_address=(\d+)/)?.[1] ?? 0), 0);
-        assert(refused > 0, "no datagram of the attacker reached A's attempts");
+        assert(refusedForAddress(services.a.logs()) > 0, "no datagram of the attacker reached A");
         const encoder = new TextEncoder();
         for (const token of tokens) {
           const raw = Uint8Array.from(token.match(/../g) ?? [], (h) => parseInt(h, 16));
@@ -207,4 +211,46 @@ Deno.test({
       await service.stop();
     }
   }, { lanAttacker: true });
+});
+
+Deno.test({
+  name:
+    "while birthday probing accepts any port of the peer's address, the LAN attacker is refused",
+  ignore: needsRoot,
+}, async () => {
+  // A is the easy side: it probes random ports of B's symmetric NAT and takes punches from any of them.
+  await withLab(
+    "preserving",
+    "symmetric",
+    ["--attempt-timeout", "10"],
+    async (lab, a, b, services) => {
+      const service = startAttacker(lab, 40);
+      try {
+        await waitForOutput(service, /ready/);
+        const wrong: string[] = [];
+        const failures: string[] = [];
+        for (let n = 0; n < 3; n++) {
+          try {
+            const outcome = await punch(a, b, lab, "udp-birthday", n);
+            const peer = outcome.a.peerAddress() as { address: string };
+            if (peer.address !== lab.publicB) {
+              wrong.push(`attempt ${n} connected to ${describe(outcome.a)}`);
+            }
+            outcome.a.close();
+            outcome.b.close();
+          } catch (error) {
+            failures.push((error as Error).message);
+          }
+        }
+        const { sent } = await report(service);
+        assert(sent > 0, "the attacker answered nothing: the test proved nothing");
+        assertEquals(wrong, []);
+        assert(refusedForAddress(services.a.logs()) > 0, "no datagram of the attacker reached A");
+        assert(failures.length <= 1, `birthday probing failed: ${failures.join("; ")}`);
+      } finally {
+        await service.stop();
+      }
+    },
+    { lanAttacker: true },
+  );
 });
