@@ -80,6 +80,8 @@ export const LIBC_SYMBOLS = {
   lchown: { parameters: ["buffer", "u32", "u32"], result: "i32" },
   /** int mkdir(const char *path, mode_t mode); */
   mkdir: { parameters: ["buffer", "u32"], result: "i32" },
+  /** int malloc_trim(size_t pad); */
+  malloc_trim: { parameters: ["usize"], result: "i32" },
   /** uid_t geteuid(void); */
   geteuid: { parameters: [], result: "u32" },
   /** mode_t umask(mode_t mask); */

@@ -428,6 +428,11 @@ export function effectiveUid(): number {
   return libc().geteuid();
 }
 
+/** malloc_trim(3): returns the C heap's free memory to the kernel; true when some was. */
+export function trimHeap(): boolean {
+  return libc().malloc_trim(0n) === 1;
+}
+
 /** umask(2); returns the previous mask. */
 export function umask(mask: number): number {
   return libc().umask(mask);

@@ -38,6 +38,8 @@ export interface Config {
   maxAttemptsPerClient: number;
   maxGuards: number;
   maxGuardsPerUser: number;
+  /** Milliseconds an idle technique worker lives on. */
+  workerIdleMs: number;
   /** Source ports non-root clients may use (undefined: all unprivileged ones). */
   allowPorts?: PortRange[];
   /** Source ports non-root clients may never use. */
@@ -88,6 +90,8 @@ Options:
   --allow-ports RANGES     source ports non-root clients may use, e.g.
                            20000-60000,7000 (default: every unprivileged port)
   --deny-ports RANGES      source ports non-root clients may never use
+  --worker-idle SECS       stop a technique worker after this long without
+                           attempts, returning its memory, 1-3600 (default 30)
   --probe IP:PORT          probe server for endpoint discovery (repeatable;
                            two or more show how the NAT maps ports)
   --nutss-ttl N            TTL of tcp-nutss's first SYN, 1-255 (default 2:
@@ -128,6 +132,7 @@ export function parseCommandLine(args: readonly string[]): Invocation {
         "max-guards": { type: "string" },
         "max-guards-per-user": { type: "string" },
         "allow-ports": { type: "string" },
+        "worker-idle": { type: "string" },
         "deny-ports": { type: "string" },
         probe: { type: "string", multiple: true },
         "nutss-ttl": { type: "string" },
@@ -151,6 +156,7 @@ export function parseCommandLine(args: readonly string[]): Invocation {
     maxAttemptsPerClient: 256,
     maxGuards: 8192,
     maxGuardsPerUser: 2048,
+    workerIdleMs: 30_000,
     probes: [],
     lowTtl: DEFAULT_LOW_TTL,
     udpBirthday: v["udp-birthday"] === true,
@@ -182,6 +188,9 @@ export function parseCommandLine(args: readonly string[]): Invocation {
       1,
       1_000_000,
     );
+  }
+  if (v["worker-idle"] !== undefined) {
+    config.workerIdleMs = integer(v["worker-idle"], "worker-idle", 1, 3600) * 1000;
   }
   for (const flag of ["allow-ports", "deny-ports"] as const) {
     const text = v[flag];

@@ -49,6 +49,8 @@ export interface DaemonOptions {
   /** Firewall guards (set elements) held at once, by everyone / by one non-root uid. */
   maxGuards: number;
   maxGuardsPerUser: number;
+  /** Milliseconds an idle technique worker lives on (default 30000). */
+  workerIdleMs?: number;
   /** Source port rules (privileged ports, allow/deny ranges; tests inject what is in use). */
   ports?: PortPolicyOptions;
   /** Attempts one client may run at once. */
@@ -115,6 +117,7 @@ export class Daemon {
       log: options.log,
     };
     if (this.#firewall !== undefined) workerOptions.firewall = this.#firewall;
+    if (options.workerIdleMs !== undefined) workerOptions.idleMs = options.workerIdleMs;
     if (options.spawn) workerOptions.spawn = options.spawn;
     this.#workers = new TechniqueWorkers(workerOptions);
   }

@@ -47,6 +47,7 @@ export async function main(args: readonly string[]): Promise<number> {
     maxAttemptsPerClient: config.maxAttemptsPerClient,
     maxGuards: config.maxGuards,
     maxGuardsPerUser: config.maxGuardsPerUser,
+    workerIdleMs: config.workerIdleMs,
     ports: {},
     probes: config.probes,
     lowTtl: config.lowTtl,

@@ -12,7 +12,7 @@
 import type { FdKind } from "../../ffi/fd_ledger.ts";
 import type { FirewallService } from "../firewall/service.ts";
 import { assertGuard } from "../firewall/guards.ts";
-import { close as closeFd, write } from "../../ffi/syscalls.ts";
+import { close as closeFd, trimHeap, write } from "../../ffi/syscalls.ts";
 import type { TechniqueName } from "../control/codec.ts";
 import type { Logger } from "../log.ts";
 import type { AttemptSpec, FromWorker, ToWorker } from "../techniques/protocol.ts";
@@ -52,6 +52,8 @@ interface Hosted {
   keys: Set<number>;
   /** fds the worker owns right now, with their kind. */
   fds: Map<number, FdKind>;
+  /** Stops the worker once it has had no attempt for idleMs. */
+  idle?: ReturnType<typeof setTimeout>;
 }
 
 /** Options of the supervisor. */
@@ -60,6 +62,11 @@ export interface WorkersOptions {
   log: Logger;
   /** Extra milliseconds the daemon waits past an attempt's own timeout (default 2000). */
   graceMs?: number;
+  /**
+   * Milliseconds a worker with no attempt lives on (default 30000): a worker
+   * is an isolate with its own heap, and stopping it returns that memory.
+   */
+  idleMs?: number;
   /** Installs the attempts' guards; without it, guard requests fail. */
   firewall?: FirewallService;
   /** Makes a worker (tests inject failures here); default: a module Worker. */
@@ -102,6 +109,7 @@ export class TechniqueWorkers {
   start(spec: AttemptSpec, events: AttemptEvents, uid = 0): number {
     if (this.#closed) throw new Error("Cannot start attempt: the daemon is shutting down");
     const hosted = this.#host(spec.technique);
+    clearTimeout(hosted.idle);
     const key = this.#nextKey++;
     const grace = this.#options.graceMs ?? 2000;
     const timer = setTimeout(() => {
@@ -172,7 +180,18 @@ export class TechniqueWorkers {
     if (running === undefined) return;
     this.#running.delete(key);
     clearTimeout(running.timer);
-    this.#hosted.get(running.technique)?.keys.delete(key);
+    const hosted = this.#hosted.get(running.technique);
+    hosted?.keys.delete(key);
+    if (hosted !== undefined && hosted.keys.size === 0) {
+      clearTimeout(hosted.idle);
+      hosted.idle = setTimeout(() => {
+        if (hosted.keys.size > 0 || this.#hosted.get(running.technique) !== hosted) return;
+        this.#options.log.info("technique worker stopped: idle", { technique: running.technique });
+        this.#retire(running.technique, "idle");
+        // The isolate's thread is gone: give the C heap's free pages back too.
+        setTimeout(trimHeap, 100);
+      }, this.#options.idleMs ?? 30_000);
+    }
     const firewall = this.#options.firewall;
     if (firewall === undefined || !firewall.holds(key)) return report(running);
     const released = firewall.release(key).then(() => report(running));
@@ -288,6 +307,7 @@ export class TechniqueWorkers {
     const hosted = this.#hosted.get(technique);
     if (hosted === undefined) return;
     this.#hosted.delete(technique);
+    clearTimeout(hosted.idle);
     hosted.worker.terminate();
     // Wake the worker's reactor first: its epoll_wait holds a runtime thread
     // until an event arrives, even after its fds are closed.

@@ -181,3 +181,33 @@ Deno.test("retiring a worker closes every fd its ledger holds and wakes its reac
   assertEquals(isOpen(released.fd), true);
   released.close();
 });
+
+Deno.test("a worker with no attempt for idleMs is stopped, and the next attempt starts a new one", async () => {
+  const spawned: FakeWorker[] = [];
+  const workers = new TechniqueWorkers({
+    registry,
+    log: new Logger("error", () => {}),
+    spawn: () => {
+      spawned.push(new FakeWorker());
+      return spawned.at(-1) as FakeWorker;
+    },
+    idleMs: 30,
+  });
+  try {
+    const a = outcome();
+    const key = workers.start(spec("a", 1000, 1001, "initiate"), a.events);
+    spawned[0]?.send({ type: "failed", key, reason: "no" });
+    assertEquals(await a.result, { reason: "no" });
+    assertEquals(workers.workers, 1);
+    await new Promise((r) => setTimeout(r, 150));
+    assertEquals(workers.workers, 0);
+    assertEquals(spawned[0]?.terminated, true);
+    // A worker in use is not stopped, however long its attempt runs.
+    const b = outcome();
+    workers.start(spec("b", 1000, 1001, "initiate"), b.events);
+    await new Promise((r) => setTimeout(r, 100));
+    assertEquals([spawned.length, spawned[1]?.terminated], [2, false]);
+  } finally {
+    workers.shutdown();
+  }
+});
