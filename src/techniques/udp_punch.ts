@@ -158,7 +158,7 @@ export interface PeerAddressing {
 }
 
 /** True when `from` is one of the addresses the peer's punches may come from. */
-export function fromPeer(from: SocketAddress, peer: PeerAddressing): boolean {
+function fromPeer(from: SocketAddress, peer: PeerAddressing): boolean {
   return from.family !== "unix" && from.address === peer.ip &&
     (peer.anyPort || peer.ports.includes(from.port));
 }
