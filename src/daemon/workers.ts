@@ -118,8 +118,8 @@ export class TechniqueWorkers {
         immediate: true,
       });
     }, spec.timeoutMs + grace);
-    // A guard outlives its attempt by a few seconds at most, even if punchd is killed.
-    const guardTtlMs = spec.timeoutMs + grace + 5000;
+    // A guard outlives its attempt by a second at most, even if punchd is killed.
+    const guardTtlMs = spec.timeoutMs + grace + 1000;
     this.#running.set(key, { events, technique: spec.technique, uid, guardTtlMs, timer });
     hosted.keys.add(key);
     hosted.worker.postMessage({ type: "start", key, spec, logLevel: this.#options.log.level });

@@ -9,16 +9,9 @@ import { assert, assertEquals } from "../assert.ts";
 import { type Attempt, PunchdClient } from "../../src/client/client.ts";
 import { rawConnect, readLines, startDaemon } from "../helpers/daemon.ts";
 import { isRoot, note, skipUnless } from "../helpers/skip.ts";
+import { guardCount, VOID_LOCAL, VOID_PEER, withVoidNamespace } from "../helpers/void_ns.ts";
 
 const ROOT = skipUnless(isRoot(), "nft storm", "needs root (network namespace, nftables)");
-
-async function run(args: string[]): Promise<void> {
-  const out = await new Deno.Command(args[0] ?? "", { args: args.slice(1), stderr: "piped" })
-    .output();
-  if (!out.success) {
-    throw new Error(`${args.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
-  }
-}
 
 /** nft processes whose parent is `pid`, read from /proc. */
 function nftChildren(pid: number): number {
@@ -52,30 +45,7 @@ Deno.test({
     "empty sets afterwards",
   ignore: ROOT,
 }, async () => {
-  const ns = `pdstorm${Deno.pid}`;
-  await run(["ip", "netns", "add", ns]);
-  try {
-    // A void inside the namespace: SYNs to 10.99.0.2 go out d0 to a MAC nobody has, and the
-    // other end of the veth (d1, same namespace) drops them. Nothing answers, nothing leaves.
-    await run(["ip", "-n", ns, "link", "set", "lo", "up"]);
-    await run(["ip", "-n", ns, "link", "add", "d0", "type", "veth", "peer", "name", "d1"]);
-    await run(["ip", "-n", ns, "addr", "add", "10.99.0.1/24", "dev", "d0"]);
-    await run(["ip", "-n", ns, "link", "set", "d0", "up"]);
-    await run(["ip", "-n", ns, "link", "set", "d1", "up"]);
-    await run([
-      "ip",
-      "-n",
-      ns,
-      "neigh",
-      "add",
-      "10.99.0.2",
-      "lladdr",
-      "02:00:00:00:00:02",
-      "dev",
-      "d0",
-      "nud",
-      "permanent",
-    ]);
+  await withVoidNamespace("storm", async (ns) => {
     await using daemon = await startDaemon(
       ["--log-level", "warn", "--attempt-timeout", "60", "--worker-idle", "1"],
       undefined,
@@ -105,9 +75,9 @@ Deno.test({
             attempts.push(client.initiate({
               id: `s${n}`,
               technique: "tcp-nutss",
-              srcIp: "10.99.0.1",
+              srcIp: VOID_LOCAL,
               srcPorts: [20000 + n],
-              dstIp: "10.99.0.2",
+              dstIp: VOID_PEER,
               dstPorts: [40000 + n],
             }));
           }
@@ -133,7 +103,7 @@ Deno.test({
         const results = await progressed;
         const allProgressMs = performance.now() - started;
         assertEquals(results.filter((r) => r.done).length, 0, "an attempt failed instead");
-        const guards = await listGuards(ns);
+        const guards = await guardCount(ns);
         assertEquals(guards, 2000, "one guard per running attempt");
         latencies.sort((a, b) => a - b);
         note(
@@ -156,7 +126,7 @@ Deno.test({
         await sampler;
       }
       // Every guard went with its attempt (the reply comes after the removal).
-      assertEquals(await listGuards(ns), 0);
+      assertEquals(await guardCount(ns), 0);
       // The tcp-nutss worker stops after 1 s without attempts, and its heap goes with it.
       const afterRss = rssMb(daemon.pid);
       await new Promise((r) => setTimeout(r, 2000));
@@ -166,17 +136,5 @@ Deno.test({
     // Memory is measured, not asserted here (README, "Attacks": numbers and what is left).
     note(`nft storm: daemon RSS ${idleRss} MB before the storms`);
     assert(peak <= 1, `${peak} nft processes at once`);
-  } finally {
-    await run(["ip", "netns", "del", ns]);
-  }
+  });
 });
-
-async function listGuards(ns: string): Promise<number> {
-  const out = await new Deno.Command("ip", {
-    args: ["netns", "exec", ns, "nft", "-j", "list", "table", "inet", "punchd"],
-  }).output();
-  const parsed = JSON.parse(new TextDecoder().decode(out.stdout)) as {
-    nftables: { set?: { elem?: unknown[] } }[];
-  };
-  return parsed.nftables.reduce((n, item) => n + (item.set?.elem?.length ?? 0), 0);
-}

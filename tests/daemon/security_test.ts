@@ -17,6 +17,7 @@ import {
   startMemberDaemon,
 } from "../helpers/member.ts";
 import { isRoot, skipUnless } from "../helpers/skip.ts";
+import { guardCount, VOID_LOCAL, VOID_PEER, withVoidNamespace } from "../helpers/void_ns.ts";
 
 const MEMBERS = skipUnless(
   canRunMembers(),
@@ -404,4 +405,44 @@ Deno.test("a 500-byte request ended by CRLF is a 500-byte request", async () => 
   } finally {
     socket.close();
   }
+});
+
+Deno.test({
+  name: "the guards of a daemon killed with SIGKILL expire by themselves",
+  ignore: ROOT,
+}, async () => {
+  await withVoidNamespace("kill", async (ns) => {
+    const daemon = await startDaemon(["--attempt-timeout", "1"], undefined, [
+      "ip",
+      "netns",
+      "exec",
+      ns,
+    ]);
+    const client = await PunchdClient.connect(daemon.socketPath);
+    try {
+      const attempt = client.initiate({
+        id: "k1",
+        technique: "tcp-nutss",
+        srcIp: VOID_LOCAL,
+        srcPorts: [21000],
+        dstIp: VOID_PEER,
+        dstPorts: [41000],
+      });
+      await attempt.progress[Symbol.asyncIterator]().next();
+      assertEquals(await guardCount(ns), 1);
+      Deno.kill(daemon.pid, "SIGKILL");
+      await attempt.socket.catch(() => {});
+    } finally {
+      await client.close().catch(() => {});
+      await daemon.stop();
+    }
+    // Nobody removes it now: its timeout does (attempt 1 s + grace 2 s + 1 s).
+    assertEquals(await guardCount(ns), 1);
+    let left = 1;
+    for (let i = 0; i < 60 && left > 0; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      left = await guardCount(ns);
+    }
+    assertEquals(left, 0, "the dead daemon's guard is still there after 6 s");
+  });
 });
