@@ -1,6 +1,7 @@
 /**
- * Fuzz test of the control socket codec (src/control/codec.ts): 180,000
- * generated, mutated and random inputs with fixed seeds (in each test's name).
+ * Fuzz test of the control socket codec (src/control/codec.ts): 130,000
+ * request and 100,000 reply inputs, generated, mutated and random, with fixed
+ * seeds (in each test's name).
  *
  * What a user relies on: decodeRequest accepts exactly the documented grammar
  * (ports 1-65535 in plain decimal, addresses that formatIp prints back
@@ -318,7 +319,7 @@ function checkReply(text: string): void {
   }
 }
 
-Deno.test(`control fuzz: encodeReply then decodeReply round-trips 10,000 replies (seed ${SEED + 5})`, () => {
+Deno.test(`control fuzz: encodeReply then decodeReply round-trips 20,000 replies (seed ${SEED + 5})`, () => {
   fc.assert(
     fc.property(replyArb, (reply) => {
       const line = encodeReply(reply);
@@ -328,11 +329,11 @@ Deno.test(`control fuzz: encodeReply then decodeReply round-trips 10,000 replies
         : reply;
       assertEquals(decodeReply(line.slice(0, -1)), expected);
     }),
-    params(SEED + 5, 10_000),
+    params(SEED + 5, 20_000),
   );
 });
 
-Deno.test(`control fuzz: 30,000 mutated and random reply lines get a reply or a SyntaxError (seed ${SEED + 6})`, () => {
+Deno.test(`control fuzz: 60,000 mutated and random reply lines get a reply or a SyntaxError (seed ${SEED + 6})`, () => {
   const validLine = replyArb.map((r) => encodeReply(r).slice(0, -1));
   fc.assert(
     fc.property(
@@ -346,7 +347,7 @@ Deno.test(`control fuzz: 30,000 mutated and random reply lines get a reply or a 
       ),
       checkReply,
     ),
-    params(SEED + 6, 30_000),
+    params(SEED + 6, 60_000),
   );
 });
 
@@ -416,7 +417,7 @@ const looseReply: fc.Arbitrary<Reply> = fc.oneof(
   fc.record({ type: fc.constant("error" as const), id: looseText, reason: looseText }),
 );
 
-Deno.test(`control fuzz: encodeReply writes only lines decodeReply reads, 10,000 loose replies (seed ${SEED + 8})`, () => {
+Deno.test(`control fuzz: encodeReply writes only lines decodeReply reads, 20,000 loose replies (seed ${SEED + 8})`, () => {
   fc.assert(
     fc.property(looseReply, (reply) => {
       let line: string;
@@ -437,6 +438,6 @@ Deno.test(`control fuzz: encodeReply writes only lines decodeReply reads, 10,000
         : reply;
       assertEquals(decodeReply(line.slice(0, -1)), expected);
     }),
-    params(SEED + 8, 10_000),
+    params(SEED + 8, 20_000),
   );
 });
