@@ -50,7 +50,10 @@ import { FLAGS, type TcpOptions, type TcpSegment } from "../packet/tcp.ts";
 import { delay } from "./delay.ts";
 import type { AttemptSpec } from "./protocol.ts";
 import type { AttemptContext, Technique } from "./technique.ts";
-import { DEFAULT_LOW_TTL, dropTimeExceeded } from "./tcp_nutss.ts";
+import { assertAttemptToken, confirmPeer, newAttemptToken } from "./tcp_confirm.ts";
+import { guardFlow, presetIsn, randomIsn } from "./tcp_flow_guard.ts";
+import { DEFAULT_LOW_TTL } from "./tcp_nutss.ts";
+import { PacketWarning } from "./tcp_warn_limit.ts";
 
 /** The responder's progress data: its NAT is primed. */
 export const SYNI_READY = "syniready";
@@ -61,30 +64,52 @@ const MAX_SENDS = 3;
 /** Milliseconds between them. */
 const RESEND_MS = 500;
 
-/** The initiator's progress data: `syni1:SEQ:MSS:WSCALE:SACK:TSVAL` (`-` for an option not offered). */
-export function encodeSynInfo(syn: Pick<TcpSegment, "seq" | "options">): string {
-  const o = syn.options;
-  return `syni1:${syn.seq}:${o.mss ?? "-"}:${o.windowScale ?? "-"}:${o.sackPermitted ? 1 : 0}:${
-    o.timestamp?.value ?? "-"
-  }`;
+/** What the initiator tells the responder: the attempt token and its SYN. */
+export interface SynInfo {
+  /** The attempt token (32 lowercase hex digits) that keys the confirmations. */
+  token: string;
+  /** The SYN's sequence number (the initiator's ISN). */
+  seq: number;
+  /** The options of its SYN (the timestamp's echo is always 0). */
+  options: TcpOptions;
 }
 
-/** Parses {@linkcode encodeSynInfo}'s text; throws SyntaxError. */
-export function decodeSynInfo(text: string): { seq: number; options: TcpOptions } {
-  const m = text.match(/^syni1:(\d{1,10}):(\d{1,5}|-):(\d{1,2}|-):([01]):(\d{1,10}|-)$/);
-  if (m === null) throw new SyntaxError('tcp-syni expects EXTRA "syni1:SEQ:MSS:WSCALE:SACK:TSVAL"');
+/**
+ * The initiator's progress data: `syni2:TOKEN:SEQ:MSS:WSCALE:SACK:TSVAL`
+ * (`-` for an option not offered).
+ */
+export function encodeSynInfo(info: SynInfo): string {
+  assertAttemptToken(info.token);
+  const o = info.options;
+  return `syni2:${info.token}:${info.seq}:${o.mss ?? "-"}:${o.windowScale ?? "-"}:${
+    o.sackPermitted ? 1 : 0
+  }:${o.timestamp?.value ?? "-"}`;
+}
+
+/** Parses {@linkcode encodeSynInfo}'s text; throws SyntaxError or RangeError. */
+export function decodeSynInfo(text: string): SynInfo {
+  const m = text.match(
+    /^syni2:([0-9a-f]{32}):(\d{1,10}):(\d{1,5}|-):(\d{1,2}|-):([01]):(\d{1,10}|-)$/,
+  );
+  if (m === null) {
+    throw new SyntaxError('tcp-syni expects EXTRA "syni2:TOKEN:SEQ:MSS:WSCALE:SACK:TSVAL"');
+  }
   const num = (s: string | undefined) => (s === undefined || s === "-" ? undefined : Number(s));
-  const seq = num(m[1]) ?? -1;
+  const token = m[1] ?? "";
+  const seq = num(m[2]) ?? -1;
   if (seq > 0xffffffff) throw new RangeError("tcp-syni sequence number out of range");
   const options: TcpOptions = {};
-  const mss = num(m[2]);
-  const ws = num(m[3]);
-  const ts = num(m[5]);
+  const mss = num(m[3]);
+  const ws = num(m[4]);
+  const ts = num(m[6]);
   if (mss !== undefined) options.mss = mss;
   if (ws !== undefined) options.windowScale = ws;
-  if (m[4] === "1") options.sackPermitted = true;
-  if (ts !== undefined) options.timestamp = { value: ts, echo: 0 };
-  return { seq, options };
+  if (m[5] === "1") options.sackPermitted = true;
+  if (ts !== undefined) {
+    if (ts > 0xffffffff) throw new RangeError("tcp-syni timestamp out of range");
+    options.timestamp = { value: ts, echo: 0 };
+  }
+  return { token, seq, options };
 }
 
 /** Throws unless `packet` leaves from the attempt's own address and port towards its peer. */
@@ -116,10 +141,22 @@ function sameOptions(a: TcpOptions, b: TcpOptions): boolean {
     a.timestamp?.value === b.timestamp?.value;
 }
 
+/** Tunables (injected in tests). */
+export interface TcpSyniOptions {
+  /** Milliseconds the peer's confirmation may take (default 3000). */
+  confirmMs?: number;
+}
+
 /** The `tcp-syni` technique. */
 export class TcpSyni implements Technique {
   readonly name = "tcp-syni";
   readonly needsFirewall = true;
+  readonly #confirmMs: number;
+
+  /** Builds the technique with its tunables. */
+  constructor(options: TcpSyniOptions = {}) {
+    this.#confirmMs = options.confirmMs ?? 3000;
+  }
 
   validate(spec: AttemptSpec): void {
     if (spec.srcPorts.length !== 1) throw new RangeError("tcp-syni takes exactly one source port");
@@ -129,23 +166,41 @@ export class TcpSyni implements Technique {
     if (spec.role === "respond") decodeSynInfo(spec.extra ?? "");
   }
 
-  run(spec: AttemptSpec, context: AttemptContext): Promise<Socket> {
+  async run(spec: AttemptSpec, context: AttemptContext): Promise<Socket> {
     const local = inetAddress(spec.srcIp, spec.srcPorts[0] ?? 0);
     const peer = inetAddress(spec.dstIp, spec.dstPorts[0] ?? 0);
     const lowTtl = spec.lowTtl ?? DEFAULT_LOW_TTL;
-    return spec.role === "initiate"
-      ? this.#initiate(local, peer, lowTtl, context)
-      : this.#respond(local, peer, lowTtl, decodeSynInfo(spec.extra ?? ""), context);
+    const initiate = spec.role === "initiate";
+    const info = initiate ? undefined : decodeSynInfo(spec.extra ?? "");
+    const token = info?.token ?? newAttemptToken();
+    const socket = info === undefined
+      ? await this.#initiate(local, peer, lowTtl, token, context)
+      : await this.#respond(local, peer, lowTtl, info, context);
+    try {
+      await confirmPeer(socket, {
+        token,
+        technique: this.name,
+        role: initiate ? "initiator" : "responder",
+        signal: context.signal,
+        timeoutMs: this.#confirmMs,
+      });
+    } catch (error) {
+      socket.close();
+      throw error;
+    }
+    return socket;
   }
 
   async #initiate(
     local: InetAddress,
     peer: InetAddress,
     lowTtl: number,
+    token: string,
     context: AttemptContext,
   ): Promise<Socket> {
     const { signal } = context;
-    await dropTimeExceeded(context, local, peer);
+    const isn = randomIsn();
+    await guardFlow(context, local, peer, isn, ["time-exceeded"]);
     const capture = CaptureSocket.open(tcpFlowProgram({
       source: parseIp(local.address),
       destination: parseIp(peer.address),
@@ -157,17 +212,21 @@ export class TcpSyni implements Technique {
     let raw: RawSender | undefined;
     try {
       socket.bind(local);
+      presetIsn(socket, isn);
       const normalTtl = socket.hopLimit();
       socket.setHopLimit(lowTtl);
       const connecting = socket.connect(peer, signal);
       socket.setHopLimit(normalTtl);
       let connected = false;
       connecting.then(() => connected = true, () => {});
-      // The kernel's own SYN: its sequence number and options are the connection's.
+      // The kernel's own SYN: its options are the connection's.
       const syn = await this.#ownSyn(capture, signal);
       capture.close();
+      if (syn.seq !== isn) {
+        throw new TechniqueError("tcp-syni: the kernel's SYN does not carry the chosen ISN");
+      }
       context.log.debug("captured own SYN", { seq: syn.seq });
-      context.progress(encodeSynInfo(syn));
+      context.progress(encodeSynInfo({ token, seq: syn.seq, options: syn.options }));
       const ready = await context.nextPeerData();
       if (ready !== SYNI_READY) {
         throw new TechniqueError(
@@ -209,22 +268,17 @@ export class TcpSyni implements Technique {
     local: InetAddress,
     peer: InetAddress,
     lowTtl: number,
-    expected: { seq: number; options: TcpOptions },
+    expected: SynInfo,
     context: AttemptContext,
   ): Promise<Socket> {
     const { signal } = context;
     assertLocalAddress(local);
     const localIp = parseIp(local.address);
     const peerIp = parseIp(peer.address);
-    await context.firewall.add({
-      kind: "pure-syn",
-      flow: {
-        localIp: local.address,
-        localPort: local.port,
-        remoteIp: peer.address,
-        remotePort: peer.port,
-      },
-    });
+    const b = randomIsn();
+    // Before our first packet: no pure SYN of the flow reaches our stack (no RST to A's SYN),
+    // no RST of the flow leaves, no SYN-ACK passes (we never expect one: ack b+1 only).
+    await guardFlow(context, local, peer, b, ["pure-syn"]);
     const capture = CaptureSocket.open(tcpFlowProgram({
       source: peerIp,
       destination: localIp,
@@ -232,10 +286,13 @@ export class TcpSyni implements Technique {
       destinationPort: local.port,
     }));
     const raw = RawSender.open(local.family);
+    const mismatched = new PacketWarning(
+      context.log,
+      "ignoring a SYN that does not match the initiator's",
+    );
     let repaired: Socket | undefined;
     try {
-      const [isn, tsval] = crypto.getRandomValues(new Uint32Array(2));
-      const b = isn ?? 0;
+      const [tsval] = crypto.getRandomValues(new Uint32Array(1));
       const ts = tsval ?? 0;
       const mss = local.family === "inet" ? 1460 : 1440;
       const send = async (segment: Omit<TcpSegment, "checksum">, ttl: number) => {
@@ -261,7 +318,7 @@ export class TcpSyni implements Technique {
         payload: new Uint8Array(0),
       }, lowTtl);
       context.progress(SYNI_READY);
-      const syn = await this.#peerSyn(capture, expected, signal, context);
+      const syn = await this.#peerSyn(capture, expected, signal, mismatched);
       const a1 = (syn.seq + 1) >>> 0;
       const theirs = syn.options;
       const connection = {
@@ -307,6 +364,7 @@ export class TcpSyni implements Technique {
       repaired = undefined;
       return result;
     } finally {
+      mismatched.flush();
       repaired?.close();
       capture.close();
       raw.close();
@@ -316,9 +374,9 @@ export class TcpSyni implements Technique {
   /** The peer's SYN as it arrives through our NAT: the sequence number and options it announced. */
   async #peerSyn(
     capture: CaptureSocket,
-    expected: { seq: number; options: TcpOptions },
+    expected: SynInfo,
     signal: AbortSignal,
-    context: AttemptContext,
+    mismatched: PacketWarning,
   ): Promise<TcpSegment> {
     for (;;) {
       const parsed = parsePacket((await capture.next(signal)).packet);
@@ -328,10 +386,7 @@ export class TcpSyni implements Technique {
         !parsed.checksumsValid || t.seq !== expected.seq ||
         !sameOptions(t.options, expected.options)
       ) {
-        context.log.warn("ignoring a SYN that does not match the initiator's", {
-          seq: t.seq,
-          expected: expected.seq,
-        });
+        mismatched.note({ seq: t.seq, expected: expected.seq });
         continue;
       }
       return t;

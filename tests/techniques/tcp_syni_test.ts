@@ -12,27 +12,39 @@ import {
   TcpSyni,
 } from "../../src/techniques/tcp_syni.ts";
 
+const TOKEN = "0123456789abcdef0123456789abcdef";
+
 Deno.test("the initiator's SYN info round-trips, with absent options as -", () => {
-  const syn = {
+  const info = {
+    token: TOKEN,
     seq: 4294967295,
     options: { mss: 1460, windowScale: 10, sackPermitted: true, timestamp: { value: 77, echo: 0 } },
   };
-  const text = encodeSynInfo(syn);
-  assertEquals(text, "syni1:4294967295:1460:10:1:77");
-  assertEquals(decodeSynInfo(text), syn);
-  assertEquals(decodeSynInfo(encodeSynInfo({ seq: 5, options: {} })), { seq: 5, options: {} });
+  const text = encodeSynInfo(info);
+  assertEquals(text, `syni2:${TOKEN}:4294967295:1460:10:1:77`);
+  assertEquals(decodeSynInfo(text), info);
+  assertEquals(decodeSynInfo(encodeSynInfo({ token: TOKEN, seq: 5, options: {} })), {
+    token: TOKEN,
+    seq: 5,
+    options: {},
+  });
 });
 
 Deno.test("malformed SYN info is refused", () => {
   for (
     const bad of [
       "",
-      "syni1",
-      "syni2:1:1:1:1:1",
-      "syni1:x:1:1:1:1",
-      "syni1:1:1:1:2:1",
-      "syni1:99999999999:-:-:0:-",
-      "syni1:1:-:-:0:-:extra",
+      "syni2",
+      `syni1:1:1:1:1:1`,
+      `syni1:${TOKEN}:1:1:1:1:1`,
+      `syni2:1:1:1:1:1`,
+      `syni2:${TOKEN.toUpperCase()}:1:1:1:1:1`,
+      `syni2:${TOKEN.slice(1)}:1:1:1:1:1`,
+      `syni2:${TOKEN}:x:1:1:1:1`,
+      `syni2:${TOKEN}:1:1:1:2:1`,
+      `syni2:${TOKEN}:99999999999:-:-:0:-`,
+      `syni2:${TOKEN}:1:-:-:0:9999999999`,
+      `syni2:${TOKEN}:1:-:-:0:-:extra`,
     ]
   ) {
     assertThrows(
@@ -41,6 +53,13 @@ Deno.test("malformed SYN info is refused", () => {
       bad,
     );
   }
+});
+
+Deno.test("encoding SYN info refuses a malformed token", () => {
+  assertThrows(
+    () => encodeSynInfo({ token: "not-a-token", seq: 1, options: {} }),
+    { name: "SyntaxError", message: /bad attempt token/ },
+  );
 });
 
 const segment = (sourcePort: number, destinationPort: number) => ({
@@ -88,5 +107,9 @@ Deno.test("tcp-syni validates ports and EXTRA before anything starts", () => {
   assertThrows(() => syni.validate({ ...base, srcPorts: [1, 2] }), RangeError);
   assertThrows(() => syni.validate({ ...base, dstPorts: [2, 3] }), RangeError);
   assertThrows(() => syni.validate({ ...base, role: "respond", extra: "direct1" }), SyntaxError);
-  syni.validate({ ...base, role: "respond", extra: "syni1:1:-:-:0:-" });
+  assertThrows(
+    () => syni.validate({ ...base, role: "respond", extra: "syni1:1:-:-:0:-" }),
+    { name: "SyntaxError", message: /syni2:TOKEN:SEQ/ },
+  );
+  syni.validate({ ...base, role: "respond", extra: `syni2:${TOKEN}:1:-:-:0:-` });
 });
