@@ -185,9 +185,16 @@ export class PunchdClient {
     if (this.#endpoints.has(id) || this.#attempts.has(id)) {
       return Promise.reject(new Error(`Cannot ask for endpoint: ID ${id} is in use`));
     }
+    let line: string;
+    try {
+      // Encode first: a request the codec refuses must not leave its ID marked in use.
+      line = encodeRequest({ type: "endpoint", id, protocol, srcIp, srcPorts });
+    } catch (error) {
+      return Promise.reject(error);
+    }
     return new Promise((resolve, reject) => {
       this.#endpoints.set(id, { resolve, reject });
-      this.#send(encodeRequest({ type: "endpoint", id, protocol, srcIp, srcPorts })).catch(
+      this.#send(line).catch(
         (error) => {
           this.#endpoints.delete(id);
           reject(error);

@@ -316,7 +316,9 @@ export class Daemon {
     const owner = this.#nextOwner++;
     let unclaim: () => void;
     try {
-      unclaim = this.#ports.claim(owner, client.uid, transport, request.srcPorts);
+      // udp attempts of one connection share a session port (one punching socket).
+      const share = transport === "udp" ? `client ${client.connection.number}` : undefined;
+      unclaim = this.#ports.claim(owner, client.uid, transport, request.srcPorts, share);
     } catch (error) {
       throw new RequestError(id, (error as Error).message, { cause: error });
     }

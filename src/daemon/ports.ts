@@ -11,8 +11,10 @@
  *
  * - a port below `net.ipv4.ip_unprivileged_port_start`, or outside the
  *   operator's allowed ranges, is for root clients only;
- * - a port another attempt holds is refused, whoever asks (ports are shared
- *   only among the sockets of one attempt);
+ * - a port another attempt holds is refused, whoever asks; ports are shared
+ *   only among the sockets of one attempt, and among the `udp` attempts of one
+ *   client connection (a session port answering many peers shares one
+ *   socket: same application, same owner);
  * - a port another socket of this network namespace holds is refused (the
  *   kernel's bind rules decide, see {@linkcode portInUse}: a TCP listener or
  *   a socket bound without SO_REUSEADDR, any bound UDP socket), so punchd
@@ -126,8 +128,8 @@ export class PortPolicy {
   readonly #options: PortPolicyOptions;
   readonly #unprivilegedStart: number;
   readonly #inUse: (transport: Transport, port: number) => boolean;
-  /** `tcp:40000` to the owner holding it. */
-  readonly #held = new Map<string, number>();
+  /** `tcp:40000` to the owners holding it and the share key they hold it under (if any). */
+  readonly #held = new Map<string, { owners: Set<number>; share: string | undefined }>();
 
   /** Builds the policy. */
   constructor(options: PortPolicyOptions = {}) {
@@ -145,7 +147,7 @@ export class PortPolicy {
    * Checks that a client of `uid` may bind `ports` now; throws
    * PortRefusedError with the reason. Claims nothing.
    */
-  check(uid: number, transport: Transport, ports: readonly number[]): void {
+  check(uid: number, transport: Transport, ports: readonly number[], share?: string): void {
     const { allow, deny } = this.#options;
     for (const port of ports) {
       if (uid !== 0) {
@@ -158,7 +160,10 @@ export class PortPolicy {
           throw new PortRefusedError(`SRC_PORT ${port} is not allowed by punchd's configuration`);
         }
       }
-      if (this.#held.has(`${transport}:${port}`)) {
+      const held = this.#held.get(`${transport}:${port}`);
+      if (held !== undefined) {
+        // Its holders' socket is bound: that is the sharing, not another socket.
+        if (share !== undefined && held.share === share) continue;
         throw new PortRefusedError(`SRC_PORT ${port} is in use by another attempt`);
       }
       if (this.#inUse(transport, port)) {
@@ -169,14 +174,28 @@ export class PortPolicy {
 
   /**
    * Checks as {@linkcode check} does, then holds `ports` for `owner` until
-   * the returned function is called (idempotent).
+   * the returned function is called (idempotent). Owners that claim with the
+   * same `share` key may hold a port together.
    */
-  claim(owner: number, uid: number, transport: Transport, ports: readonly number[]): () => void {
-    this.check(uid, transport, ports);
+  claim(
+    owner: number,
+    uid: number,
+    transport: Transport,
+    ports: readonly number[],
+    share?: string,
+  ): () => void {
+    this.check(uid, transport, ports, share);
     const keys = [...new Set(ports)].map((port) => `${transport}:${port}`);
-    for (const key of keys) this.#held.set(key, owner);
+    for (const key of keys) {
+      const held = this.#held.get(key) ?? { owners: new Set<number>(), share };
+      held.owners.add(owner);
+      this.#held.set(key, held);
+    }
     return () => {
-      for (const key of keys) if (this.#held.get(key) === owner) this.#held.delete(key);
+      for (const key of keys) {
+        const held = this.#held.get(key);
+        if (held?.owners.delete(owner) && held.owners.size === 0) this.#held.delete(key);
+      }
     };
   }
 }

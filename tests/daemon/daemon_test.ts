@@ -255,7 +255,7 @@ Deno.test("endpoint reports the local endpoint and refuses a port in use", async
       (e) => e,
     );
     assert(error instanceof PunchdError);
-    assertMatch(error.reason, /EADDRINUSE/);
+    assertMatch(error.reason, new RegExp(`SRC_PORT ${busyPort} is in use by another tcp socket`));
     const unspecified = await client.endpoint("e3", "udp", "0.0.0.0", [port]).then(
       () => null,
       (e) => e,
