@@ -85,8 +85,8 @@ Options:
                            (default 64)
   --max-attempts N         attempts per client at once, 1-65536 (default 256)
   --max-guards N           firewall set elements held at once, 1-1000000
-                           (default 8192)
-  --max-guards-per-user N  ... by one non-root user, 1-1000000 (default 2048)
+                           (default 16384)
+  --max-guards-per-user N  ... by one non-root user, 1-1000000 (default 4096)
   --allow-ports RANGES     source ports non-root clients may use, e.g.
                            20000-60000,7000 (default: every unprivileged port)
   --deny-ports RANGES      source ports non-root clients may never use
@@ -154,8 +154,8 @@ export function parseCommandLine(args: readonly string[]): Invocation {
     maxClients: 1024,
     maxClientsPerUser: 64,
     maxAttemptsPerClient: 256,
-    maxGuards: 8192,
-    maxGuardsPerUser: 2048,
+    maxGuards: 16384,
+    maxGuardsPerUser: 4096,
     workerIdleMs: 30_000,
     probes: [],
     lowTtl: DEFAULT_LOW_TTL,

@@ -104,10 +104,12 @@ Deno.test({
         const allProgressMs = performance.now() - started;
         assertEquals(results.filter((r) => r.done).length, 0, "an attempt failed instead");
         const guards = await guardCount(ns);
-        assertEquals(guards, 2000, "one guard per running attempt");
+        // tcp-nutss guards each flow with a few elements (time-exceeded, RST, SYN-ACK).
+        assertEquals(guards % 2000, 0, `${guards} guards for 2,000 attempts`);
+        assert(guards >= 2000, "an attempt runs without its guards");
         latencies.sort((a, b) => a - b);
         note(
-          `nft storm ${round}: 2,000 attempts had their guards after ${
+          `nft storm ${round}: 2,000 attempts had their ${guards} guards after ${
             Math.round(allProgressMs)
           } ms; ` +
             `peak nft processes ${peak}; bystander ${latencies.length} requests, median ` +
