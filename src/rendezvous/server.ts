@@ -146,6 +146,9 @@ export class RendezvousServer {
   /** An fd held in reserve: closed to accept-and-close one connection when fds run out. */
   #spare: Socket | null = null;
   #address: InetAddress | null = null;
+  /** One read buffer and decoder for every connection (each read is split at once). */
+  readonly #readBuffer = new Uint8Array(4096);
+  readonly #utf8 = new TextDecoder("utf-8", { fatal: true });
 
   private constructor(options: RendezvousOptions) {
     this.#options = options;
@@ -338,32 +341,36 @@ export class RendezvousServer {
 
   async #serve(peer: Peer): Promise<void> {
     const splitter = new LineSplitter(MAX_LINE);
-    const buf = new Uint8Array(4096);
-    const decoder = new TextDecoder("utf-8", { fatal: true });
+    const buf = this.#readBuffer;
     const signal = peer.closed.signal;
     // After finish(), the last reply goes out and the writer closes the connection.
-    const closed = new Promise((resolve) =>
-      signal.addEventListener("abort", resolve, { once: true })
-    );
+    const closed = () =>
+      new Promise<void>((resolve) => {
+        if (signal.aborted) resolve();
+        else signal.addEventListener("abort", () => resolve(), { once: true });
+      });
     try {
       for (;;) {
         // Backpressure: a peer whose replies pile up is not read until they drain.
         if (peer.isFull) await peer.drained();
         // One read per reactor turn: every ready connection gets its turn.
         await peer.socket.readable(signal);
-        if (peer.finishing) return void await closed;
-        const n = await peer.socket.read(buf, signal);
+        if (peer.finishing) return await closed();
+        // The read buffer is shared by every connection: read and split (which copies
+        // the lines out) without an await in between.
+        const n = sys.recv(peer.socket.fd, buf);
+        if (n === null) continue;
         if (n === 0) return;
         for (const line of splitter.push(buf.subarray(0, n))) {
           if (peer.isFull) await peer.drained();
-          if (peer.finishing) return void await closed;
+          if (peer.finishing) return await closed();
           if (line.kind === "too-long") {
             peer.reply(`error|-|line longer than ${MAX_LINE} bytes\n`);
             continue;
           }
           let text: string;
           try {
-            text = decoder.decode(line.bytes);
+            text = this.#utf8.decode(line.bytes);
           } catch {
             peer.reply("error|-|line is not valid UTF-8\n");
             continue;
