@@ -36,6 +36,7 @@ export interface Config {
   maxClients: number;
   maxClientsPerUser: number;
   maxAttemptsPerClient: number;
+  maxAttemptsPerUser: number;
   maxGuards: number;
   maxGuardsPerUser: number;
   /** Milliseconds an idle technique worker lives on. */
@@ -84,6 +85,8 @@ Options:
   --max-clients-per-user N clients of one non-root user at once, 1-65536
                            (default 64)
   --max-attempts N         attempts per client at once, 1-65536 (default 256)
+  --max-attempts-per-user N  attempts of one non-root user at once, 1-1000000
+                           (default 512)
   --max-guards N           firewall set elements held at once, 1-1000000
                            (default 16384)
   --max-guards-per-user N  ... by one non-root user, 1-1000000 (default 4096)
@@ -129,6 +132,7 @@ export function parseCommandLine(args: readonly string[]): Invocation {
         "max-clients": { type: "string" },
         "max-attempts": { type: "string" },
         "max-clients-per-user": { type: "string" },
+        "max-attempts-per-user": { type: "string" },
         "max-guards": { type: "string" },
         "max-guards-per-user": { type: "string" },
         "allow-ports": { type: "string" },
@@ -154,6 +158,7 @@ export function parseCommandLine(args: readonly string[]): Invocation {
     maxClients: 1024,
     maxClientsPerUser: 64,
     maxAttemptsPerClient: 256,
+    maxAttemptsPerUser: 512,
     maxGuards: 16384,
     maxGuardsPerUser: 4096,
     workerIdleMs: 30_000,
@@ -177,6 +182,14 @@ export function parseCommandLine(args: readonly string[]): Invocation {
   }
   if (v["max-clients-per-user"] !== undefined) {
     config.maxClientsPerUser = integer(v["max-clients-per-user"], "max-clients-per-user", 1, 65536);
+  }
+  if (v["max-attempts-per-user"] !== undefined) {
+    config.maxAttemptsPerUser = integer(
+      v["max-attempts-per-user"],
+      "max-attempts-per-user",
+      1,
+      1_000_000,
+    );
   }
   if (v["max-guards"] !== undefined) {
     config.maxGuards = integer(v["max-guards"], "max-guards", 1, 1_000_000);

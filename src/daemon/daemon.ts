@@ -55,6 +55,8 @@ export interface DaemonOptions {
   ports?: PortPolicyOptions;
   /** Attempts one client may run at once. */
   maxAttemptsPerClient: number;
+  /** Attempts all clients of one non-root uid may run at once (each holds sockets and guards). */
+  maxAttemptsPerUser: number;
   /** Probe servers for endpoint discovery (none: the local endpoint is reported). */
   probes?: InetAddress[];
   /** TTL of tcp-nutss's first SYN. */
@@ -83,6 +85,8 @@ export class Daemon {
   readonly #clients = new Set<Client>();
   /** Connected clients per uid. */
   readonly #perUid = new Map<number, number>();
+  /** Running attempts per uid. */
+  readonly #attemptsPerUid = new Map<number, number>();
   readonly #ports: PortPolicy;
   readonly #firewall: FirewallService | undefined;
   /** The per-network-namespace instance lock (an abstract unix socket). */
@@ -285,6 +289,13 @@ export class Daemon {
         `too many active attempts (at most ${this.#options.maxAttemptsPerClient})`,
       );
     }
+    const userAttempts = this.#attemptsPerUid.get(client.uid) ?? 0;
+    if (client.uid !== 0 && userAttempts >= this.#options.maxAttemptsPerUser) {
+      throw new RequestError(
+        id,
+        `too many active attempts for this user (at most ${this.#options.maxAttemptsPerUser})`,
+      );
+    }
     const spec: AttemptSpec = {
       technique: request.technique,
       role: request.type,
@@ -322,6 +333,16 @@ export class Daemon {
     } catch (error) {
       throw new RequestError(id, (error as Error).message, { cause: error });
     }
+    this.#attemptsPerUid.set(client.uid, userAttempts + 1);
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      unclaim();
+      const left = (this.#attemptsPerUid.get(client.uid) ?? 1) - 1;
+      if (left > 0) this.#attemptsPerUid.set(client.uid, left);
+      else this.#attemptsPerUid.delete(client.uid);
+    };
     const attemptLog = client.log.child({
       attempt: id,
       technique: spec.technique,
@@ -330,9 +351,9 @@ export class Daemon {
     const started = performance.now();
     let key: number;
     try {
-      key = this.#startWorker(spec, client, started, attemptLog, unclaim);
+      key = this.#startWorker(spec, client, started, attemptLog, release);
     } catch (error) {
-      unclaim();
+      release();
       throw new RequestError(id, (error as Error).message, { cause: error });
     }
     client.attempts.set(id, key);
@@ -348,7 +369,7 @@ export class Daemon {
     client: Client,
     started: number,
     attemptLog: Logger,
-    unclaim: () => void,
+    release: () => void,
   ): number {
     const { id } = spec;
     const { connection } = client;
@@ -357,7 +378,7 @@ export class Daemon {
         connection.reply({ type: "progress", id, data }).catch(() => {});
       },
       connected: (fd, local, remote) => {
-        unclaim();
+        release();
         client.attempts.delete(id);
         attemptLog.info("attempt succeeded", {
           local,
@@ -371,7 +392,7 @@ export class Daemon {
           .finally(() => closeQuietly(fd));
       },
       failed: (reason) => {
-        unclaim();
+        release();
         client.attempts.delete(id);
         attemptLog.info("attempt failed", { reason, ms: Math.round(performance.now() - started) });
         connection.reply({ type: "error", id, reason }).catch(() => {});

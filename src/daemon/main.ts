@@ -45,6 +45,7 @@ export async function main(args: readonly string[]): Promise<number> {
     maxClients: config.maxClients,
     maxClientsPerUser: config.maxClientsPerUser,
     maxAttemptsPerClient: config.maxAttemptsPerClient,
+    maxAttemptsPerUser: config.maxAttemptsPerUser,
     maxGuards: config.maxGuards,
     maxGuardsPerUser: config.maxGuardsPerUser,
     workerIdleMs: config.workerIdleMs,

@@ -449,3 +449,33 @@ Deno.test({
     assertEquals(left, 0, "the dead daemon's guards are still there after 6 s");
   });
 });
+
+Deno.test({
+  name: "one member's attempts are capped across its connections, root's are not",
+  ignore: MEMBERS,
+}, async () => {
+  await using daemon = await startMemberDaemon(["--max-attempts-per-user", "2"]);
+  const line = (id: string) =>
+    `initiate|${id}|tcp-direct|127.0.0.1|${freePort()}|127.0.0.1|${freePort()}`;
+  const first = spawnMember(MEMBER_UID, [daemon.socketPath, "request", line("u1"), line("u2")]);
+  const next = lineReader(first);
+  try {
+    assertEquals([await next(), await next()], ["progress|u1|direct1", "progress|u2|direct1"]);
+    // Another connection of the same user: over its share.
+    assertEquals(await memberRequest(daemon.socketPath, [line("u3")]), [
+      "error|u3|too many active attempts for this user (at most 2)",
+    ]);
+    // Another user, and root, still start theirs.
+    assertEquals(await memberRequest(daemon.socketPath, [line("o1")], OTHER_MEMBER_UID), [
+      "progress|o1|direct1",
+    ]);
+  } finally {
+    await first.stdin.close();
+    await first.status;
+    await first.stdout.cancel().catch(() => {});
+    await first.stderr.cancel();
+  }
+  // Its attempts ended with its connection: the share is free again.
+  await new Promise((r) => setTimeout(r, 200));
+  assertEquals(await memberRequest(daemon.socketPath, [line("u4")]), ["progress|u4|direct1"]);
+});
