@@ -133,9 +133,8 @@ export class UdpNames {
    */
   sweep(now: number): void {
     const last = Math.floor(now / this.#slotMs) - 1;
-    if (this.#swept < 0) this.#swept = last;
     // Slots are visited one by one only while they are fewer than the slots in use.
-    if (last - this.#swept > this.#slots.size) {
+    if (this.#swept < 0 || last - this.#swept > this.#slots.size) {
       for (const slot of [...this.#slots.keys()]) if (slot <= last) this.#sweepSlot(slot, now);
     } else {
       for (let slot = this.#swept + 1; slot <= last; slot++) this.#sweepSlot(slot, now);
