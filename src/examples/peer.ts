@@ -10,6 +10,11 @@
  *   --rendezvous 172.16.0.1:7000 --id alice --local-ip 10.0.1.2 --port 4000 [--connect bob]
  * ```
  *
+ * `--credential-file PATH` registers with the credential in that file: the
+ * ID's token when the rendezvous server runs with `--secret-file`
+ * (`rendezvous --secret-file F --print-token ID` prints it), or any 16-128
+ * characters of `A-Z a-z 0-9 _ -` to bind the ID to them otherwise.
+ *
  * Through the rendezvous server the initiator sends its peer
  * `punch|ATTEMPT|TECHNIQUE|IP|PORTS|DATA` for punchd's first progress reply;
  * the responder answers with `respond` (DST = IP/PORTS, EXTRA = DATA). Later
@@ -47,6 +52,7 @@ interface Options {
   localIp: string;
   port: number;
   connect?: string;
+  credential?: string;
   technique: TechniqueName;
   message?: string;
   timeoutMs: number;
@@ -64,6 +70,7 @@ function parse(args: string[]): Options {
       "local-ip": { type: "string" },
       port: { type: "string" },
       connect: { type: "string" },
+      "credential-file": { type: "string" },
       technique: { type: "string" },
       message: { type: "string" },
       timeout: { type: "string" },
@@ -84,6 +91,10 @@ function parse(args: string[]): Options {
     timeoutMs: integerFlag(values.timeout ?? "30", "timeout", 1, 3600) * 1000,
   };
   if (values.connect !== undefined) options.connect = values.connect;
+  const credentialFile = values["credential-file"];
+  if (credentialFile !== undefined) {
+    options.credential = Deno.readTextFileSync(credentialFile).trim();
+  }
   if (values.message !== undefined) options.message = values.message;
   return options;
 }
@@ -272,7 +283,7 @@ export async function main(args: string[]): Promise<number> {
   let rendezvous: RendezvousClient | undefined;
   try {
     rendezvous = await RendezvousClient.connect(parseHostPort(o.rendezvous), signal);
-    await rendezvous.register(o.id);
+    await rendezvous.register(o.id, o.credential);
     punchd = await PunchdClient.connect(o.punchd);
     const protocol = protocolOf(o.technique);
     const me = await punchd.endpoint(`${o.id}-endpoint`.slice(0, 64), protocol, o.localIp, [

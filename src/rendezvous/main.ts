@@ -5,6 +5,10 @@
  * deno run --allow-ffi --allow-read src/rendezvous/main.ts --listen 0.0.0.0:7000 --probe-port 7001
  * ```
  *
+ * Every limit against floods has a flag with a default meant for a public
+ * server (see HELP below); `--secret-file` makes registrations take a token
+ * (`--print-token ID` mints one).
+ *
  * Exit codes: 0 stopped by SIGINT/SIGTERM, 1 cannot start, 2 bad command line.
  *
  * @module
