@@ -38,6 +38,8 @@
  * connect|NAME         peer|NAME|IP|PORT         to the sender, and peer|-|IP|PORT (the sender's
  *                                                endpoint) to NAME: both punch to each other;
  *                      unknown|NAME              when NAME is not registered
+ *                      error|connect|rate limit exceeded  beyond 20 connects per second
+ *                                                to one NAME (--udp-connect-rate)
  * observe              observed|IP|PORT
  * anything else        error|COMMAND|REASON
  * ```

@@ -35,6 +35,8 @@ Limits against floods (per source address: an IPv4 address, or an IPv6 /64):
   --max-connections-per-ip N   TCP connections at once per address, 1-1000000 (default 32)
   --max-ids-per-ip N           registered IDs at once per address, 1-1000000 (default 16)
   --max-udp-names-per-ip N     UDP names at once per address, 1-1000000 (default 16)
+  --udp-connect-rate N         UDP connects per second to one name (each makes the server
+                               send a datagram to the name's endpoint), 1-10000 (default 20)
   --register-timeout SECS      close a connection not registered after this, 1-3600 (default 10)
   --notify-rate N              notifications per second per connection, 1-10000 (default 20);
                                beyond it the sender gets "error|notify|rate limit exceeded",
@@ -104,6 +106,7 @@ export async function main(args: readonly string[]): Promise<number> {
         "max-connections-per-ip": { type: "string" },
         "max-ids-per-ip": { type: "string" },
         "max-udp-names-per-ip": { type: "string" },
+        "udp-connect-rate": { type: "string" },
         "register-timeout": { type: "string" },
         "notify-rate": { type: "string" },
         "notify-burst": { type: "string" },
@@ -152,6 +155,7 @@ export async function main(args: readonly string[]): Promise<number> {
         maxConnectionsPerAddress: count("max-connections-per-ip", 32),
         maxIdsPerAddress: count("max-ids-per-ip", 16),
         maxUdpNamesPerAddress: count("max-udp-names-per-ip", 16),
+        udpConnectRate: count("udp-connect-rate", 20, 10_000),
         registerTimeoutMs: count("register-timeout", 10, 3600) * 1000,
         notifyRate: count("notify-rate", 20, 10_000),
         notifyBurst: count("notify-burst", 40, 10_000),

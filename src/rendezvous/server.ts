@@ -63,6 +63,8 @@ export interface RendezvousOptions {
   maxIdsPerAddress?: number;
   /** UDP names at once from one source address (default 16). */
   maxUdpNamesPerAddress?: number;
+  /** UDP `connect`s per second to one name, sustained (default 20; the burst is twice that). */
+  udpConnectRate?: number;
   /** Milliseconds a connection may stay unregistered before it is closed (default 10000). */
   registerTimeoutMs?: number;
   /** Notifications per second one connection may send, sustained (default 20). */
@@ -160,6 +162,8 @@ export class RendezvousServer {
       maxNames: maxPeers,
       maxPerAddress: options.maxUdpNamesPerAddress ?? 16,
       expiryMs: options.udpExpiryMs ?? 60_000,
+      connectRate: options.udpConnectRate ?? 20,
+      connectBurst: (options.udpConnectRate ?? 20) * 2,
     });
     const auth = options.auth ?? { mode: "open" };
     this.#policy = new CredentialPolicy({
@@ -587,6 +591,9 @@ export class RendezvousServer {
       default: {
         const held = this.#udpNames.get(name, now);
         if (held === undefined) return reply(`unknown|${name}`);
+        if (!this.#udpNames.allowConnect(name, now)) {
+          return reply("error|connect|rate limit exceeded");
+        }
         // Both sides learn the other's endpoint; they punch to each other from there.
         return [
           { to: from, text: `peer|${name}|${endpointText(held.endpoint)}` },

@@ -28,6 +28,9 @@ export interface UdpName {
 interface Entry extends UdpName {
   key: string;
   slot: number;
+  /** Connect tokens left, and when they were last counted. */
+  tokens: number;
+  counted: number;
 }
 
 /** Options of the table. */
@@ -40,6 +43,10 @@ export interface UdpNamesOptions {
   expiryMs: number;
   /** Width of a wheel slot in milliseconds (default 1000). */
   slotMs?: number;
+  /** `connect`s per second that one name may be sent, sustained (default 20). */
+  connectRate?: number;
+  /** `connect`s that one name may be sent in a burst (default 40). */
+  connectBurst?: number;
 }
 
 /** Why a registration was refused. */
@@ -107,7 +114,14 @@ export class UdpNames {
     const key = addressKey(from);
     if (!this.#perAddress.acquire(key)) return "address-full";
     const expires = now + this.#options.expiryMs;
-    const entry: Entry = { endpoint: from, expires, key, slot: this.#slotOf(expires) };
+    const entry: Entry = {
+      endpoint: from,
+      expires,
+      key,
+      slot: this.#slotOf(expires),
+      tokens: this.#options.connectBurst ?? 40,
+      counted: now,
+    };
     this.#names.set(name, entry);
     this.#slot(entry.slot).add(name);
     return null;
@@ -124,6 +138,23 @@ export class UdpNames {
       entry.slot = slot;
       this.#slot(slot).add(name);
     }
+    return true;
+  }
+
+  /**
+   * Spends one of a live name's connect tokens: each `connect` makes the
+   * server send a datagram to the name's endpoint, which a forged source
+   * address could point at a victim, so their rate is bounded per name.
+   */
+  allowConnect(name: string, now: number): boolean {
+    const entry = this.#names.get(name);
+    if (entry === undefined || entry.expires <= now) return false;
+    const rate = this.#options.connectRate ?? 20;
+    const burst = this.#options.connectBurst ?? 40;
+    entry.tokens = Math.min(burst, entry.tokens + Math.max(0, now - entry.counted) / 1000 * rate);
+    entry.counted = now;
+    if (entry.tokens < 1) return false;
+    entry.tokens -= 1;
     return true;
   }
 

@@ -172,3 +172,32 @@ Deno.test("a token bucket allows its burst, then its rate", () => {
     false,
   ]);
 });
+
+Deno.test("connect floods cannot aim the server's datagrams at a registered endpoint", async () => {
+  await withServer({ udpConnectRate: 20 }, async (server) => {
+    const host = new UdpPeer();
+    const attacker = new UdpPeer("127.0.0.2");
+    try {
+      await host.ask(server.address, "register|target");
+      const started = Date.now();
+      const replies: string[] = [];
+      for (let i = 0; i < 200; i++) {
+        replies.push(await attacker.ask(server.address, "connect|target"));
+      }
+      const allowed = 40 + Math.ceil(((Date.now() - started) / 1000) * 20);
+      const sent = replies.filter((r) => r.startsWith("peer|target|")).length;
+      assert(sent >= 40 && sent <= allowed, `${sent} connects went through`);
+      assertEquals(
+        replies.length - sent,
+        replies.filter((r) => r === "error|connect|rate limit exceeded").length,
+      );
+      // The host got one datagram per connect that went through, no more.
+      let received = 0;
+      while (await host.receive(300).then(() => true, () => false)) received++;
+      assertEquals(received, sent);
+    } finally {
+      host.close();
+      attacker.close();
+    }
+  });
+});
