@@ -50,6 +50,7 @@
  */
 
 import { canonicalIp } from "../../ffi/ip.ts";
+import type { SocketAddress } from "../../ffi/structs.ts";
 import { parsePorts } from "../control/codec.ts";
 
 /** Maximum line length in bytes before the `\n`. */
@@ -174,6 +175,12 @@ export function decodeRendezvousRequest(line: string): RendezvousRequest {
     default:
       return { type: "ping" };
   }
+}
+
+/** The `observed|IP|PORT\n` line for an inet address; TypeError for a unix one. */
+export function observedLine(address: SocketAddress): string {
+  if (address.family === "unix") throw new TypeError("Cannot observe a unix socket address");
+  return `observed|${address.address}|${address.port}\n`;
 }
 
 /** A reply or server-initiated message, parsed by peers. */

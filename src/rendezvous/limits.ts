@@ -1,7 +1,7 @@
 /**
  * The rendezvous server's policy against floods: counters per source
- * address (connections, registrations, UDP names) and token buckets (notify
- * rate). Pure bookkeeping with an injected clock: no I/O, no timers.
+ * address (connections, registrations, UDP names), token buckets (notify
+ * rate) and a backoff sleep. Bookkeeping with an injected clock, no I/O.
  *
  * @module
  */
@@ -113,4 +113,17 @@ export class TokenBucket {
     this.#tokens -= 1;
     return true;
   }
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts (backoff that stop() cuts short). */
+export function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+  });
 }

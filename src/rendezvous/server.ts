@@ -29,16 +29,16 @@ import { LineSplitter } from "../control/connection.ts";
 import type { Logger } from "../log.ts";
 import {
   decodeRendezvousRequest,
-  isCredential,
-  isPeerId,
   MAX_LINE,
+  observedLine,
   RendezvousError,
   type RendezvousRequest,
 } from "./codec.ts";
 import { PeerConnection } from "./connection.ts";
 import { type AuthMode, CredentialPolicy } from "./credentials.ts";
-import { AddressCounter, addressKey, type Clock, TokenBucket } from "./limits.ts";
+import { AddressCounter, addressKey, type Clock, sleep, TokenBucket } from "./limits.ts";
 import { UdpNames } from "./udp_names.ts";
+import { UdpService } from "./udp_server.ts";
 
 /** How registrations are authenticated (see `credentials.ts`). */
 export type RendezvousAuth =
@@ -88,15 +88,6 @@ const MAX_REFUSED_NOTIFIES = 256;
 const SWEEP_INTERVAL_MS = 1000;
 const encoder = new TextEncoder();
 
-function endpointText(address: SocketAddress): string {
-  return address.family === "unix" ? "-|-" : `${address.address}|${address.port}`;
-}
-
-function observedLine(address: SocketAddress): string {
-  if (address.family === "unix") throw new TypeError("Cannot observe a unix socket address");
-  return `observed|${address.address}|${address.port}\n`;
-}
-
 /** Writes what fits now into a socket's buffer, for a last word before closing. */
 function sendNow(socket: Socket, line: string): void {
   try {
@@ -104,18 +95,6 @@ function sendNow(socket: Socket, line: string): void {
   } catch {
     // The peer is gone already; closing is all that is left.
   }
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-  });
 }
 
 function isOutOfDescriptors(error: unknown): boolean {
@@ -141,6 +120,7 @@ export class RendezvousServer {
   readonly #connections: AddressCounter;
   readonly #registrations: AddressCounter;
   readonly #udpNames: UdpNames;
+  readonly #udpService: UdpService;
   readonly #policy: CredentialPolicy;
   readonly #tasks = new Set<Promise<void>>();
   readonly #stopped = new AbortController();
@@ -172,6 +152,12 @@ export class RendezvousServer {
       bindingTtlMs: auth.mode === "open" ? auth.bindingTtlMs ?? 3_600_000 : 0,
       maxBindings: maxPeers * 4,
       maxBindingsPerAddress: (options.maxIdsPerAddress ?? 16) * 4,
+    });
+    this.#udpService = new UdpService({
+      names: this.#udpNames,
+      policy: this.#policy,
+      clock: this.#clock,
+      log: options.log,
     });
   }
 
@@ -236,7 +222,7 @@ export class RendezvousServer {
       const udp = Socket.create(listen.family, "datagram", { reuseAddress: true });
       this.#udp.push(udp);
       udp.bind({ ...listen, port });
-      this.#track(this.#udpLoop(udp, port === bound.port));
+      this.#track(this.#udpService.serve(udp, port === bound.port, this.#stopped.signal));
     }
     this.#sweeper = setInterval(() => {
       const now = this.#clock();
@@ -509,96 +495,6 @@ export class RendezvousServer {
       if (this.#byId.get(peer.id) === peer) {
         this.#byId.delete(peer.id);
         this.#options.log.info("peer unregistered", { peer: peer.id });
-      }
-    }
-  }
-
-  async #udpLoop(socket: Socket, main: boolean): Promise<void> {
-    const buf = new Uint8Array(1500);
-    const signal = this.#stopped.signal;
-    const decoder = new TextDecoder();
-    while (!signal.aborted) {
-      let from: SocketAddress;
-      let length: number;
-      try {
-        // One datagram per reactor turn, as for TCP connections.
-        await socket.readable(signal);
-        ({ from, length } = await socket.receiveFrom(buf, signal));
-      } catch (error) {
-        if (signal.aborted) return;
-        this.#options.log.warn("udp receive failed", { error: (error as Error).message });
-        await sleep(10, signal);
-        continue;
-      }
-      // Probe ports answer anything with the observed endpoint; the main port speaks the UDP protocol.
-      const replies = main
-        ? this.#udpRequest(decoder.decode(buf.subarray(0, Math.min(length, 512))).trim(), from)
-        : [{ to: from, text: observedLine(from).trimEnd() }];
-      for (const reply of replies) {
-        try {
-          // A full socket buffer drops the reply, as the network could: never wait for room.
-          sys.sendTo(socket.fd, encoder.encode(reply.text), reply.to);
-        } catch (error) {
-          this.#options.log.debug("udp reply failed", {
-            to: formatAddress(reply.to),
-            error: (error as Error).message,
-          });
-        }
-      }
-    }
-  }
-
-  /**
-   * One UDP request on the main port; returns the datagrams to send. See
-   * `codec.ts` for the protocol: register, keepalive, connect, observe.
-   */
-  #udpRequest(text: string, from: SocketAddress): { to: SocketAddress; text: string }[] {
-    const now = this.#clock();
-    const reply = (t: string) => [{ to: from, text: t }];
-    const [command = "", name = "", ...rest] = text.split("|");
-    if (command === "observe" && name === "") return reply(observedLine(from).trimEnd());
-    if (!["register", "keepalive", "connect"].includes(command)) {
-      return reply(`error|-|unknown command "${command.slice(0, 20)}"`);
-    }
-    const credential = command === "register" && rest.length === 1 ? rest[0] : undefined;
-    if ((rest.length > 0 && credential === undefined) || !isPeerId(name)) {
-      return reply(`error|${command}|bad name (1-128 of A-Z a-z 0-9 . _ : @ + = / -)`);
-    }
-    if (credential !== undefined && !isCredential(credential)) {
-      return reply("error|register|bad credential (16-128 of A-Z a-z 0-9 _ -)");
-    }
-    switch (command) {
-      case "register": {
-        // UDP names are bound to their endpoint; only a server secret adds a credential check.
-        if (this.#policy.mode === "secret") {
-          const refusal = this.#policy.admit(name, credential, addressKey(from), now);
-          if (refusal !== null) return reply(`error|register|${refusal}`);
-        }
-        const refused = this.#udpNames.register(name, from, now);
-        if (refused === "taken") return reply("error|register|name is taken");
-        if (refused === "full") return reply("error|register|too many registrations");
-        if (refused === "address-full") {
-          return reply("error|register|too many names from your address");
-        }
-        return reply(`registered|${name}|${endpointText(from)}`);
-      }
-      case "keepalive":
-        if (!this.#udpNames.isOwner(name, from, now)) {
-          return reply(`error|keepalive|unknown name (expired or not yours)`);
-        }
-        this.#udpNames.renew(name, now);
-        return reply(`alive|${name}`);
-      default: {
-        const held = this.#udpNames.get(name, now);
-        if (held === undefined) return reply(`unknown|${name}`);
-        if (!this.#udpNames.allowConnect(name, now)) {
-          return reply("error|connect|rate limit exceeded");
-        }
-        // Both sides learn the other's endpoint; they punch to each other from there.
-        return [
-          { to: from, text: `peer|${name}|${endpointText(held.endpoint)}` },
-          { to: held.endpoint, text: `peer|-|${endpointText(from)}` },
-        ];
       }
     }
   }
