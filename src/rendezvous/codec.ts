@@ -192,37 +192,68 @@ export type RendezvousReply =
   | { type: "pong" }
   | { type: "error"; command: string; reason: string };
 
-/** Parses a line the server sent (for peers). Throws SyntaxError on anything else. */
-export function decodeRendezvousReply(line: string): RendezvousReply {
-  const fields = line.split("|");
-  switch (fields[0]) {
-    case "ok":
-      return { type: "ok", command: fields[1] ?? "", detail: fields.slice(2).join("|") };
-    case "peer":
-      if (fields.length === 5 && (fields[2] === "tcp" || fields[2] === "udp")) {
-        return {
-          type: "peer",
-          peerId: fields[1] ?? "",
-          protocol: fields[2],
-          ip: canonicalIp(fields[3] ?? ""),
-          ports: parsePorts(fields[4] ?? ""),
-        };
-      }
-      break;
-    case "notify":
-      if (fields.length >= 3) {
-        return { type: "notify", from: fields[1] ?? "", payload: fields.slice(2).join("|") };
-      }
-      break;
-    case "observed":
-      if (fields.length === 3) {
-        return { type: "observed", ip: canonicalIp(fields[1] ?? ""), port: Number(fields[2]) };
-      }
-      break;
-    case "pong":
-      return { type: "pong" };
-    case "error":
-      return { type: "error", command: fields[1] ?? "-", reason: fields.slice(2).join("|") };
+const PORT = /^[1-9][0-9]{0,4}$/;
+
+/** The value of `parse(text)`, or undefined when it throws. */
+function attempt<T>(parse: () => T): T | undefined {
+  try {
+    return parse();
+  } catch {
+    return undefined;
   }
+}
+
+/** Decodes one server line, or returns undefined when it is not one the server sends. */
+function reply(fields: string[]): RendezvousReply | undefined {
+  const [kind, first = "", second = ""] = fields;
+  switch (kind) {
+    case "ok": {
+      if (fields.length !== 3) return undefined;
+      const valid = first === "publish"
+        ? second === "tcp" || second === "udp"
+        : (first === "register" || first === "notify") && isPeerId(second);
+      return valid ? { type: "ok", command: first, detail: second } : undefined;
+    }
+    case "peer": {
+      if (fields.length !== 5 || !isPeerId(first) || (second !== "tcp" && second !== "udp")) {
+        return undefined;
+      }
+      const ip = attempt(() => canonicalIp(fields[3] ?? ""));
+      const ports = attempt(() => parsePorts(fields[4] ?? ""));
+      if (ip === undefined || ports === undefined) return undefined;
+      return { type: "peer", peerId: first, protocol: second, ip, ports };
+    }
+    case "notify": {
+      const payload = fields.slice(2).join("|");
+      if (fields.length < 3 || !isPeerId(first) || !PAYLOAD.test(payload)) return undefined;
+      return { type: "notify", from: first, payload };
+    }
+    case "observed": {
+      const port = Number(second);
+      const ip = attempt(() => canonicalIp(first));
+      if (fields.length !== 3 || ip === undefined || !PORT.test(second) || port > 65535) {
+        return undefined;
+      }
+      return { type: "observed", ip, port };
+    }
+    case "pong":
+      return fields.length === 1 ? { type: "pong" } : undefined;
+    case "error": {
+      const reason = fields.slice(2).join("|");
+      if (fields.length < 3 || first === "" || reason === "") return undefined;
+      return { type: "error", command: first, reason };
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Parses a line the server sent (for peers): exactly the lines the server
+ * writes (peer IDs valid, addresses canonicalized, ports 1-65535 in plain
+ * decimal). Throws SyntaxError on anything else.
+ */
+export function decodeRendezvousReply(line: string): RendezvousReply {
+  const decoded = reply(line.split("|"));
+  if (decoded !== undefined) return decoded;
   throw new SyntaxError(`Cannot parse rendezvous message "${line.slice(0, 80)}"`);
 }
