@@ -19,7 +19,7 @@ import { parseHostPort } from "../daemon/discovery.ts";
 import { Logger, parseLevel } from "../log.ts";
 import { isPeerId } from "./codec.ts";
 import { tokenFor } from "./credentials.ts";
-import { type RendezvousAuth, RendezvousServer } from "./server.ts";
+import { type RendezvousAuth, type RendezvousOptions, RendezvousServer } from "./server.ts";
 
 const HELP = `punchd-rendezvous: rendezvous and probe server for punchd peers
 
@@ -145,26 +145,27 @@ export async function main(args: readonly string[]): Promise<number> {
     );
     const maxPeers = integerFlag(values["max-peers"] ?? "1000", "max-peers", 1, 1_000_000);
     const udpExpiryMs = integerFlag(values["udp-expiry"] ?? "60", "udp-expiry", 5, 3600) * 1000;
+    const options: RendezvousOptions = {
+      listen,
+      probePorts,
+      maxPeers,
+      udpExpiryMs,
+      maxConnections: count("max-connections", 4096),
+      maxConnectionsPerAddress: count("max-connections-per-ip", 32),
+      maxIdsPerAddress: count("max-ids-per-ip", 16),
+      maxUdpNamesPerAddress: count("max-udp-names-per-ip", 16),
+      udpConnectRate: count("udp-connect-rate", 20, 10_000),
+      registerTimeoutMs: count("register-timeout", 10, 3600) * 1000,
+      notifyRate: count("notify-rate", 20, 10_000),
+      notifyBurst: count("notify-burst", 40, 10_000),
+      maxQueuedBytes: integerFlag(values["max-queued-kib"] ?? "64", "max-queued-kib", 4, 65536) *
+        1024,
+      stuckTimeoutMs: count("stuck-timeout", 30, 3600) * 1000,
+      auth,
+      log,
+    };
     try {
-      server = RendezvousServer.start({
-        listen,
-        probePorts,
-        maxPeers,
-        udpExpiryMs,
-        maxConnections: count("max-connections", 4096),
-        maxConnectionsPerAddress: count("max-connections-per-ip", 32),
-        maxIdsPerAddress: count("max-ids-per-ip", 16),
-        maxUdpNamesPerAddress: count("max-udp-names-per-ip", 16),
-        udpConnectRate: count("udp-connect-rate", 20, 10_000),
-        registerTimeoutMs: count("register-timeout", 10, 3600) * 1000,
-        notifyRate: count("notify-rate", 20, 10_000),
-        notifyBurst: count("notify-burst", 40, 10_000),
-        maxQueuedBytes: integerFlag(values["max-queued-kib"] ?? "64", "max-queued-kib", 4, 65536) *
-          1024,
-        stuckTimeoutMs: count("stuck-timeout", 30, 3600) * 1000,
-        auth,
-        log,
-      });
+      server = RendezvousServer.start(options);
     } catch (error) {
       return fail(`cannot start: ${(error as Error).message}`, 1);
     }
