@@ -20,11 +20,31 @@ async function run(args: string[]): Promise<void> {
   }
 }
 
+function alive(pid: number): boolean {
+  try {
+    Deno.statSync(`/proc/${pid}`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Deletes void namespaces whose creating process is gone (a run killed mid-test). */
+async function removeStale(): Promise<void> {
+  const list = await new Deno.Command("ip", { args: ["netns", "list"] }).output();
+  for (const line of new TextDecoder().decode(list.stdout).split("\n")) {
+    const name = line.split(" ")[0] ?? "";
+    const pid = name.match(/^pdvoid(\d+)[a-z]/)?.[1];
+    if (pid !== undefined && !alive(Number(pid))) await run(["ip", "netns", "del", name]);
+  }
+}
+
 /** Runs `body` with a fresh void namespace (named after the pid and `tag`), then deletes it. */
 export async function withVoidNamespace(
   tag: string,
   body: (ns: string) => Promise<void>,
 ): Promise<void> {
+  await removeStale();
   const ns = `pdvoid${Deno.pid}${tag}`;
   await run(["ip", "netns", "add", ns]);
   try {
