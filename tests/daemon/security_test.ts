@@ -9,6 +9,8 @@ import { Socket } from "../../ffi/socket.ts";
 import { freePort, rawConnect, readLines, spawnPunchd, startDaemon } from "../helpers/daemon.ts";
 import {
   canRunMembers,
+  finishMember,
+  lineReader,
   MEMBER_UID,
   memberRequest,
   OTHER_MEMBER_UID,
@@ -17,6 +19,7 @@ import {
   startMemberDaemon,
 } from "../helpers/member.ts";
 import { isRoot, skipUnless } from "../helpers/skip.ts";
+import { processAlive } from "../lab/lab.ts";
 import { guardCount, VOID_LOCAL, VOID_PEER, withVoidNamespace } from "../helpers/void_ns.ts";
 
 const MEMBERS = skipUnless(
@@ -24,34 +27,6 @@ const MEMBERS = skipUnless(
   "attacks by a group member",
   "needs root, setpriv and python3",
 );
-
-/** Reads the member fixture's stdout line by line. */
-function lineReader(child: Deno.ChildProcess): () => Promise<string> {
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let pending = "";
-  return async () => {
-    for (;;) {
-      const nl = pending.indexOf("\n");
-      if (nl >= 0) {
-        const line = pending.slice(0, nl);
-        pending = pending.slice(nl + 1);
-        return line;
-      }
-      const { value, done } = await reader.read();
-      if (done) throw new Error(`member exited; output so far: ${pending}`);
-      pending += value;
-    }
-  };
-}
-
-function alive(pid: number): boolean {
-  try {
-    Deno.kill(pid, "SIGCONT");
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 Deno.test({
   name: "a member holding its share of connections and flooding connect-and-close neither " +
@@ -82,12 +57,9 @@ Deno.test({
     assertEquals(await memberRequest(daemon.socketPath, ["cancel|x"], OTHER_MEMBER_UID), [
       "error|x|no active attempt with this ID",
     ]);
-    assert(alive(daemon.pid), "the daemon died");
+    assert(processAlive(daemon.pid), "the daemon died");
   } finally {
-    await member.stdin.close();
-    await member.status;
-    await member.stdout.cancel().catch(() => {});
-    await member.stderr.cancel();
+    await finishMember(member);
   }
   assertEquals(await daemon.stop(), 0);
   assert(!daemon.logs().includes("unhandled"), daemon.logs());
@@ -106,12 +78,9 @@ Deno.test({
       assertEquals(await next(), "held 0");
       assertEquals(await next(), "flooded");
       assertEquals(await next(), "extra error|-|too many clients");
-      await member.stdin.close();
-      await member.status;
-      await member.stderr.cancel();
-      await member.stdout.cancel().catch(() => {});
+      await finishMember(member);
     }
-    assert(alive(daemon.pid), "the daemon died");
+    assert(processAlive(daemon.pid), "the daemon died");
     held.pop()?.close();
     // A slot freed: the next client is served.
     await new Promise((r) => setTimeout(r, 100));
@@ -206,10 +175,7 @@ Deno.test({
       );
     }
   } finally {
-    await first.stdin.close();
-    await first.status;
-    await first.stdout.cancel().catch(() => {});
-    await first.stderr.cancel();
+    await finishMember(first);
   }
 });
 
@@ -295,9 +261,7 @@ Deno.test({
     // What reached the impostor: nothing but the connection (the clients close without writing).
     assertEquals(await next(), "b''");
   } finally {
-    await impostor.stdin.close();
-    await impostor.status;
-    await impostor.stdout.cancel().catch(() => {});
+    await finishMember(impostor);
     await Deno.remove(dir, { recursive: true });
   }
 });
@@ -470,10 +434,7 @@ Deno.test({
       "progress|o1|direct1",
     ]);
   } finally {
-    await first.stdin.close();
-    await first.status;
-    await first.stdout.cancel().catch(() => {});
-    await first.stderr.cancel();
+    await finishMember(first);
   }
   // Its attempts ended with its connection: the share is free again.
   await new Promise((r) => setTimeout(r, 200));

@@ -15,6 +15,14 @@ import { isRoot, skipUnless } from "../helpers/skip.ts";
 const flow = { localIp: "10.0.1.2", localPort: 40000, remoteIp: "172.16.2.2", remotePort: 50000 };
 const quiet = new Logger("error", () => {});
 
+/** A service writing through `nft`, with caps of `max` (total) and `perUid`. */
+function serviceOf(
+  nft: NftRunner,
+  { max = 100, perUid = max, log = quiet }: { max?: number; perUid?: number; log?: Logger } = {},
+): FirewallService {
+  return new FirewallService({ log, maxElements: max, maxElementsPerUid: perUid, nft });
+}
+
 Deno.test("a time-exceeded guard keys the quoted IPv4 flow: source, destination, both ports", () => {
   assertEquals(guardElements({ kind: "time-exceeded", flow }), [
     // 10.0.1.2 . 172.16.2.2 . 40000 << 16 | 50000
@@ -82,12 +90,7 @@ function fakeNft(ms = 5, fail?: (script: string) => boolean) {
 
 Deno.test("500 guards at once go through one nft process at a time, in a few batches", async () => {
   const fake = fakeNft();
-  const service = new FirewallService({
-    log: quiet,
-    maxElements: 10_000,
-    maxElementsPerUid: 10_000,
-    nft: fake.nft,
-  });
+  const service = serviceOf(fake.nft, { max: 10_000 });
   const adds = Array.from(
     { length: 500 },
     (_, i) =>
@@ -108,12 +111,7 @@ Deno.test("500 guards at once go through one nft process at a time, in a few bat
 
 Deno.test("caps: a non-root uid is held to its share, everyone to the total", async () => {
   const fake = fakeNft(0);
-  const service = new FirewallService({
-    log: quiet,
-    maxElements: 4,
-    maxElementsPerUid: 2,
-    nft: fake.nft,
-  });
+  const service = serviceOf(fake.nft, { max: 4, perUid: 2 });
   const guard = (port: number) => ({
     kind: "rst-out" as const,
     flow: { ...flow, localPort: port },
@@ -140,12 +138,7 @@ Deno.test("caps: a non-root uid is held to its share, everyone to the total", as
 
 Deno.test("a failing operation fails only its caller, not the batch it shared", async () => {
   const fake = fakeNft(2, (script) => script.includes("0x00070001"));
-  const service = new FirewallService({
-    log: quiet,
-    maxElements: 100,
-    maxElementsPerUid: 100,
-    nft: fake.nft,
-  });
+  const service = serviceOf(fake.nft);
   const ok = service.add(1, 5, { kind: "rst-out", flow: { ...flow, localPort: 6 } }, 1000);
   const bad = service.add(2, 5, {
     kind: "rst-out",
@@ -197,12 +190,7 @@ Deno.test({
 }, async () => {
   await withNamespace("g", async (nft) => {
     await createTable(nft);
-    const service = new FirewallService({
-      log: quiet,
-      maxElements: 100,
-      maxElementsPerUid: 100,
-      nft,
-    });
+    const service = serviceOf(nft);
     await service.add(1, 0, { kind: "time-exceeded", flow }, 10_000);
     const h = await service.add(1, 0, { kind: "syn-ack", flow, ack: 5 }, 10_000);
     await service.add(2, 0, {
@@ -229,12 +217,7 @@ Deno.test({
   await withNamespace("e", async (nft) => {
     await createTable(nft);
     const errors: string[] = [];
-    const service = new FirewallService({
-      log: new Logger("error", (r) => errors.push(r.message)),
-      maxElements: 100,
-      maxElementsPerUid: 100,
-      nft,
-    });
+    const service = serviceOf(nft, { log: new Logger("error", (r) => errors.push(r.message)) });
     await service.add(1, 0, { kind: "rst-out", flow }, 1000);
     assertEquals((await listElements(nft)).length, 1);
     await new Promise((r) => setTimeout(r, 1600));
@@ -252,12 +235,7 @@ Deno.test({
   await withNamespace("d", async (nft) => {
     // What a killed daemon leaves: the table with a guard in it.
     await createTable(nft);
-    const service = new FirewallService({
-      log: quiet,
-      maxElements: 100,
-      maxElementsPerUid: 100,
-      nft,
-    });
+    const service = serviceOf(nft);
     await service.add(1, 0, { kind: "rst-out", flow }, 60_000);
     assertEquals((await listElements(nft)).length, 1);
     const ns = `pdfw${Deno.pid}d`;

@@ -108,3 +108,36 @@ export async function memberRequest(
   }
   return text === "" ? [] : text.split("\n");
 }
+
+/** Reads a spawned member's stdout line by line. */
+export function lineReader(child: Deno.ChildProcess): () => Promise<string> {
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let pending = "";
+  return async () => {
+    for (;;) {
+      const nl = pending.indexOf("\n");
+      if (nl >= 0) {
+        const line = pending.slice(0, nl);
+        pending = pending.slice(nl + 1);
+        return line;
+      }
+      const { value, done } = await reader.read();
+      if (done) throw new Error(`member exited; output so far: ${pending}`);
+      pending += value;
+    }
+  };
+}
+
+/** Lets a spawned member go (closing its stdin ends it) and waits for it. */
+export async function finishMember(child: Deno.ChildProcess): Promise<void> {
+  await child.stdin.close().catch(() => {});
+  await child.status;
+  // A stream may be locked by a lineReader, or not piped at all (the getter throws then).
+  for (const stream of ["stdout", "stderr"] as const) {
+    try {
+      await child[stream].cancel();
+    } catch {
+      // Locked or not piped: nothing of ours to release.
+    }
+  }
+}

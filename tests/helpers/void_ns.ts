@@ -8,6 +8,8 @@
  * @module
  */
 
+import { processAlive } from "../lab/lab.ts";
+
 /** The namespace's own address and the silent peer's. */
 export const VOID_LOCAL = "10.99.0.1";
 export const VOID_PEER = "10.99.0.2";
@@ -20,22 +22,13 @@ async function run(args: string[]): Promise<void> {
   }
 }
 
-function alive(pid: number): boolean {
-  try {
-    Deno.statSync(`/proc/${pid}`);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** Deletes void namespaces whose creating process is gone (a run killed mid-test). */
 async function removeStale(): Promise<void> {
   const list = await new Deno.Command("ip", { args: ["netns", "list"] }).output();
   for (const line of new TextDecoder().decode(list.stdout).split("\n")) {
     const name = line.split(" ")[0] ?? "";
     const pid = name.match(/^pdvoid(\d+)[a-z]/)?.[1];
-    if (pid !== undefined && !alive(Number(pid))) await run(["ip", "netns", "del", name]);
+    if (pid !== undefined && !processAlive(Number(pid))) await run(["ip", "netns", "del", name]);
   }
 }
 

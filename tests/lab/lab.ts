@@ -86,7 +86,8 @@ async function must(cmd: string, args: string[], input?: string): Promise<string
   return result.stdout;
 }
 
-function processAlive(pid: number): boolean {
+/** True while process `pid` exists. */
+export function processAlive(pid: number): boolean {
   try {
     Deno.statSync(`/proc/${pid}`);
     return true;
