@@ -5,34 +5,41 @@
  *
  * The initiator draws a random attempt token (16 bytes, 32 lowercase hex
  * digits) and sends it inside its first progress data, which only travels
- * the applications' own channel. When its connection forms, each side
- * writes its 16-byte confirmation and reads exactly 16 bytes from the peer:
+ * the applications' own channel. When the connection forms, three
+ * messages of 16 bytes cross it, each HMAC-SHA256(token, LABEL) cut to its
+ * first 16 bytes, LABEL being `punchd-confirm-1|T|` and the message's name
+ * (T: the technique's name, e.g. `tcp-nutss`):
  *
  * ```
- *  initiator                                   responder
- *  ── HMAC-SHA256(token, "punchd-confirm-1|T|initiator")[0..16] ──►
- *  ◄── HMAC-SHA256(token, "punchd-confirm-1|T|responder")[0..16] ──
- *  (T: the technique's name; both write first, then read: no deadlock)
+ *  initiator                                  responder
+ *  ───────────── "initiator" ───────────────►  checks it
+ *  checks it  ◄─────────── "responder" ──────
+ *  ───────────── "initiator-done" ──────────►  checks it
+ *  ok (once written)                           ok
  * ```
  *
- * A wrong confirmation, the end of the stream or no confirmation within the
- * deadline fails the attempt: the socket is closed (a FIN, so a peer that
- * already confirmed sees the end of the stream) and never handed over. An
- * off-path attacker who made a socket connect to something else (a forged
- * handshake) cannot produce the peer's confirmation without the token, and
- * the role in the MAC stops a reflected confirmation.
+ * Each side writes its next message only after the previous one checked
+ * out, and reads exactly 16 bytes at a time (what follows belongs to the
+ * application). A wrong message, the end of the stream or silence past the
+ * deadline fails the attempt: the socket is closed (a FIN) and never handed
+ * over. An off-path attacker who made a socket connect to something else (a
+ * forged handshake) cannot produce the peer's messages without the token,
+ * and the names in the MAC stop reflected or replayed ones.
  *
- * The MAC covers the token, the technique and the sender's role, not the
+ * When the responder reports ok, it knows both directions carried data and
+ * that the initiator accepted its confirmation. No exchange makes both
+ * sides sure at once (the two generals): the last message may be lost. The
+ * only split outcome left is an initiator that reported ok and a responder
+ * that never got "initiator-done"; the responder then closes its socket,
+ * and its FIN travels the direction that just carried "responder", so the
+ * initiator's application reads the end of the stream before any data: the
+ * failure reaches the application that got its socket early.
+ *
+ * The MAC covers the token, the technique and the message's name, not the
  * attempt's addresses: behind NATs neither side knows the addresses the
  * other one sees, so there is no common view of them to sign. The token is
  * fresh for every attempt and is known only to the two applications that
  * exchanged it, so it names this attempt and this peer already.
- *
- * After both confirmations crossed, a side that still fails (its deadline
- * strikes between writing and reading) closes its socket, and the peer's
- * application, which may already hold its socket, reads the end of the
- * stream: the only way left to tell it (the two generals cannot agree in a
- * bounded number of messages).
  *
  * @module
  */
@@ -47,8 +54,13 @@ const TOKEN_BYTES = 16;
 /** An attempt token as it travels in progress data. */
 const TOKEN_PATTERN = /^[0-9a-f]{32}$/;
 
-/** Which end of the attempt writes a confirmation. */
+/** Which end of the attempt a side is. */
 export type ConfirmRole = "initiator" | "responder";
+
+/** The three messages, in order: who writes each is in its name. */
+export const CONFIRM_MESSAGES = ["initiator", "responder", "initiator-done"] as const;
+/** One of {@linkcode CONFIRM_MESSAGES}. */
+export type ConfirmMessage = typeof CONFIRM_MESSAGES[number];
 
 /** A new random attempt token: 32 lowercase hex digits. */
 export function newAttemptToken(): string {
@@ -72,11 +84,11 @@ function tokenBytes(token: string): Uint8Array<ArrayBuffer> {
   return bytes;
 }
 
-/** The confirmation `role` writes for an attempt of `technique` with `token`. */
+/** The 16 bytes of message `name` for an attempt of `technique` with `token`. */
 export async function confirmation(
   token: string,
   technique: string,
-  role: ConfirmRole,
+  name: ConfirmMessage,
 ): Promise<Uint8Array<ArrayBuffer>> {
   const key = await crypto.subtle.importKey(
     "raw",
@@ -85,7 +97,7 @@ export async function confirmation(
     false,
     ["sign"],
   );
-  const text = new TextEncoder().encode(`punchd-confirm-1|${technique}|${role}`);
+  const text = new TextEncoder().encode(`punchd-confirm-1|${technique}|${name}`);
   const mac = new Uint8Array(await crypto.subtle.sign("HMAC", key, text));
   return mac.slice(0, CONFIRMATION_BYTES);
 }
@@ -104,25 +116,22 @@ export interface ConfirmOptions {
   role: ConfirmRole;
   /** Aborts the exchange (the attempt's signal). */
   signal: AbortSignal;
-  /** Milliseconds the peer's confirmation may take (default 3000). */
+  /** Milliseconds the whole exchange may take (default 8000). */
   timeoutMs?: number;
 }
 
 /**
- * Writes this side's confirmation on `socket` and reads exactly the peer's
- * (no byte more: what follows belongs to the application). Throws a
- * TechniqueError ("Cannot confirm the connection: ...") on a wrong
- * confirmation, the end of the stream or the deadline; the signal's reason
- * when it aborts. The caller closes the socket on failure.
+ * Runs this side's part of the exchange on `socket` (see the module doc).
+ * Throws a TechniqueError ("Cannot confirm the connection: ...") on a wrong
+ * message, the end of the stream or the deadline; the signal's reason when
+ * it aborts. The caller closes the socket on failure.
  */
 export async function confirmPeer(socket: Socket, options: ConfirmOptions): Promise<void> {
   const { token, technique, role, signal } = options;
-  const peerRole: ConfirmRole = role === "initiator" ? "responder" : "initiator";
-  const [mine, theirs] = await Promise.all([
-    confirmation(token, technique, role),
-    confirmation(token, technique, peerRole),
-  ]);
-  const timeoutMs = options.timeoutMs ?? 3000;
+  const messages = await Promise.all(
+    CONFIRM_MESSAGES.map((name) => confirmation(token, technique, name)),
+  );
+  const timeoutMs = options.timeoutMs ?? 8000;
   const deadline = new AbortController();
   const timer = setTimeout(
     () => deadline.abort(new TechniqueError(`no confirmation within ${timeoutMs} ms`)),
@@ -131,17 +140,23 @@ export async function confirmPeer(socket: Socket, options: ConfirmOptions): Prom
   const wait = AbortSignal.any([signal, deadline.signal]);
   const fail = (why: string, cause?: unknown) =>
     new TechniqueError(`Cannot confirm the connection: ${why}`, { cause });
-  try {
-    await socket.write(mine, wait);
+  const check = async (expected: Uint8Array, name: ConfirmMessage) => {
     const got = new Uint8Array(CONFIRMATION_BYTES);
     for (let have = 0; have < got.length;) {
       const part = new Uint8Array(got.length - have);
       const n = await socket.read(part, wait);
-      if (n === 0) throw fail(`the peer closed the connection after ${have} bytes`);
+      if (n === 0) throw fail(`the peer closed the connection after ${have} bytes of "${name}"`);
       got.set(part.subarray(0, n), have);
       have += n;
     }
-    if (!equalInConstantTime(got, theirs)) throw fail("the peer's confirmation is wrong");
+    if (!equalInConstantTime(got, expected)) throw fail(`the peer's "${name}" is wrong`);
+  };
+  try {
+    for (const [i, name] of CONFIRM_MESSAGES.entries()) {
+      const message = messages[i] as Uint8Array<ArrayBuffer>;
+      if (name.startsWith(role)) await socket.write(message, wait);
+      else await check(message, name);
+    }
   } catch (error) {
     if (signal.aborted) throw signal.reason;
     if (deadline.signal.aborted) throw fail((deadline.signal.reason as Error).message, error);

@@ -4,7 +4,8 @@
  * 4.2.2; DOI 10.1145/1016707.1016715).
  *
  * On the wire (A initiates from A:pA to B's public P_B:pB, for each of B's
- * predicted public ports pB; B answers from B:pB to A's public P_A:pA):
+ * predicted public ports pB; B answers from B:pB to A's public P_A:pA;
+ * SEG(seq, ack)):
  *
  * ```
  *  A (initiator)                            B (responder)
@@ -18,8 +19,9 @@
  *  SYN_SENT + SYN: simultaneous open
  *  ──────────── SYN-ACK(a, b+1) ──────────► ESTABLISHED
  *  ESTABLISHED ◄────────── ACK(b+1, a+1) ──
- *  ──────── confirmation (16 bytes) ──────►
- *  ◄────────────── confirmation (16 bytes) ─  (both write, then read: tcp_confirm.ts)
+ *  ─────────── "initiator" (16 bytes) ────►
+ *  ◄────────── "responder" (16 bytes) ─────
+ *  ─────────── "initiator-done" (16 bytes) ► (tcp_confirm.ts)
  *  ok                                       ok
  * ```
  *
@@ -30,6 +32,13 @@
  *   (tcp_flow_guard.ts): a blind SYN-ACK with random numbers no longer
  *   reaches the connecting socket, and no RST of the flow leaves to clear
  *   the NATs' state.
+ * - A forged SYN-ACK still reaches A's NAT, which holds the flow open while
+ *   A waits, and can leave the NAT's record of the reply direction out of
+ *   step: B's SYN then gets in, but A's SYN-ACK is no longer translated and
+ *   A's socket stays half-open (SYN_RECV). After `stuckMs` so, A closes that
+ *   socket without a packet, makes its NAT forget the flow (an RST with the
+ *   low TTL) and connects again with a new ISN and syn-ack guard; B's next
+ *   SYN retransmission then meets a fresh NAT entry.
  * - TOKEN (32 hex digits, random per attempt) keys the confirmations both
  *   sides exchange over the new connection before either reports it; a
  *   wrong or missing confirmation fails the attempt on both sides.
@@ -46,20 +55,29 @@
  *
  * Not covered: a blind pure SYN with a random sequence number reaching a
  * connecting socket (it starts a simultaneous open with the wrong peer
- * sequence). The confirmation makes that attempt fail on both sides
- * rather than hand over a dead socket; dropping it needs a guard on the
- * sequence number of inbound pure SYNs, which punchd's firewall lacks.
+ * sequence), and forged segments at B's NAT. The confirmation makes such
+ * an attempt fail on both sides rather than hand over a dead socket;
+ * dropping a forged SYN needs a guard on the sequence number of inbound
+ * pure SYNs, which punchd's firewall lacks.
  *
  * @module
  */
 
+import { RawSender } from "../../ffi/packet_socket.ts";
 import { Socket } from "../../ffi/socket.ts";
 import { formatAddress, type InetAddress, inetAddress } from "../../ffi/structs.ts";
 import { TechniqueError } from "../errors.ts";
 import { delay, errorCode, RETRYABLE_CONNECT_ERRORS } from "./delay.ts";
 import type { AttemptSpec } from "./protocol.ts";
 import { assertAttemptToken, confirmPeer, newAttemptToken } from "./tcp_confirm.ts";
-import { guardFlow, presetIsn, randomIsn } from "./tcp_flow_guard.ts";
+import {
+  closeQuietly,
+  FlowGuard,
+  presetIsn,
+  randomIsn,
+  TCP_STATE,
+  tcpState,
+} from "./tcp_flow_guard.ts";
 import type { AttemptContext, Technique } from "./technique.ts";
 
 /** The version tag that starts a `tcp-nutss` initiator's progress data. */
@@ -89,9 +107,29 @@ export function decodeNutssInfo(text: string): string {
 export interface TcpNutssOptions {
   /** Milliseconds between connect retries after an early failure (default 500). */
   retryMs?: number;
-  /** Milliseconds the peer's confirmation may take (default 3000). */
+  /** Milliseconds the peer's confirmation may take (default 8000). */
   confirmMs?: number;
+  /**
+   * Milliseconds the initiator's socket may stay half-open (SYN_RECV)
+   * before it takes its NAT's state of the flow for corrupt, resets it and
+   * connects afresh (default 1500).
+   */
+  stuckMs?: number;
 }
+
+/** One flow of an attempt: where from, where to, its guards. */
+interface FlowPlan {
+  local: InetAddress;
+  peer: InetAddress;
+  /** The ISN of the flow's first SYN (its guard lets in SYN-ACKs of `isn + 1`). */
+  isn: number;
+  guard: FlowGuard;
+  /** The initiator's: the TTL of its SYNs and a raw socket to reset its NAT's state. */
+  initiator?: { lowTtl: number; raw: RawSender };
+}
+
+/** Milliseconds between two looks at a connecting socket's state. */
+const POLL_MS = 100;
 
 /** The `tcp-nutss` technique. */
 export class TcpNutss implements Technique {
@@ -99,11 +137,13 @@ export class TcpNutss implements Technique {
   readonly needsFirewall = true;
   readonly #retryMs: number;
   readonly #confirmMs: number;
+  readonly #stuckMs: number;
 
   /** Builds the technique with its tunables. */
   constructor(options: TcpNutssOptions = {}) {
     this.#retryMs = options.retryMs ?? 500;
-    this.#confirmMs = options.confirmMs ?? 3000;
+    this.#confirmMs = options.confirmMs ?? 8000;
+    this.#stuckMs = options.stuckMs ?? 1500;
   }
 
   validate(spec: AttemptSpec): void {
@@ -123,17 +163,26 @@ export class TcpNutss implements Technique {
     // Once one port connects, the loops of the other ports stop too.
     const done = new AbortController();
     const context = { ...attempt, signal: AbortSignal.any([attempt.signal, done.signal]) };
+    let raw: RawSender | undefined;
     try {
       // One ISN per flow, chosen here, so that its guards are in before its first SYN.
       const isns = peers.map(() => randomIsn());
-      await Promise.all(
+      const guards = await Promise.all(
         peers.map((peer, i) =>
-          guardFlow(context, local, peer, isns[i] ?? 0, initiate ? ["time-exceeded"] : [])
+          FlowGuard.install(context, local, peer, isns[i] ?? 0, initiate ? ["time-exceeded"] : [])
         ),
       );
-      const lowTtl = initiate ? spec.lowTtl ?? DEFAULT_LOW_TTL : undefined;
+      if (initiate) raw = RawSender.open(local.family);
+      const lowTtl = spec.lowTtl ?? DEFAULT_LOW_TTL;
+      // Each loop sends its first SYN before its first await: the progress follows them.
       const connects = peers.map((peer, i) =>
-        this.#connectUntilDeadline(local, peer, isns[i] ?? 0, context, lowTtl)
+        this.#connectUntilDeadline({
+          local,
+          peer,
+          isn: isns[i] ?? 0,
+          guard: guards[i] as FlowGuard,
+          ...(raw !== undefined ? { initiator: { lowTtl, raw } } : {}),
+        }, context)
       );
       if (initiate) context.progress(encodeNutssInfo(token));
       const socket = await this.#firstConnected(connects, context);
@@ -152,34 +201,44 @@ export class TcpNutss implements Technique {
       return socket;
     } finally {
       done.abort(new TechniqueError("attempt finished"));
+      raw?.close();
     }
   }
 
   /**
-   * Connects from `local` to `peer` with ISN `isn`, again every `retryMs`
-   * after an early failure (RST, ICMP), until the deadline. With `lowTtl`,
-   * each connect's SYN leaves with that TTL and the normal one is restored
-   * right after (connect() sends the SYN before it returns), so
-   * retransmissions and the rest of the connection travel normally.
+   * Connects along `flow` until the deadline. Connects that fail early
+   * (RST, ICMP) are tried again every `retryMs`. The initiator's SYN leaves
+   * with its low TTL and the normal one is restored right after (connect()
+   * sends the SYN before it returns), so retransmissions and the rest of
+   * the connection travel normally; when its socket stays half-open for
+   * `stuckMs`, it resets its NAT's state of the flow and connects afresh
+   * with a new ISN (see tcp_flow_guard.ts).
    */
-  async #connectUntilDeadline(
-    local: InetAddress,
-    peer: InetAddress,
-    isn: number,
-    context: AttemptContext,
-    lowTtl?: number,
-  ): Promise<Socket> {
+  async #connectUntilDeadline(flow: FlowPlan, context: AttemptContext): Promise<Socket> {
+    const { local, peer, guard, initiator } = flow;
+    let isn = flow.isn;
     for (;;) {
       const socket = Socket.create(local.family, "stream", { reuseAddress: true, reusePort: true });
       try {
         socket.bind(local);
         presetIsn(socket, isn);
         const normalTtl = socket.hopLimit();
-        if (lowTtl !== undefined) socket.setHopLimit(lowTtl);
+        if (initiator !== undefined) socket.setHopLimit(initiator.lowTtl);
         const connecting = socket.connect(peer, context.signal);
         socket.setHopLimit(normalTtl);
-        await connecting;
-        return socket;
+        if (initiator === undefined) {
+          await connecting;
+          return socket;
+        }
+        if (await this.#connectedUnlessStuck(socket, connecting, context.signal)) return socket;
+        context.noteError(`handshake with ${formatAddress(peer)} stuck half-open`);
+        context.log.info("handshake stuck half-open; resetting the NAT's state of the flow", {
+          to: formatAddress(peer),
+        });
+        closeQuietly(socket);
+        await guard.resetNat(initiator.raw, isn + 1, initiator.lowTtl, context.signal);
+        isn = randomIsn();
+        await guard.acceptIsn(isn);
       } catch (error) {
         socket.close();
         if (context.signal.aborted || !RETRYABLE_CONNECT_ERRORS.has(errorCode(error))) throw error;
@@ -190,6 +249,38 @@ export class TcpNutss implements Technique {
         });
         await delay(this.#retryMs, context.signal);
       }
+    }
+  }
+
+  /**
+   * True once `connecting` completes; false when the socket has been
+   * half-open (SYN_RECV: the peer's SYN came in, the handshake never
+   * finished) for `stuckMs`. Rejects as `connecting` does.
+   */
+  async #connectedUnlessStuck(
+    socket: Socket,
+    connecting: Promise<void>,
+    signal: AbortSignal,
+  ): Promise<boolean> {
+    const stop = new AbortController();
+    const wait = AbortSignal.any([signal, stop.signal]);
+    const stuck = (async () => {
+      let since: number | undefined;
+      for (;;) {
+        await delay(POLL_MS, wait);
+        if (tcpState(socket) !== TCP_STATE.SYN_RECV) {
+          since = undefined;
+          continue;
+        }
+        since ??= performance.now();
+        if (performance.now() - since >= this.#stuckMs) return false;
+      }
+    })();
+    try {
+      return await Promise.race([connecting.then(() => true), stuck]);
+    } finally {
+      stop.abort();
+      stuck.catch(() => {});
     }
   }
 

@@ -6,23 +6,31 @@
  * responder's socket is built established with TCP_REPAIR.
  *
  * On the wire (A initiates from A:pA to B's public P_B:pB; B answers from
- * B:pB to A's public P_A:pA):
+ * B:pB to A's public P_A:pA; SEG(seq, ack)):
  *
  * ```
- *  A (initiator)                         B (responder)
- *  rule: drop time-exceeded of the flow
+ *  A (initiator)                           B (responder)
+ *  guards: drop ICMP time-exceeded quoting
+ *    the flow, outgoing RSTs, inbound
+ *    SYN-ACKs whose ack is not a+1
  *  capture own outgoing SYN
- *  connect(), TTL low ──SYN(a)──X        (opens A's NAT, dies before B's)
- *  progress "syni1:a:OPTIONS" ──────────► rule: drop pure SYNs P_A:pA -> B:pB
- *                                         capture segments from P_A:pA
- *                                         raw SYN(b), TTL low ──X  (opens B's NAT;
- *                                            its seq and options are the real ones)
- *  peer data "syniready" ◄─────────────── progress "syniready"
- *  raw SYN(a), full TTL ─────────────────► captured (the stack drops it: no RST)
- *                                         TCP_REPAIR socket: snd b+1, rcv a+1,
- *                                            negotiated MSS, wscale, SACK, TS
- *  ◄──────────────────────────────────── raw SYN-ACK(b, a+1), full TTL
- *  kernel: ESTABLISHED ── ACK(b+1) ──────► captured: done (else SYN-ACK resent)
+ *  connect(), ISN a, TTL low ──SYN(a)──X   (opens A's NAT, dies before B's)
+ *  progress "syni2:TOKEN:a:OPTIONS" ──────► guards: drop pure SYNs, outgoing RSTs,
+ *                                             inbound SYN-ACKs whose ack is not b+1
+ *                                           capture segments from P_A:pA
+ *                                           raw SYN(b), TTL low ──X  (opens B's NAT;
+ *                                              its seq and options are the real ones)
+ *  peer data "syniready" ◄───────────────── progress "syniready"
+ *  raw RST(a+1), TTL low ──X               (A's NAT forgets the flow: see below)
+ *  raw SYN(a), full TTL ───────────────────► captured (the stack drops it: no RST)
+ *                                           TCP_REPAIR socket: snd b+1, rcv a+1,
+ *                                              negotiated MSS, wscale, SACK, TS
+ *  ◄─────────────────────────────────────── raw SYN-ACK(b, a+1), full TTL
+ *  kernel: ESTABLISHED ── ACK(a+1, b+1) ───► captured: done (else SYN-ACK resent)
+ *  ─────────── "initiator" (16 bytes) ─────►
+ *  ◄────────── "responder" (16 bytes) ──────
+ *  ─────────── "initiator-done" (16 bytes) ► (tcp_confirm.ts)
+ *  ok                                      ok
  * ```
  *
  * A's NAT sees an ordinary outgoing client handshake with no inbound SYN,
@@ -31,6 +39,19 @@
  * then its SYN-ACK; the priming SYN carries the sequence number and options
  * B's socket really uses, since conntrack tracks the window from it.
  *
+ * Forged segments (tcp_flow_guard.ts): both ISNs are chosen before the
+ * first packet, so the guards are in place before it leaves. While A waits
+ * for "syniready", its NAT holds the flow open and a blind SYN-ACK sent to
+ * it corrupts the NAT's record of the reply direction; the low-TTL RST
+ * right before the SYN's re-injection makes the NAT start afresh, so B's
+ * SYN-ACK is the first reply it sees. B sends its SYN-ACK again every
+ * RESEND_MS until A's ACK shows up, at most MAX_SYN_ACKS times. Forged
+ * SYN-ACKs that arrive during the few milliseconds of the handshake itself
+ * can still leave A's NAT out of step; the attempt then fails on both sides
+ * (the confirmation never completes), and the application may try again.
+ * A captured SYN that is not the one A announced is ignored, and logged at
+ * most once a second per attempt with a count (tcp_warn_limit.ts).
+ *
  * Safety: every raw packet has the host's own address and the attempt's
  * own ports as its source and the attempt's peer as its destination
  * ({@linkcode assertOwnFlow}); capture sockets see only the attempt's flow.
@@ -38,10 +59,10 @@
  * @module
  */
 
-import { formatIp, parseIp } from "../../ffi/ip.ts";
+import { parseIp } from "../../ffi/ip.ts";
 import { CaptureSocket, RawSender } from "../../ffi/packet_socket.ts";
 import { Socket } from "../../ffi/socket.ts";
-import { formatAddress, type InetAddress, inetAddress } from "../../ffi/structs.ts";
+import { type InetAddress, inetAddress } from "../../ffi/structs.ts";
 import { repairConnect } from "../../ffi/tcp_repair.ts";
 import { TechniqueError } from "../errors.ts";
 import { tcpFlowProgram } from "../packet/bpf.ts";
@@ -51,17 +72,24 @@ import { delay } from "./delay.ts";
 import type { AttemptSpec } from "./protocol.ts";
 import type { AttemptContext, Technique } from "./technique.ts";
 import { assertAttemptToken, confirmPeer, newAttemptToken } from "./tcp_confirm.ts";
-import { guardFlow, presetIsn, randomIsn } from "./tcp_flow_guard.ts";
+import { FlowGuard, presetIsn, randomIsn } from "./tcp_flow_guard.ts";
 import { DEFAULT_LOW_TTL } from "./tcp_nutss.ts";
+import { assertLocalAddress, assertOwnFlow } from "./tcp_raw.ts";
 import { PacketWarning } from "./tcp_warn_limit.ts";
 
 /** The responder's progress data: its NAT is primed. */
 export const SYNI_READY = "syniready";
 /** The window scale the responder offers. */
 const RESPONDER_WSCALE = 7;
-/** SYN(a) re-injections and SYN-ACK sends, each at most this many times. */
+/** SYN(a) re-injections, at most this many times. */
 const MAX_SENDS = 3;
-/** Milliseconds between them. */
+/**
+ * SYN-ACK sends, at most this many times (10 s): a forged SYN-ACK can leave
+ * the initiator's NAT out of step until one of ours takes over again
+ * (tcp_flow_guard.ts), so the responder keeps trying while the attempt runs.
+ */
+const MAX_SYN_ACKS = 20;
+/** Milliseconds between two sends of either. */
 const RESEND_MS = 500;
 
 /** What the initiator tells the responder: the attempt token and its SYN. */
@@ -112,29 +140,6 @@ export function decodeSynInfo(text: string): SynInfo {
   return { token, seq, options };
 }
 
-/** Throws unless `packet` leaves from the attempt's own address and port towards its peer. */
-export function assertOwnFlow(packet: Uint8Array, local: InetAddress, peer: InetAddress): void {
-  const p = parsePacket(packet);
-  const ok = p.tcp !== undefined && formatIp(p.ip.source) === local.address &&
-    p.tcp.sourcePort === local.port &&
-    formatIp(p.ip.destination) === peer.address && p.tcp.destinationPort === peer.port;
-  if (!ok) throw new TechniqueError("Cannot inject: the packet is not the attempt's own flow");
-}
-
-/** Throws unless `address` is one of this host's addresses (binding to it succeeds). */
-function assertLocalAddress(address: InetAddress): void {
-  using probe = Socket.create(address.family, "stream", { reuseAddress: true, reusePort: true });
-  try {
-    probe.bind(address);
-  } catch (error) {
-    throw new TechniqueError(
-      `Cannot use ${formatAddress(address)} as the attempt's own endpoint: ${
-        (error as Error).message
-      }`,
-    );
-  }
-}
-
 function sameOptions(a: TcpOptions, b: TcpOptions): boolean {
   return a.mss === b.mss && a.windowScale === b.windowScale &&
     !!a.sackPermitted === !!b.sackPermitted &&
@@ -143,7 +148,7 @@ function sameOptions(a: TcpOptions, b: TcpOptions): boolean {
 
 /** Tunables (injected in tests). */
 export interface TcpSyniOptions {
-  /** Milliseconds the peer's confirmation may take (default 3000). */
+  /** Milliseconds the peer's confirmation may take (default 8000). */
   confirmMs?: number;
 }
 
@@ -155,7 +160,7 @@ export class TcpSyni implements Technique {
 
   /** Builds the technique with its tunables. */
   constructor(options: TcpSyniOptions = {}) {
-    this.#confirmMs = options.confirmMs ?? 3000;
+    this.#confirmMs = options.confirmMs ?? 8000;
   }
 
   validate(spec: AttemptSpec): void {
@@ -170,25 +175,9 @@ export class TcpSyni implements Technique {
     const local = inetAddress(spec.srcIp, spec.srcPorts[0] ?? 0);
     const peer = inetAddress(spec.dstIp, spec.dstPorts[0] ?? 0);
     const lowTtl = spec.lowTtl ?? DEFAULT_LOW_TTL;
-    const initiate = spec.role === "initiate";
-    const info = initiate ? undefined : decodeSynInfo(spec.extra ?? "");
-    const token = info?.token ?? newAttemptToken();
-    const socket = info === undefined
-      ? await this.#initiate(local, peer, lowTtl, token, context)
-      : await this.#respond(local, peer, lowTtl, info, context);
-    try {
-      await confirmPeer(socket, {
-        token,
-        technique: this.name,
-        role: initiate ? "initiator" : "responder",
-        signal: context.signal,
-        timeoutMs: this.#confirmMs,
-      });
-    } catch (error) {
-      socket.close();
-      throw error;
-    }
-    return socket;
+    return spec.role === "initiate"
+      ? await this.#initiate(local, peer, lowTtl, newAttemptToken(), context)
+      : await this.#respond(local, peer, lowTtl, decodeSynInfo(spec.extra ?? ""), context);
   }
 
   async #initiate(
@@ -200,7 +189,7 @@ export class TcpSyni implements Technique {
   ): Promise<Socket> {
     const { signal } = context;
     const isn = randomIsn();
-    await guardFlow(context, local, peer, isn, ["time-exceeded"]);
+    const guard = await FlowGuard.install(context, local, peer, isn, ["time-exceeded"]);
     const capture = CaptureSocket.open(tcpFlowProgram({
       source: parseIp(local.address),
       destination: parseIp(peer.address),
@@ -233,8 +222,11 @@ export class TcpSyni implements Technique {
           `tcp-syni expected "${SYNI_READY}" from the peer, got "${ready.slice(0, 40)}"`,
         );
       }
-      // Re-inject the same SYN at full TTL: it now passes the peer's primed NAT.
       raw = RawSender.open(local.family);
+      // Our NAT may have learnt a forged reply direction since our SYN went out: make it forget
+      // the flow, so that the SYN below opens a fresh entry just before the peer's SYN-ACK.
+      await guard.resetNat(raw, (isn + 1) >>> 0, lowTtl, signal);
+      // Re-inject the same SYN at full TTL: it now passes the peer's primed NAT.
       const { checksum: _, ...segment } = syn;
       const packet = buildTcpPacket(parseIp(local.address), parseIp(peer.address), segment, {
         ttl: normalTtl,
@@ -245,6 +237,13 @@ export class TcpSyni implements Technique {
         await Promise.race([connecting.catch(() => {}), delay(RESEND_MS, signal)]);
       }
       await connecting;
+      await confirmPeer(socket, {
+        token,
+        technique: this.name,
+        role: "initiator",
+        signal,
+        timeoutMs: this.#confirmMs,
+      });
       return socket;
     } catch (error) {
       socket.close();
@@ -278,7 +277,7 @@ export class TcpSyni implements Technique {
     const b = randomIsn();
     // Before our first packet: no pure SYN of the flow reaches our stack (no RST to A's SYN),
     // no RST of the flow leaves, no SYN-ACK passes (we never expect one: ack b+1 only).
-    await guardFlow(context, local, peer, b, ["pure-syn"]);
+    await FlowGuard.install(context, local, peer, b, ["pure-syn"]);
     const capture = CaptureSocket.open(tcpFlowProgram({
       source: peerIp,
       destination: localIp,
@@ -352,14 +351,21 @@ export class TcpSyni implements Technique {
         },
         payload: new Uint8Array(0),
       };
-      for (let i = 0;; i++) {
+      for (let sent = 1;; sent++) {
         await send(synAck, 64);
         if (await this.#ackSeen(capture, (b + 1) >>> 0, signal)) break;
-        if (i + 1 >= MAX_SENDS) {
+        if (sent >= MAX_SYN_ACKS) {
           throw new TechniqueError("tcp-syni: the peer never acknowledged the SYN-ACK");
         }
         context.noteError("SYN-ACK not acknowledged; resending");
       }
+      await confirmPeer(repaired, {
+        token: expected.token,
+        technique: this.name,
+        role: "responder",
+        signal,
+        timeoutMs: this.#confirmMs,
+      });
       const result = repaired;
       repaired = undefined;
       return result;

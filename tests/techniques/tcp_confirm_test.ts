@@ -5,6 +5,7 @@ import { inetAddress, type SocketAddress } from "../../ffi/structs.ts";
 import { TechniqueError } from "../../src/errors.ts";
 import {
   assertAttemptToken,
+  CONFIRM_MESSAGES,
   confirmation,
   CONFIRMATION_BYTES,
   confirmPeer,
@@ -46,16 +47,18 @@ Deno.test("attempt tokens are 32 lowercase hex digits and differ each time", () 
   }
 });
 
-Deno.test("a confirmation is HMAC-SHA256 keyed by the token over technique and role, first 16 bytes", async () => {
-  const expected = (role: string) =>
+Deno.test("each message is HMAC-SHA256 keyed by the token over technique and name, first 16 bytes", async () => {
+  const expected = (name: string) =>
     new Uint8Array(
       createHmac("sha256", Buffer.from(TOKEN, "hex"))
-        .update(`punchd-confirm-1|tcp-nutss|${role}`)
+        .update(`punchd-confirm-1|tcp-nutss|${name}`)
         .digest()
         .subarray(0, 16),
     );
-  assertEquals(await confirmation(TOKEN, "tcp-nutss", "initiator"), expected("initiator"));
-  assertEquals(await confirmation(TOKEN, "tcp-nutss", "responder"), expected("responder"));
+  assertEquals(CONFIRM_MESSAGES, ["initiator", "responder", "initiator-done"]);
+  for (const name of CONFIRM_MESSAGES) {
+    assertEquals(await confirmation(TOKEN, "tcp-nutss", name), expected(name));
+  }
   assertEquals(CONFIRMATION_BYTES, 16);
 });
 
@@ -77,39 +80,69 @@ Deno.test("both ends confirm, and bytes after the confirmation stay for the appl
   }
 });
 
-/** Each row: what a misbehaving peer does, and the error the confirming side must report. */
-const PEERS: { name: string; peer: (s: Socket) => Promise<void>; error: RegExp }[] = [
+/**
+ * Each row: a misbehaving peer (what it writes, as the other role) and the
+ * error the side under test must report.
+ */
+const PEERS: {
+  name: string;
+  role: "initiator" | "responder";
+  peer: (s: Socket) => Promise<void>;
+  error: RegExp;
+}[] = [
   {
-    name: "a confirmation keyed by another token",
+    name: "a responder keyed by another token",
+    role: "initiator",
     peer: async (s) => s.write(await confirmation(newAttemptToken(), "tcp-syni", "responder")),
-    error: /^Cannot confirm the connection: the peer's confirmation is wrong$/,
+    error: /^Cannot confirm the connection: the peer's "responder" is wrong$/,
   },
   {
-    name: "our own confirmation reflected",
+    name: "a responder reflecting the initiator's message",
+    role: "initiator",
     peer: async (s) => s.write(await confirmation(TOKEN, "tcp-syni", "initiator")),
-    error: /^Cannot confirm the connection: the peer's confirmation is wrong$/,
+    error: /^Cannot confirm the connection: the peer's "responder" is wrong$/,
   },
   {
-    name: "the right confirmation for another technique",
+    name: "a responder with the right message of another technique",
+    role: "initiator",
     peer: async (s) => s.write(await confirmation(TOKEN, "tcp-nutss", "responder")),
-    error: /^Cannot confirm the connection: the peer's confirmation is wrong$/,
+    error: /^Cannot confirm the connection: the peer's "responder" is wrong$/,
   },
   {
-    name: "5 bytes, then the end of the stream",
+    name: "a responder writing 5 bytes, then ending the stream",
+    role: "initiator",
     peer: async (s) => {
       await s.write(new Uint8Array(5));
       s.closeWrite();
     },
-    error: /^Cannot confirm the connection: the peer closed the connection after 5 bytes$/,
+    error:
+      /^Cannot confirm the connection: the peer closed the connection after 5 bytes of "responder"$/,
   },
   {
-    name: "silence",
+    name: "a silent responder",
+    role: "initiator",
     peer: () => Promise.resolve(),
+    error: /^Cannot confirm the connection: no confirmation within 200 ms$/,
+  },
+  {
+    name: "an initiator replaying its first message as the last",
+    role: "responder",
+    peer: async (s) => {
+      const first = await confirmation(TOKEN, "tcp-syni", "initiator");
+      await s.write(first);
+      await s.write(first);
+    },
+    error: /^Cannot confirm the connection: the peer's "initiator-done" is wrong$/,
+  },
+  {
+    name: "an initiator that stops after its first message",
+    role: "responder",
+    peer: async (s) => s.write(await confirmation(TOKEN, "tcp-syni", "initiator")),
     error: /^Cannot confirm the connection: no confirmation within 200 ms$/,
   },
 ];
 
-for (const { name, peer, error } of PEERS) {
+for (const { name, role, peer, error } of PEERS) {
   Deno.test(`confirmation fails on ${name}`, async () => {
     const [a, b] = await pair();
     try {
@@ -119,7 +152,7 @@ for (const { name, peer, error } of PEERS) {
           confirmPeer(a, {
             token: TOKEN,
             technique: "tcp-syni",
-            role: "initiator",
+            role,
             signal: new AbortController().signal,
             timeoutMs: 200,
           }),
@@ -148,6 +181,29 @@ Deno.test("an aborted attempt ends the confirmation with the attempt's reason", 
         }),
       (e: Error) => e === reason,
     );
+  } finally {
+    a.close();
+    b.close();
+  }
+});
+
+Deno.test("the responder writes nothing until the initiator's confirmation checks out", async () => {
+  const [a, b] = await pair();
+  try {
+    await a.write(await confirmation(TOKEN, "tcp-nutss", "responder")); // not the initiator's
+    await assertRejects(
+      () =>
+        confirmPeer(b, {
+          token: TOKEN,
+          technique: "tcp-nutss",
+          role: "responder",
+          signal: new AbortController().signal,
+        }),
+      (e: Error) => e instanceof TechniqueError && /"initiator" is wrong/.test(e.message),
+    );
+    b.close();
+    const buf = new Uint8Array(16);
+    assertEquals(await a.read(buf, AbortSignal.timeout(5000)), 0);
   } finally {
     a.close();
     b.close();

@@ -5,12 +5,8 @@ import { TechniqueError } from "../../src/errors.ts";
 import { buildTcpPacket } from "../../src/packet/packet.ts";
 import { FLAGS } from "../../src/packet/tcp.ts";
 import type { AttemptSpec } from "../../src/techniques/protocol.ts";
-import {
-  assertOwnFlow,
-  decodeSynInfo,
-  encodeSynInfo,
-  TcpSyni,
-} from "../../src/techniques/tcp_syni.ts";
+import { assertOwnFlow } from "../../src/techniques/tcp_raw.ts";
+import { decodeSynInfo, encodeSynInfo, TcpSyni } from "../../src/techniques/tcp_syni.ts";
 
 const TOKEN = "0123456789abcdef0123456789abcdef";
 
