@@ -74,8 +74,12 @@ export const LIBC_SYMBOLS = {
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
   /** int unlink(const char *path); */
   unlink: { parameters: ["buffer"], result: "i32" },
-  /** int open(const char *path, int flags); (the mode argument is not used: no O_CREAT) */
-  open: { parameters: ["buffer", "i32"], result: "i32" },
+  /** int open(const char *path, int flags, mode_t mode); */
+  open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
+  /** int flock(int fd, int operation); */
+  flock: { parameters: ["i32", "i32"], result: "i32" },
+  /** ssize_t readlink(const char *path, char *buf, size_t size); */
+  readlink: { parameters: ["buffer", "buffer", "usize"], result: "isize" },
   /** int lchown(const char *path, uid_t owner, gid_t group); (never follows a symlink) */
   lchown: { parameters: ["buffer", "u32", "u32"], result: "i32" },
   /** int mkdir(const char *path, mode_t mode); */

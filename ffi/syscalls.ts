@@ -95,23 +95,6 @@ export function bind(fd: number, address: SocketAddress): void {
   check("bind", libc().bind(fd, buf, buf.byteLength));
 }
 
-/**
- * bind(2) to a name in the abstract unix socket namespace (Linux: no file;
- * the name is scoped to the network namespace and freed when the last fd
- * closes, even if the process is killed).
- */
-export function bindAbstract(fd: number, name: string): void {
-  const bytes = new TextEncoder().encode(name);
-  if (bytes.length === 0 || bytes.length > 107 || bytes.includes(0)) {
-    throw new RangeError("Cannot bind abstract name: 1-107 bytes without NUL");
-  }
-  // struct sockaddr_un: sa_family_t (AF_UNIX = 1), then NUL and the name (not NUL-terminated).
-  const buf = new Uint8Array(2 + 1 + bytes.length);
-  buf[0] = 1;
-  buf.set(bytes, 3);
-  check("bind", libc().bind(fd, buf, buf.byteLength));
-}
-
 /** listen(2). */
 export function listen(fd: number, backlog: number): void {
   check("listen", libc().listen(fd, backlog));
@@ -378,7 +361,7 @@ export function pollNow(entries: readonly Omit<PollFd, "revents">[]): PollFd[] {
  */
 export function readFileRaw(path: string): Uint8Array {
   const O_RDONLY_CLOEXEC = 0o2000000;
-  const fd = check("open", libc().open(cString(path), O_RDONLY_CLOEXEC));
+  const fd = check("open", libc().open(cString(path), O_RDONLY_CLOEXEC, 0));
   try {
     const chunks: Uint8Array[] = [];
     let total = 0;
@@ -400,6 +383,34 @@ export function readFileRaw(path: string): Uint8Array {
   } finally {
     libc().close(fd);
   }
+}
+
+/**
+ * Opens (creating it mode 0600, never through a symlink) and locks `path`
+ * with flock(LOCK_EX | LOCK_NB); returns the fd, which holds the lock until
+ * it is closed or the process dies. Throws SyscallError (EAGAIN: another
+ * process holds the lock).
+ */
+export function lockFile(path: string): number {
+  const O_RDWR = 0o2, O_CREAT = 0o100, O_NOFOLLOW = 0o400000, O_CLOEXEC = 0o2000000;
+  const LOCK_EX = 2, LOCK_NB = 4;
+  const flags = O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC;
+  const fd = check("open", libc().open(cString(path), flags, 0o600));
+  if (libc().flock(fd, LOCK_EX | LOCK_NB) < 0) {
+    const e = errno();
+    libc().close(fd);
+    throw new SyscallError("flock", e);
+  }
+  return fd;
+}
+
+/** readlink(2): the target of a symlink (such as /proc/self/ns/net). */
+export function readLink(path: string): string {
+  const buf = new Uint8Array(4096);
+  const n = Number(
+    check("readlink", Number(libc().readlink(cString(path), buf, BigInt(buf.length)))),
+  );
+  return new TextDecoder().decode(buf.subarray(0, n));
 }
 
 /** unlink(2); false when the path did not exist. */

@@ -7,8 +7,8 @@
 
 import { Socket } from "../../ffi/socket.ts";
 import { formatAddress, type InetAddress, inetAddress } from "../../ffi/structs.ts";
-import { bindAbstract, close as closeFd } from "../../ffi/syscalls.ts";
-import { EADDRINUSE, SyscallError } from "../../ffi/errno.ts";
+import { close as closeFd, lockFile, readLink, unlink } from "../../ffi/syscalls.ts";
+import { EAGAIN, SyscallError } from "../../ffi/errno.ts";
 import {
   decodeRequest,
   type EndpointRequest,
@@ -89,8 +89,8 @@ export class Daemon {
   readonly #attemptsPerUid = new Map<number, number>();
   readonly #ports: PortPolicy;
   readonly #firewall: FirewallService | undefined;
-  /** The per-network-namespace instance lock (an abstract unix socket). */
-  readonly #lock: Socket;
+  /** The fd holding the per-network-namespace instance lock. */
+  readonly #lock: number;
   readonly #sessions = new Set<Promise<void>>();
   #serving: Promise<void> | null = null;
   #nextOwner = 1;
@@ -101,7 +101,7 @@ export class Daemon {
   private constructor(
     options: DaemonOptions,
     server: ControlServer,
-    lock: Socket,
+    lock: number,
     firewallReady: boolean,
   ) {
     this.#options = options;
@@ -153,7 +153,7 @@ export class Daemon {
       server = await ControlServer.listen(serverOptions);
     } catch (error) {
       if (firewallError === null) await deleteTable();
-      lock.close();
+      closeQuietly(lock);
       throw error;
     }
     const firewallReady = firewallError === null &&
@@ -487,34 +487,48 @@ export class Daemon {
         await this.#firewall.flushed();
         await deleteTable();
       }
-      this.#lock.close();
+      // Like a pid file: removed on a clean stop (a killed daemon's stays, unlocked, for reuse).
+      try {
+        unlink(instanceLockPath());
+      } catch {
+        // Already gone.
+      }
+      closeQuietly(this.#lock);
       this.#options.log.info("punchd stopped");
     })();
     return this.#stopping;
   }
 }
 
-/** The abstract socket name that marks a running punchd in a network namespace. */
-export const INSTANCE_LOCK = "punchd/instance";
+/**
+ * The per-network-namespace instance lock: a file in /run (writable by root
+ * only, so no user can take the lock first), named after the namespace's
+ * inode, locked with flock while the daemon runs.
+ */
+export function instanceLockPath(): string {
+  const ns = readLink("/proc/self/ns/net").match(/^net:\[(\d+)\]$/)?.[1];
+  if (ns === undefined) throw new StartupError("Cannot identify this network namespace");
+  return `/run/punchd-net-${ns}.lock`;
+}
 
 /**
- * Takes the per-network-namespace instance lock: two daemons in one
- * namespace would share (and delete) one nftables table. The kernel frees the
- * name when the daemon exits, however it exits.
+ * Takes the instance lock: two daemons in one namespace would share (and
+ * delete) one nftables table. The kernel releases the lock when the daemon
+ * exits, however it exits. Returns the fd that holds it.
  */
-function takeInstanceLock(): Socket {
-  const lock = Socket.create("unix", "stream");
+function takeInstanceLock(): number {
+  let path = "";
   try {
-    bindAbstract(lock.fd, INSTANCE_LOCK);
-    return lock;
+    path = instanceLockPath();
+    return lockFile(path);
   } catch (error) {
-    lock.close();
-    if (error instanceof SyscallError && error.errno === EADDRINUSE) {
+    if (error instanceof SyscallError && error.errno === EAGAIN) {
       throw new StartupError(
         "Cannot start: another punchd runs in this network namespace (it owns the firewall table)",
       );
     }
-    throw new StartupError(`Cannot take the instance lock: ${(error as Error).message}`, {
+    if (error instanceof StartupError) throw error;
+    throw new StartupError(`Cannot take the instance lock ${path}: ${(error as Error).message}`, {
       cause: error,
     });
   }

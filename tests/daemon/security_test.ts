@@ -5,6 +5,7 @@
 
 import { assert, assertEquals, assertMatch, assertRejects } from "../assert.ts";
 import { PunchdClient } from "../../src/client/client.ts";
+import { instanceLockPath } from "../../src/daemon/daemon.ts";
 import { Socket } from "../../ffi/socket.ts";
 import { freePort, rawConnect, readLines, spawnPunchd, startDaemon } from "../helpers/daemon.ts";
 import {
@@ -411,6 +412,12 @@ Deno.test({
       left = await guardCount(ns);
     }
     assertEquals(left, 0, "the dead daemon's guards are still there after 6 s");
+    // The killed daemon's (unlocked) instance lock file stays; this namespace is going away.
+    const link = await new Deno.Command("ip", {
+      args: ["netns", "exec", ns, "readlink", "/proc/self/ns/net"],
+    }).output();
+    const inode = new TextDecoder().decode(link.stdout).match(/\[(\d+)\]/)?.[1];
+    await Deno.remove(`/run/punchd-net-${inode}.lock`);
   });
 });
 
@@ -439,4 +446,30 @@ Deno.test({
   // Its attempts ended with its connection: the share is free again.
   await new Promise((r) => setTimeout(r, 200));
   assertEquals(await memberRequest(daemon.socketPath, [line("u4")]), ["progress|u4|direct1"]);
+});
+
+Deno.test({
+  name: "no user can take the instance lock before punchd does",
+  ignore: MEMBERS,
+}, async () => {
+  // The lock lives in /run, where only root creates files: a user who could lock it first would
+  // keep punchd from starting in this network namespace.
+  const path = instanceLockPath();
+  const out = await new Deno.Command("setpriv", {
+    args: [
+      `--reuid=${MEMBER_UID}`,
+      `--regid=${MEMBER_UID}`,
+      "--clear-groups",
+      PYTHON,
+      "-c",
+      "import fcntl,sys\ntry:\n f=open(sys.argv[1],'a')\n fcntl.flock(f,fcntl.LOCK_EX|fcntl.LOCK_NB)\n" +
+      " print('locked')\nexcept OSError as e:\n print(type(e).__name__)",
+      path,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assertEquals(new TextDecoder().decode(out.stdout).trim(), "PermissionError");
+  await using daemon = await startDaemon();
+  assert(processAlive(daemon.pid));
 });
