@@ -194,7 +194,9 @@ export class TechniqueWorkers {
     }
     const firewall = this.#options.firewall;
     if (firewall === undefined || !firewall.holds(key)) return report(running);
-    const released = firewall.release(key).then(() => report(running));
+    const released = firewall.release(key).then(() => report(running)).catch((error) =>
+      this.#options.log.error("cannot report an attempt's end", { error: (error as Error).message })
+    );
     this.#pendingCleanup.add(released);
     void released.finally(() => this.#pendingCleanup.delete(released));
   }
