@@ -1,35 +1,19 @@
 import { assertEquals, assertRejects, assertThrows } from "../assert.ts";
-import { inetAddress } from "../../ffi/structs.ts";
-import { Logger } from "../../src/log.ts";
 import { RendezvousClient, RendezvousRefused } from "../../src/rendezvous/client.ts";
 import { CredentialPolicy, tokenFor } from "../../src/rendezvous/credentials.ts";
-import { type RendezvousAuth, RendezvousServer } from "../../src/rendezvous/server.ts";
-import { LinePeer, UdpPeer } from "./peers.ts";
+import { LinePeer, UdpPeer, withServer } from "./peers.ts";
 
-const quiet = new Logger("error", () => {});
 const SECRET = new TextEncoder().encode("0123456789abcdef-server-secret");
 const ALICE = tokenFor(SECRET, "alice");
 const MINE = "my-own-credential-0001";
 const GUESS = "a-guessed-credential-99";
-
-async function withServer(
-  auth: RendezvousAuth,
-  fn: (server: RendezvousServer) => Promise<void>,
-): Promise<void> {
-  const server = RendezvousServer.start({ listen: inetAddress("127.0.0.1", 0), log: quiet, auth });
-  try {
-    await fn(server);
-  } finally {
-    await server.stop();
-  }
-}
 
 async function waitFor(condition: () => boolean): Promise<void> {
   for (let i = 0; i < 200 && !condition(); i++) await new Promise((r) => setTimeout(r, 10));
 }
 
 Deno.test("with a server secret, registering takes the ID's token", async () => {
-  await withServer({ mode: "secret", secret: SECRET }, async (server) => {
+  await withServer({ auth: { mode: "secret", secret: SECRET } }, async (server) => {
     const peer = await LinePeer.connect(server.address);
     try {
       assertEquals(await peer.ask("register|alice"), ["error|register|credential required"]);
@@ -49,7 +33,7 @@ Deno.test("with a server secret, registering takes the ID's token", async () => 
 });
 
 Deno.test("with a server secret, the token holder takes its ID over from a stale connection", async () => {
-  await withServer({ mode: "secret", secret: SECRET }, async (server) => {
+  await withServer({ auth: { mode: "secret", secret: SECRET } }, async (server) => {
     const stale = await LinePeer.connect(server.address);
     const fresh = await LinePeer.connect(server.address);
     try {
@@ -71,7 +55,7 @@ Deno.test("with a server secret, the token holder takes its ID over from a stale
 });
 
 Deno.test("with a server secret, UDP names take their token too", async () => {
-  await withServer({ mode: "secret", secret: SECRET }, async (server) => {
+  await withServer({ auth: { mode: "secret", secret: SECRET } }, async (server) => {
     const peer = new UdpPeer();
     try {
       assertEquals(
@@ -93,7 +77,7 @@ Deno.test("with a server secret, UDP names take their token too", async () => {
 });
 
 Deno.test("without a secret, the first registration with a credential binds the ID to it", async () => {
-  await withServer({ mode: "open", bindingTtlMs: 60_000 }, async (server) => {
+  await withServer({ auth: { mode: "open", bindingTtlMs: 60_000 } }, async (server) => {
     const owner = await LinePeer.connect(server.address);
     assertEquals(await owner.ask(`register|alice|${MINE}`), ["ok|register|alice"]);
     owner.close();
@@ -119,7 +103,7 @@ Deno.test("without a secret, the first registration with a credential binds the 
 });
 
 Deno.test("without a secret, a binding ends its TTL after the last registration", async () => {
-  await withServer({ mode: "open", bindingTtlMs: 100 }, async (server) => {
+  await withServer({ auth: { mode: "open", bindingTtlMs: 100 } }, async (server) => {
     const owner = await LinePeer.connect(server.address);
     assertEquals(await owner.ask(`register|alice|${MINE}`), ["ok|register|alice"]);
     owner.close();
@@ -135,7 +119,7 @@ Deno.test("without a secret, a binding ends its TTL after the last registration"
 });
 
 Deno.test("a credential cannot take over an ID that was registered without one", async () => {
-  await withServer({ mode: "open" }, async (server) => {
+  await withServer({ auth: { mode: "open" } }, async (server) => {
     const owner = await LinePeer.connect(server.address);
     const thief = await LinePeer.connect(server.address);
     try {
@@ -150,7 +134,7 @@ Deno.test("a credential cannot take over an ID that was registered without one",
 });
 
 Deno.test("the client registers with an optional credential", async () => {
-  await withServer({ mode: "secret", secret: SECRET }, async (server) => {
+  await withServer({ auth: { mode: "secret", secret: SECRET } }, async (server) => {
     const without = await RendezvousClient.connect(server.address);
     try {
       await assertRejects(

@@ -1,27 +1,7 @@
 import { assert, assertEquals, assertThrows } from "../assert.ts";
 import { inetAddress, type SocketAddress } from "../../ffi/structs.ts";
-import { Logger } from "../../src/log.ts";
 import { AddressCounter, addressKey, TokenBucket } from "../../src/rendezvous/limits.ts";
-import { type RendezvousOptions, RendezvousServer } from "../../src/rendezvous/server.ts";
-import { LinePeer, UdpPeer } from "./peers.ts";
-
-const quiet = new Logger("error", () => {});
-
-async function withServer(
-  options: Partial<RendezvousOptions>,
-  fn: (server: RendezvousServer) => Promise<void>,
-): Promise<void> {
-  const server = RendezvousServer.start({
-    listen: inetAddress("127.0.0.1", 0),
-    log: quiet,
-    ...options,
-  });
-  try {
-    await fn(server);
-  } finally {
-    await server.stop();
-  }
-}
+import { LinePeer, UdpPeer, withServer } from "./peers.ts";
 
 Deno.test("one address cannot hold more connections than its limit; another address still can", async () => {
   await withServer({ maxConnectionsPerAddress: 3 }, async (server) => {

@@ -1,29 +1,10 @@
 import { assert, assertEquals } from "../assert.ts";
 import { SO_RCVBUF, SOL_SOCKET } from "../../ffi/constants.ts";
-import { inetAddress } from "../../ffi/structs.ts";
-import { Logger } from "../../src/log.ts";
-import { type RendezvousOptions, RendezvousServer } from "../../src/rendezvous/server.ts";
+import type { RendezvousServer } from "../../src/rendezvous/server.ts";
 import { readLines } from "../helpers/daemon.ts";
-import { LinePeer } from "./peers.ts";
+import { LinePeer, withServer } from "./peers.ts";
 
-const quiet = new Logger("error", () => {});
 const PAYLOAD = "x".repeat(900);
-
-async function withServer(
-  options: Partial<RendezvousOptions>,
-  fn: (server: RendezvousServer) => Promise<void>,
-): Promise<void> {
-  const server = RendezvousServer.start({
-    listen: inetAddress("127.0.0.1", 0),
-    log: quiet,
-    ...options,
-  });
-  try {
-    await fn(server);
-  } finally {
-    await server.stop();
-  }
-}
 
 /** A registered victim that reads nothing, with a small receive window. */
 async function victimOf(server: RendezvousServer): Promise<LinePeer> {

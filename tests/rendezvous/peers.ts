@@ -8,7 +8,26 @@
 
 import { Socket } from "../../ffi/socket.ts";
 import { type InetAddress, inetAddress } from "../../ffi/structs.ts";
+import { Logger } from "../../src/log.ts";
+import { type RendezvousOptions, RendezvousServer } from "../../src/rendezvous/server.ts";
 import { readLines } from "../helpers/daemon.ts";
+
+/** Runs `fn` with a rendezvous server on 127.0.0.1 (a port the kernel picks) and `options`, then stops it. */
+export async function withServer(
+  options: Partial<RendezvousOptions>,
+  fn: (server: RendezvousServer) => Promise<void>,
+): Promise<void> {
+  const server = RendezvousServer.start({
+    listen: inetAddress("127.0.0.1", 0),
+    log: new Logger("error", () => {}),
+    ...options,
+  });
+  try {
+    await fn(server);
+  } finally {
+    await server.stop();
+  }
+}
 
 const encoder = new TextEncoder();
 

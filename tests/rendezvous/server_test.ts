@@ -1,28 +1,11 @@
 import { assertEquals, assertMatch } from "../assert.ts";
 import { Socket } from "../../ffi/socket.ts";
 import { inetAddress } from "../../ffi/structs.ts";
-import { Logger } from "../../src/log.ts";
-import { RendezvousServer } from "../../src/rendezvous/server.ts";
+import type { RendezvousServer } from "../../src/rendezvous/server.ts";
 import { readLines } from "../helpers/daemon.ts";
+import { withServer } from "./peers.ts";
 
-const quiet = new Logger("error", () => {});
 const bytes = (s: string) => new TextEncoder().encode(s);
-
-async function withServer(
-  fn: (server: RendezvousServer) => Promise<void>,
-  options: { probePorts?: number[]; maxPeers?: number } = {},
-): Promise<void> {
-  const server = RendezvousServer.start({
-    listen: inetAddress("127.0.0.1", 0),
-    log: quiet,
-    ...options,
-  });
-  try {
-    await fn(server);
-  } finally {
-    await server.stop();
-  }
-}
 
 /** A peer connection that sends lines and reads replies. */
 class TestPeer {
@@ -45,7 +28,7 @@ class TestPeer {
 }
 
 Deno.test("a peer registers, publishes, and another peer queries its endpoint", async () => {
-  await withServer(async (server) => {
+  await withServer({}, async (server) => {
     const a = await TestPeer.connect(server);
     const b = await TestPeer.connect(server);
     try {
@@ -64,7 +47,7 @@ Deno.test("a peer registers, publishes, and another peer queries its endpoint", 
 });
 
 Deno.test("notify forwards an opaque payload with the sender's ID, to many senders at once", async () => {
-  await withServer(async (server) => {
+  await withServer({}, async (server) => {
     const target = await TestPeer.connect(server);
     const senders = await Promise.all([1, 2, 3].map(() => TestPeer.connect(server)));
     try {
@@ -86,7 +69,7 @@ Deno.test("notify forwards an opaque payload with the sender's ID, to many sende
 });
 
 Deno.test("an ID belongs to its connection: no takeover, and a disconnect frees it", async () => {
-  await withServer(async (server) => {
+  await withServer({}, async (server) => {
     const first = await TestPeer.connect(server);
     const second = await TestPeer.connect(server);
     try {
@@ -131,7 +114,7 @@ const BAD: [string, string][] = [
 ];
 
 Deno.test("bad input gets one error line each and the connection stays usable", async () => {
-  await withServer(async (server) => {
+  await withServer({}, async (server) => {
     const peer = await TestPeer.connect(server);
     try {
       for (const [line, reply] of BAD) {
@@ -153,7 +136,7 @@ Deno.test("bad input gets one error line each and the connection stays usable", 
 });
 
 Deno.test("the number of registered peers is limited", async () => {
-  await withServer(async (server) => {
+  await withServer({ maxPeers: 2 }, async (server) => {
     const peers = await Promise.all([1, 2, 3].map(() => TestPeer.connect(server)));
     try {
       assertEquals(await peers[0]!.ask("register|p0"), ["ok|register|p0"]);
@@ -162,7 +145,7 @@ Deno.test("the number of registered peers is limited", async () => {
     } finally {
       for (const p of peers) p.close();
     }
-  }, { maxPeers: 2 });
+  });
 });
 
 Deno.test("observe reports the endpoint the server sees, over TCP, probe ports and UDP", async () => {
@@ -171,7 +154,7 @@ Deno.test("observe reports the endpoint the server sees, over TCP, probe ports a
     s.bind(inetAddress("127.0.0.1", 0));
     return (s.localAddress() as { port: number }).port;
   })();
-  await withServer(async (server) => {
+  await withServer({ probePorts: [probePort] }, async (server) => {
     const peer = await TestPeer.connect(server);
     try {
       const local = peer.socket.localAddress() as { port: number };
@@ -198,5 +181,5 @@ Deno.test("observe reports the endpoint the server sees, over TCP, probe ports a
         new RegExp(`^observed\\|127\\.0\\.0\\.1\\|${me}$`),
       );
     }
-  }, { probePorts: [probePort] });
+  });
 });

@@ -1,27 +1,8 @@
 import { assertEquals } from "../assert.ts";
 import { Socket } from "../../ffi/socket.ts";
 import { inetAddress } from "../../ffi/structs.ts";
-import { Logger } from "../../src/log.ts";
-import { RendezvousServer } from "../../src/rendezvous/server.ts";
-
-const quiet = new Logger("error", () => {});
-
-async function withServer(
-  fn: (server: RendezvousServer) => Promise<void>,
-  udpExpiryMs = 60_000,
-): Promise<void> {
-  const server = RendezvousServer.start({
-    listen: inetAddress("127.0.0.1", 0),
-    log: quiet,
-    udpExpiryMs,
-    maxPeers: 8,
-  });
-  try {
-    await fn(server);
-  } finally {
-    await server.stop();
-  }
-}
+import type { RendezvousServer } from "../../src/rendezvous/server.ts";
+import { withServer } from "./peers.ts";
 
 /** A UDP peer on loopback. */
 class UdpPeer {
@@ -50,7 +31,7 @@ class UdpPeer {
 }
 
 Deno.test("a UDP peer registers a name with its observed endpoint; connect tells both sides", async () => {
-  await withServer(async (server) => {
+  await withServer({ maxPeers: 8 }, async (server) => {
     const host = new UdpPeer();
     const guest = new UdpPeer();
     try {
@@ -70,7 +51,7 @@ Deno.test("a UDP peer registers a name with its observed endpoint; connect tells
 });
 
 Deno.test("a session: one registration, five clients, every pair learns the other's endpoint", async () => {
-  await withServer(async (server) => {
+  await withServer({ maxPeers: 8 }, async (server) => {
     const host = new UdpPeer();
     const clients = [0, 1, 2, 3, 4].map(() => new UdpPeer());
     try {
@@ -90,7 +71,7 @@ Deno.test("a session: one registration, five clients, every pair learns the othe
 });
 
 Deno.test("a UDP name belongs to its endpoint until it expires; keepalive keeps it", async () => {
-  await withServer(async (server) => {
+  await withServer({ maxPeers: 8, udpExpiryMs: 250 }, async (server) => {
     const owner = new UdpPeer();
     const thief = new UdpPeer();
     try {
@@ -117,11 +98,11 @@ Deno.test("a UDP name belongs to its endpoint until it expires; keepalive keeps 
       owner.close();
       thief.close();
     }
-  }, 250);
+  });
 });
 
 Deno.test("bad UDP requests get a clear error", async () => {
-  await withServer(async (server) => {
+  await withServer({ maxPeers: 8 }, async (server) => {
     const peer = new UdpPeer();
     try {
       assertEquals(await peer.ask(server, "hello"), 'error|-|unknown command "hello"');
