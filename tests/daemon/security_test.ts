@@ -190,7 +190,6 @@ Deno.test({
     "--deny-ports",
     "30000-30010",
   ]);
-  const dst = freePort();
   assertEquals(
     await memberRequest(daemon.socketPath, [
       `endpoint|a|tcp|127.0.0.1|30005`,
@@ -201,7 +200,6 @@ Deno.test({
       "error|b|SRC_PORT 45000 is not allowed by punchd's configuration",
     ],
   );
-  void dst;
   const root = await PunchdClient.connect(daemon.socketPath);
   try {
     const endpoint = await root.endpoint("c", "tcp", "127.0.0.1", [30005]);
