@@ -10,7 +10,7 @@
 import { assertEquals } from "../assert.ts";
 import { readExactly as readBytes } from "../helpers/daemon.ts";
 import type { Socket } from "../../ffi/socket.ts";
-import { PunchdClient, PunchdError } from "../../src/client/client.ts";
+import { type Attempt, PunchdClient, PunchdError } from "../../src/client/client.ts";
 import type { TechniqueName } from "../../src/control/codec.ts";
 import { Lab, type LabOptions, type NatProfile } from "./lab.ts";
 import { type LabServices, startServices } from "./services.ts";
@@ -24,6 +24,30 @@ export async function readExactly(socket: Socket, length: number): Promise<strin
 export async function punchdGuards(lab: Lab, ns: string): Promise<string[]> {
   const result = await lab.tryExec(ns, ["nft", "list", "table", "inet", "punchd"]);
   return result.stdout.split("\n").map((l) => l.trim()).filter((l) => l.startsWith("elements ="));
+}
+
+/**
+ * Forwards later progress of either side to the other as peer data (the
+ * initiator's from `fromA`, where its first line was already taken) until
+ * both attempts end; resolves with both outcomes.
+ */
+export async function relayUntilSettled(
+  initiator: Attempt,
+  fromA: AsyncIterator<string>,
+  responder: Attempt,
+): Promise<[PromiseSettledResult<Socket>, PromiseSettledResult<Socket>]> {
+  const relay = async (from: AsyncIterator<string>, to: Attempt) => {
+    for (let next = await from.next(); !next.done; next = await from.next()) {
+      await to.peer(next.value).catch(() => {});
+    }
+  };
+  const relays = Promise.all([
+    relay(fromA, responder),
+    relay(responder.progress[Symbol.asyncIterator](), initiator),
+  ]);
+  const [a, b] = await Promise.allSettled([initiator.socket, responder.socket]);
+  await relays;
+  return [a, b];
 }
 
 /** Both ends of a punched connection and the endpoints the sides published. */
@@ -73,18 +97,7 @@ export async function punch(
     dstPorts: endpointA.ports,
     extra: first.value,
   });
-  // Later progress of either side goes to the other as peer data.
-  const relay = async (from: AsyncIterator<string>, to: { peer(data: string): Promise<void> }) => {
-    for (let next = await from.next(); !next.done; next = await from.next()) {
-      await to.peer(next.value).catch(() => {});
-    }
-  };
-  const relays = Promise.all([
-    relay(fromA, responder),
-    relay(responder.progress[Symbol.asyncIterator](), initiator),
-  ]);
-  const [a, b] = await Promise.allSettled([initiator.socket, responder.socket]);
-  await relays;
+  const [a, b] = await relayUntilSettled(initiator, fromA, responder);
   if (a.status === "rejected" || b.status === "rejected") {
     if (a.status === "fulfilled") a.value.close();
     if (b.status === "fulfilled") b.value.close();

@@ -15,7 +15,7 @@ import type { PunchdClient } from "../../src/client/client.ts";
 import type { TechniqueName } from "../../src/control/codec.ts";
 import type { Socket } from "../../ffi/socket.ts";
 import type { Lab } from "../lab/lab.ts";
-import { punchdGuards, readExactly, withLab } from "../lab/punch.ts";
+import { punchdGuards, readExactly, relayUntilSettled, withLab } from "../lab/punch.ts";
 import { isRoot, skipUnless } from "../helpers/skip.ts";
 
 const needsRoot = skipUnless(
@@ -106,17 +106,7 @@ async function punchUnderAttack(
     dstPorts: [portA],
     extra: first.value,
   });
-  const relay = async (from: AsyncIterator<string>, to: { peer(data: string): Promise<void> }) => {
-    for (let next = await from.next(); !next.done; next = await from.next()) {
-      await to.peer(next.value).catch(() => {});
-    }
-  };
-  const relays = Promise.all([
-    relay(fromA, responder),
-    relay(responder.progress[Symbol.asyncIterator](), initiator),
-  ]);
-  const [a, b] = await Promise.allSettled([initiator.socket, responder.socket]);
-  await relays;
+  const [a, b] = await relayUntilSettled(initiator, fromA, responder);
   await running;
   return { a, b };
 }
