@@ -34,6 +34,10 @@ export type NatProfile =
   | "rst"
   /** Like "preserving", but an inbound pure SYN is dropped even on a flow that left as a SYN (no simultaneous open). */
   | "nosimopen"
+  /** Like "preserving", but the router's own stack answers unsolicited packets to its public address (no input firewall: TCP RST, ICMP port unreachable), leaving UNREPLIED conntrack entries that take ports. */
+  | "answering"
+  /** No NAT, a stateful firewall (RFC 6092 for IPv6): established/related in, every other inbound packet dropped. */
+  | "firewall"
   /** No NAT: the host is public and reachable. */
   | "none";
 
@@ -110,11 +114,34 @@ export async function removeStaleLabs(): Promise<string[]> {
   return removed;
 }
 
+/** True when hosts behind a router of this profile have routable (un-NATed) addresses. */
+export function isPublic(profile: NatProfile): boolean {
+  return profile === "none" || profile === "firewall";
+}
+
 /** The nftables ruleset of a NAT router. */
 export function routerRuleset(profile: NatProfile): string {
   if (profile === "none") {
     return `table inet lab {
   chain forward { type filter hook forward priority 0; policy accept; }
+}
+`;
+  }
+  if (profile === "firewall") {
+    return `table inet lab {
+  chain forward {
+    type filter hook forward priority 0; policy accept;
+    ct state established,related accept
+    iifname "lan0" accept
+    meta l4proto ipv6-icmp icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept
+    iifname "wan0" drop
+  }
+  chain input {
+    type filter hook input priority 0; policy accept;
+    ct state established,related accept
+    meta l4proto ipv6-icmp icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept
+    iifname "wan0" drop
+  }
 }
 `;
   }
@@ -126,6 +153,8 @@ export function routerRuleset(profile: NatProfile): string {
   const noSimultaneousOpen = profile === "nosimopen"
     ? `iifname "wan0" meta l4proto tcp tcp flags & (syn|ack) == syn drop\n    `
     : "";
+  // An answering router has no input firewall: its own stack replies to what nothing asked for.
+  const input = profile === "answering" ? "" : `iifname "wan0" ${refuse}`;
   return `table ip labnat {
   chain postrouting {
     type nat hook postrouting priority srcnat; policy accept;
@@ -149,7 +178,7 @@ table inet lab {
     type filter hook input priority 0; policy accept;
     ct state established,related accept
     meta l4proto ipv6-icmp icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept
-    iifname "wan0" ${refuse}
+    ${input}
   }
 }
 `;
@@ -275,10 +304,10 @@ export class Lab {
     await this.exec(routerA.ns, ["ip", "route", "add", "default", "via", "172.16.1.1"]);
     await this.exec(routerB.ns, ["ip", "route", "add", "default", "via", "172.16.2.1"]);
     // Only a public (un-NATed) LAN is routed on the internet.
-    if (this.options.natA === "none") {
+    if (isPublic(this.options.natA)) {
       await this.exec(internet.ns, ["ip", "route", "add", "10.0.1.0/24", "via", "172.16.1.2"]);
     }
-    if (this.options.natB === "none") {
+    if (isPublic(this.options.natB)) {
       await this.exec(internet.ns, ["ip", "route", "add", "10.0.2.0/24", "via", "172.16.2.2"]);
     }
     for (const ns of [routerA.ns, routerB.ns, internet.ns]) {
@@ -335,7 +364,7 @@ export class Lab {
     await this.exec(hostB.ns, ["ip", "-6", "route", "add", "default", "via", "fd00:2::1"]);
     await this.exec(routerA.ns, ["ip", "-6", "route", "add", "default", "via", "fd00:a1::1"]);
     await this.exec(routerB.ns, ["ip", "-6", "route", "add", "default", "via", "fd00:b2::1"]);
-    if (this.options.natA === "none") {
+    if (isPublic(this.options.natA)) {
       await this.exec(internet.ns, [
         "ip",
         "-6",
@@ -346,7 +375,7 @@ export class Lab {
         "fd00:a1::2",
       ]);
     }
-    if (this.options.natB === "none") {
+    if (isPublic(this.options.natB)) {
       await this.exec(internet.ns, [
         "ip",
         "-6",
