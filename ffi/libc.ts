@@ -90,6 +90,10 @@ export const LIBC_SYMBOLS = {
   geteuid: { parameters: [], result: "u32" },
   /** mode_t umask(mode_t mask); */
   umask: { parameters: ["u32"], result: "u32" },
+  /** int getifaddrs(struct ifaddrs **ifap); */
+  getifaddrs: { parameters: ["buffer"], result: "i32" },
+  /** void freeifaddrs(struct ifaddrs *ifa); */
+  freeifaddrs: { parameters: ["pointer"], result: "void" },
   /** struct group *getgrnam(const char *name); */
   getgrnam: { parameters: ["buffer"], result: "pointer" },
 } as const satisfies Deno.ForeignLibraryInterface;

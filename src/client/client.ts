@@ -24,6 +24,7 @@ import {
   type Endpoints,
   type Protocol,
   type Reply,
+  type TechniqueChoice,
   type TechniqueName,
 } from "../control/codec.ts";
 import { DEFAULT_SOCKET_PATH, LineSplitter } from "../control/connection.ts";
@@ -60,6 +61,11 @@ export interface Attempt {
   readonly progress: AsyncIterable<string>;
   /** The connected socket, or a PunchdError. */
   readonly socket: Promise<Socket>;
+  /**
+   * For `auto` and list requests: which technique connected, after how many
+   * milliseconds (from punchd's `ok|ID|TECHNIQUE|MS`); null otherwise or on failure.
+   */
+  readonly winner: Promise<{ technique: TechniqueName; ms: number } | null>;
   /** Forwards later data from the peer (`peer|ID|DATA`). */
   peer(data: string): Promise<void>;
   /** Asks punchd to cancel; `socket` then rejects. */
@@ -69,7 +75,8 @@ export interface Attempt {
 /** Parameters of initiate. */
 export interface InitiateParams extends Endpoints {
   id: string;
-  technique: TechniqueName;
+  /** One technique, `auto`, `auto-udp`, or an ordered list (`tcp-syni,tcp-nutss`). */
+  technique: TechniqueChoice;
 }
 
 /** Parameters of respond: initiate's plus the initiator's progress data. */
@@ -113,6 +120,7 @@ export interface ConnectOptions {
 
 interface Pending {
   progress: ProgressQueue;
+  won: (winner: { technique: TechniqueName; ms: number } | null) => void;
   resolve: (socket: Socket) => void;
   reject: (error: Error) => void;
 }
@@ -219,12 +227,15 @@ export class PunchdClient {
       resolve = res;
       reject = rej;
     });
-    this.#attempts.set(id, { progress, resolve, reject });
+    let won!: Pending["won"];
+    const winner = new Promise<{ technique: TechniqueName; ms: number } | null>((res) => won = res);
+    this.#attempts.set(id, { progress, resolve, reject, won });
     this.#send(line).catch((error) => this.#settle(id, error));
     return {
       id,
       progress,
       socket,
+      winner,
       peer: (data) => this.#send(encodeRequest({ type: "peer", id, data })),
       cancel: () => this.#send(encodeRequest({ type: "cancel", id })),
     };
@@ -246,6 +257,7 @@ export class PunchdClient {
     }
     this.#attempts.delete(id);
     pending.progress.end();
+    pending.won(null);
     if (outcome instanceof Socket) pending.resolve(outcome);
     else pending.reject(outcome);
   }
@@ -256,6 +268,9 @@ export class PunchdClient {
         this.#attempts.get(reply.id)?.progress.push(reply.data);
         return;
       case "ok": {
+        if (reply.technique !== undefined) {
+          this.#attempts.get(reply.id)?.won({ technique: reply.technique, ms: reply.ms ?? 0 });
+        }
         const fd = this.#fds.shift();
         if (fd === undefined) {
           this.#settle(reply.id, new Error("punchd said ok but passed no socket"));

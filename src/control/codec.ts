@@ -14,9 +14,13 @@
  * ```
  * progress|ID|DATA          forward DATA to the peer (it becomes EXTRA or a peer message)
  * ok|ID                     sent in one sendmsg with the connected socket (SCM_RIGHTS)
+ * ok|ID|TECHNIQUE|MS        the same, for `auto` and list requests: which technique won, after how long
  * endpoint|ID|IP|PORTS|HOW  the endpoint to publish for a coming attempt
  * error|ID|REASON           ID is "-" when the request had no usable ID
  * ```
+ * TECHNIQUE is one technique name, `auto` (TCP), `auto-udp`, or an ordered
+ * comma separated list of techniques of one protocol (`tcp-syni,tcp-nutss`).
+ *
  * The codec is pure: it validates a whole message and returns a value or
  * throws SyntaxError/RangeError with a short reason fit for `error|ID|...`.
  *
@@ -33,9 +37,72 @@ export const MAX_PORTS = 16;
 export const MAX_ID_LENGTH = 64;
 
 /** Technique names the daemon knows. */
-export const TECHNIQUES = ["tcp-direct", "tcp-nutss", "tcp-syni", "udp", "udp-birthday"] as const;
+export const TECHNIQUES = [
+  "tcp-direct",
+  "tcp-nutss",
+  "tcp-syni",
+  "tcp-prime",
+  "udp",
+  "udp-birthday",
+  "udp-prime",
+] as const;
 /** A technique name. */
 export type TechniqueName = typeof TECHNIQUES[number];
+
+/** What `auto` tries when the application names no list, per protocol. */
+export const AUTO_TECHNIQUES = {
+  tcp: ["tcp-direct", "tcp-nutss", "tcp-syni"],
+  udp: ["udp"],
+} as const satisfies Record<string, readonly TechniqueName[]>;
+/** At most this many techniques in one list. */
+export const MAX_LIST_TECHNIQUES = 8;
+
+/** The TECHNIQUE field: one technique, `auto`, `auto-udp`, or an ordered list (`a,b`). */
+export type TechniqueChoice = TechniqueName | "auto" | "auto-udp" | `${TechniqueName},${string}`;
+
+/** A TECHNIQUE field taken apart: one technique, or a plan for `auto`. */
+export type ParsedChoice =
+  | { kind: "single"; technique: TechniqueName }
+  | {
+    kind: "auto";
+    protocol: Protocol;
+    /** Techniques in the application's order. */
+    techniques: TechniqueName[];
+    /** True when the application named them (a list), false for `auto`/`auto-udp`. */
+    explicit: boolean;
+  };
+
+/** The transport protocol of a technique. */
+export function techniqueProtocol(name: TechniqueName): Protocol {
+  return name.startsWith("udp") ? "udp" : "tcp";
+}
+
+/** Parses a TECHNIQUE field; throws RangeError/SyntaxError with a client-facing reason. */
+export function parseChoice(text: string): ParsedChoice {
+  if (text === "auto") {
+    return { kind: "auto", protocol: "tcp", techniques: [...AUTO_TECHNIQUES.tcp], explicit: false };
+  }
+  if (text === "auto-udp") {
+    return { kind: "auto", protocol: "udp", techniques: [...AUTO_TECHNIQUES.udp], explicit: false };
+  }
+  if (!text.includes(",")) return { kind: "single", technique: technique(text) };
+  const parts = text.split(",");
+  if (parts.length > MAX_LIST_TECHNIQUES) {
+    throw new RangeError(`too many techniques in list (at most ${MAX_LIST_TECHNIQUES})`);
+  }
+  const techniques = parts.map((p) => {
+    if (p === "") throw new SyntaxError("empty entry in technique list");
+    return technique(p);
+  });
+  if (new Set(techniques).size !== techniques.length) {
+    throw new SyntaxError("duplicate technique in list");
+  }
+  const protocol = techniqueProtocol(techniques[0] ?? "tcp-direct");
+  if (techniques.some((t) => techniqueProtocol(t) !== protocol)) {
+    throw new SyntaxError("technique list mixes TCP and UDP techniques");
+  }
+  return { kind: "auto", protocol, techniques, explicit: true };
+}
 
 /** Transport protocols for endpoint discovery. */
 export const PROTOCOLS = ["tcp", "udp"] as const;
@@ -56,14 +123,14 @@ export interface Endpoints {
 export interface InitiateRequest extends Endpoints {
   type: "initiate";
   id: string;
-  technique: TechniqueName;
+  technique: TechniqueChoice;
 }
 
 /** `respond|ID|TECHNIQUE|SRC_IP|SRC_PORTS|DST_IP|DST_PORTS|EXTRA` */
 export interface RespondRequest extends Endpoints {
   type: "respond";
   id: string;
-  technique: TechniqueName;
+  technique: TechniqueChoice;
   /** The initiator's progress data, as the application received it. */
   extra: string;
 }
@@ -101,7 +168,7 @@ export type Request =
 /** Any reply. */
 export type Reply =
   | { type: "progress"; id: string; data: string }
-  | { type: "ok"; id: string }
+  | { type: "ok"; id: string; technique?: TechniqueName; ms?: number }
   | { type: "endpoint"; id: string; ip: string; ports: number[]; source: string }
   | { type: "error"; id: string; reason: string };
 
@@ -206,6 +273,11 @@ function technique(text: string): TechniqueName {
   return name;
 }
 
+function choice(text: string): TechniqueChoice {
+  parseChoice(text);
+  return text as TechniqueChoice;
+}
+
 function endpoints(fields: string[]): Endpoints {
   const [, , , srcIp = "", srcPorts = "", dstIp = "", dstPorts = ""] = fields;
   const src = parseAddress(srcIp, "source");
@@ -219,13 +291,13 @@ function endpoints(fields: string[]): Endpoints {
 function decodeFields(type: Request["type"], id: string, fields: string[]): Request {
   switch (type) {
     case "initiate":
-      return { type, id, technique: technique(fields[2] ?? ""), ...endpoints(fields) };
+      return { type, id, technique: choice(fields[2] ?? ""), ...endpoints(fields) };
     case "respond": {
       const extra = fields[7] ?? "";
       if (!isValidData(extra)) {
         throw new SyntaxError("bad EXTRA (printable ASCII without |, not empty)");
       }
-      return { type, id, technique: technique(fields[2] ?? ""), ...endpoints(fields), extra };
+      return { type, id, technique: choice(fields[2] ?? ""), ...endpoints(fields), extra };
     }
     case "peer": {
       const data = fields[2] ?? "";
@@ -284,6 +356,9 @@ function replyLine(reply: Reply): string {
       if (!isValidData(reply.data)) throw new TypeError("Cannot encode progress: bad data");
       return `progress|${reply.id}|${reply.data}\n`;
     case "ok":
+      if (reply.technique !== undefined) {
+        return `ok|${reply.id}|${reply.technique}|${Math.round(reply.ms ?? 0)}\n`;
+      }
       return `ok|${reply.id}\n`;
     case "endpoint":
       return `endpoint|${reply.id}|${reply.ip}|${reply.ports.join(",")}|${reply.source}\n`;
@@ -349,6 +424,11 @@ function decodeReplyFields(fields: string[]): Reply {
   const [type, id = ""] = fields;
   if (!isValidId(id) && !(type === "error" && id === "-")) throw new SyntaxError("bad ID");
   if (type === "ok" && fields.length === 2) return { type, id };
+  if (type === "ok" && fields.length === 4) {
+    const ms = fields[3] ?? "";
+    if (!/^(0|[1-9][0-9]{0,8})$/.test(ms)) throw new SyntaxError("bad MS");
+    return { type, id, technique: technique(fields[2] ?? ""), ms: Number(ms) };
+  }
   if (type === "progress" && fields.length === 3) {
     const data = fields[2] ?? "";
     if (!isValidData(data)) throw new SyntaxError("bad DATA");

@@ -14,11 +14,13 @@ import {
   type EndpointRequest,
   type InitiateRequest,
   MAX_MESSAGE_BYTES,
+  parseChoice,
   type Reply,
   type Request,
   RequestError,
   type RespondRequest,
   type TechniqueName,
+  techniqueProtocol,
   TECHNIQUES,
 } from "../control/codec.ts";
 import { COMMANDS, permitted } from "../control/commands.ts";
@@ -29,6 +31,11 @@ import { createTable, deleteTable, TABLE } from "../firewall/nftables.ts";
 import { FirewallService } from "../firewall/service.ts";
 import { PortPolicy, type PortPolicyOptions, type Transport } from "./ports.ts";
 import { combine, observeTcp, observeUdp, predict } from "./discovery.ts";
+import { EndpointCache } from "./endpoint_cache.ts";
+import { AutoAttempt } from "../auto/runner.ts";
+import { buildHello } from "../auto/local.ts";
+import { decodeHello, type Hello } from "../auto/wire.ts";
+import { interfaceAddresses } from "../../ffi/ifaddrs.ts";
 import type { Logger } from "../log.ts";
 import type { AttemptSpec } from "../techniques/protocol.ts";
 import { TECHNIQUE_REGISTRY, type TechniqueEntry } from "../techniques/registry.ts";
@@ -68,11 +75,18 @@ export interface DaemonOptions {
   spawn?: (url: URL) => WorkerLike;
 }
 
+/** A running attempt as its client's requests reach it. */
+interface AttemptHandle {
+  /** Delivers peer data; false when the attempt no longer takes any. */
+  peer(data: string): boolean;
+  cancel(reason: string): void;
+}
+
 interface Client {
   connection: ClientConnection;
   uid: number;
-  /** Attempt ID to worker key, for active attempts. */
-  attempts: Map<string, number>;
+  /** Attempt ID to its handle, for active attempts. */
+  attempts: Map<string, AttemptHandle>;
   log: Logger;
 }
 
@@ -92,6 +106,8 @@ export class Daemon {
   /** The fd holding the per-network-namespace instance lock. */
   readonly #lock: number;
   readonly #sessions = new Set<Promise<void>>();
+  /** The latest endpoint answers, for auto hellos. */
+  readonly #endpoints = new EndpointCache();
   #serving: Promise<void> | null = null;
   #nextOwner = 1;
   /** Why techniques that need the firewall cannot run, or null when they can. */
@@ -222,7 +238,7 @@ export class Daemon {
     } catch (error) {
       client.log.warn("client connection failed", { error: (error as Error).message });
     } finally {
-      for (const key of client.attempts.values()) this.#workers.cancel(key, "client disconnected");
+      for (const attempt of client.attempts.values()) attempt.cancel("client disconnected");
       client.attempts.clear();
       client.connection.close();
       this.#clients.delete(client);
@@ -262,21 +278,26 @@ export class Daemon {
         this.#startAttempt(client, request);
         return null;
       case "peer": {
-        const key = client.attempts.get(request.id);
-        if (key === undefined || !this.#workers.peer(key, request.data)) {
+        const attempt = client.attempts.get(request.id);
+        if (attempt === undefined || !attempt.peer(request.data)) {
           throw new RequestError(request.id, "no active attempt with this ID");
         }
         return null;
       }
       case "cancel": {
-        const key = client.attempts.get(request.id);
-        if (key === undefined) throw new RequestError(request.id, "no active attempt with this ID");
-        this.#workers.cancel(key, "by client");
+        const attempt = client.attempts.get(request.id);
+        if (attempt === undefined) {
+          throw new RequestError(request.id, "no active attempt with this ID");
+        }
+        attempt.cancel("by client");
         return null;
       }
       case "endpoint":
         this.#checkPorts(client, request.protocol, request.srcPorts, request.id);
-        return this.#endpoint(request);
+        return this.#endpoint(request).then((reply) => {
+          if (reply.type === "endpoint") this.#remember(request, reply);
+          return reply;
+        });
     }
   }
 
@@ -296,8 +317,15 @@ export class Daemon {
         `too many active attempts for this user (at most ${this.#options.maxAttemptsPerUser})`,
       );
     }
+    let choice: ReturnType<typeof parseChoice>;
+    try {
+      choice = parseChoice(request.technique);
+    } catch (error) {
+      throw new RequestError(id, (error as Error).message, { cause: error });
+    }
+    const technique = choice.kind === "single" ? choice.technique : choice.techniques[0];
     const spec: AttemptSpec = {
-      technique: request.technique,
+      technique: technique ?? "tcp-direct",
       role: request.type,
       id,
       client: client.connection.number,
@@ -311,19 +339,17 @@ export class Daemon {
     if (this.#options.lowTtl !== undefined) spec.lowTtl = this.#options.lowTtl;
     if (this.#options.probes !== undefined) spec.probes = this.#options.probes.map(formatAddress);
     if (this.#options.udpBirthday) spec.birthday = true;
-    const entry = this.#registry[request.technique];
-    if (entry.technique.needsFirewall && this.#firewallError !== null) {
-      throw new RequestError(
-        id,
-        `${request.technique} needs punchd's nftables table: ${this.#firewallError}`,
-      );
-    }
+    // Validate the whole request before anything starts.
+    let auto: { techniques: TechniqueName[]; peerHello?: Hello } | undefined;
     try {
-      entry.technique.validate(spec);
+      if (choice.kind === "single") this.#validate(spec);
+      else auto = this.#validateAuto(spec, choice.techniques, choice.protocol);
     } catch (error) {
       throw new RequestError(id, (error as Error).message, { cause: error });
     }
-    const transport: Transport = request.technique.startsWith("udp") ? "udp" : "tcp";
+    const transport: Transport = choice.kind === "single"
+      ? techniqueProtocol(choice.technique)
+      : choice.protocol;
     const owner = this.#nextOwner++;
     let unclaim: () => void;
     try {
@@ -345,22 +371,153 @@ export class Daemon {
     };
     const attemptLog = client.log.child({
       attempt: id,
-      technique: spec.technique,
+      technique: request.technique,
       role: spec.role,
     });
     const started = performance.now();
-    let key: number;
+    let handle: AttemptHandle;
     try {
-      key = this.#startWorker(spec, client, started, attemptLog, release);
+      handle = auto === undefined
+        ? this.#startWorker(spec, client, started, attemptLog, release)
+        : this.#startAuto(spec, transport, auto, client, attemptLog, release);
     } catch (error) {
       release();
       throw new RequestError(id, (error as Error).message, { cause: error });
     }
-    client.attempts.set(id, key);
+    client.attempts.set(id, handle);
     attemptLog.info("attempt started", {
       src: request.srcIp,
       dst: request.dstIp,
       dstPorts: request.dstPorts.join(","),
+    });
+  }
+
+  /** Checks a single-technique spec: the firewall it needs, then the technique's own rules. */
+  #validate(spec: AttemptSpec): void {
+    const entry = this.#registry[spec.technique];
+    if (entry.technique.needsFirewall && this.#firewallError !== null) {
+      throw new Error(`${spec.technique} needs punchd's nftables table: ${this.#firewallError}`);
+    }
+    entry.technique.validate(spec);
+  }
+
+  /**
+   * Checks an auto request: one source port, the techniques this daemon can
+   * run (those needing a firewall it lacks are left out), and, to respond,
+   * the initiator's hello in EXTRA.
+   */
+  #validateAuto(
+    spec: AttemptSpec,
+    requested: readonly TechniqueName[],
+    protocol: Transport,
+  ): { techniques: TechniqueName[]; peerHello?: Hello } {
+    if (spec.srcPorts.length !== 1) throw new RangeError("auto takes exactly one source port");
+    const techniques = requested.filter((t) =>
+      !this.#registry[t].technique.needsFirewall || this.#firewallError === null
+    );
+    if (techniques.length === 0) {
+      throw new Error(`no technique can run: punchd's nftables table: ${this.#firewallError}`);
+    }
+    if (spec.role === "initiate") return { techniques };
+    let peerHello: Hello;
+    try {
+      peerHello = decodeHello(spec.extra ?? "");
+    } catch (error) {
+      throw new SyntaxError(`bad EXTRA for auto: ${(error as Error).message}`);
+    }
+    if (peerHello.role !== "initiate") {
+      throw new SyntaxError("bad EXTRA for auto: not an initiator's hello");
+    }
+    if (peerHello.protocol !== protocol) {
+      throw new RangeError(
+        `the initiator asked for ${peerHello.protocol}, this request for ${protocol}`,
+      );
+    }
+    return { techniques, peerHello };
+  }
+
+  /** Starts an auto attempt: hellos, plan, steps (see src/auto/runner.ts). */
+  #startAuto(
+    spec: AttemptSpec,
+    protocol: Transport,
+    auto: { techniques: TechniqueName[]; peerHello?: Hello },
+    client: Client,
+    attemptLog: Logger,
+    release: () => void,
+  ): AttemptHandle {
+    const { id } = spec;
+    const { connection } = client;
+    const port = spec.srcPorts[0] ?? 0;
+    let interfaces: ReturnType<typeof interfaceAddresses> = [];
+    try {
+      interfaces = interfaceAddresses();
+    } catch (error) {
+      attemptLog.warn("cannot list interface addresses", { error: (error as Error).message });
+    }
+    const known = this.#endpoints.get(protocol, port);
+    const self = buildHello({
+      role: spec.role,
+      protocol,
+      techniques: auto.techniques,
+      srcIp: spec.srcIp,
+      port,
+      interfaces,
+      ...(known === undefined ? {} : { known }),
+    });
+    const started = performance.now();
+    const { technique: _, extra: __, ...base } = spec;
+    const attempt = new AutoAttempt({
+      base,
+      protocol,
+      self,
+      ...(auto.peerHello === undefined ? {} : { peerHello: auto.peerHello }),
+      log: attemptLog,
+      closeFd: closeQuietly,
+      host: {
+        start: (stepSpec, events) => {
+          this.#validate(stepSpec);
+          return this.#workers.start(stepSpec, events, client.uid);
+        },
+        peer: (key, data) => this.#workers.peer(key, data),
+        cancel: (key, reason) => this.#workers.cancel(key, reason),
+      },
+      events: {
+        progress: (data) => {
+          connection.reply({ type: "progress", id, data }).catch(() => {});
+        },
+        connected: (fd, local, remote, technique) => {
+          release();
+          client.attempts.delete(id);
+          const ms = Math.round(performance.now() - started);
+          attemptLog.info("attempt succeeded", { local, remote, technique, ms });
+          connection.reply({ type: "ok", id, technique, ms }, fd)
+            .catch((error) =>
+              attemptLog.warn("cannot pass socket to client", { error: (error as Error).message })
+            )
+            .finally(() => closeQuietly(fd));
+        },
+        failed: (reason) => {
+          release();
+          client.attempts.delete(id);
+          attemptLog.info("attempt failed", {
+            reason,
+            ms: Math.round(performance.now() - started),
+          });
+          connection.reply({ type: "error", id, reason }).catch(() => {});
+        },
+      },
+    });
+    attempt.start();
+    return { peer: (data) => attempt.peer(data), cancel: (reason) => attempt.cancel(reason) };
+  }
+
+  /** Remembers an endpoint answer for auto hellos from that port. */
+  #remember(request: EndpointRequest, reply: Extract<Reply, { type: "endpoint" }>): void {
+    if (request.srcPorts.length !== 1) return;
+    this.#endpoints.set(request.protocol, request.srcPorts[0] ?? 0, {
+      ip: reply.ip,
+      ports: reply.ports,
+      how: reply.source,
     });
   }
 
@@ -370,10 +527,10 @@ export class Daemon {
     started: number,
     attemptLog: Logger,
     release: () => void,
-  ): number {
+  ): AttemptHandle {
     const { id } = spec;
     const { connection } = client;
-    return this.#workers.start(spec, {
+    const key = this.#workers.start(spec, {
       progress: (data) => {
         connection.reply({ type: "progress", id, data }).catch(() => {});
       },
@@ -398,6 +555,10 @@ export class Daemon {
         connection.reply({ type: "error", id, reason }).catch(() => {});
       },
     }, client.uid);
+    return {
+      peer: (data) => this.#workers.peer(key, data),
+      cancel: (reason) => this.#workers.cancel(key, reason),
+    };
   }
 
   /** Refuses source ports the client may not have punchd bind (see ports.ts). */

@@ -11,7 +11,7 @@ import { assertEquals } from "../assert.ts";
 import { readExactly as readBytes } from "../helpers/daemon.ts";
 import type { Socket } from "../../ffi/socket.ts";
 import { type Attempt, PunchdClient, PunchdError } from "../../src/client/client.ts";
-import type { TechniqueName } from "../../src/control/codec.ts";
+import { parseChoice, type TechniqueChoice } from "../../src/control/codec.ts";
 import { Lab, type LabOptions, type NatProfile } from "./lab.ts";
 import { type LabServices, startServices } from "./services.ts";
 
@@ -63,13 +63,18 @@ export async function punch(
   clientA: PunchdClient,
   clientB: PunchdClient,
   lab: Lab,
-  technique: TechniqueName,
+  technique: TechniqueChoice,
   n: number,
   family: "inet" | "inet6" = "inet",
 ): Promise<Outcome> {
   const portA = 20000 + n;
   const portB = 30000 + n;
-  const protocol = technique.startsWith("udp") ? "udp" : "tcp";
+  const parsed = parseChoice(technique);
+  const protocol = parsed.kind === "auto"
+    ? parsed.protocol
+    : parsed.technique.startsWith("udp")
+    ? "udp"
+    : "tcp";
   const hostA = family === "inet" ? lab.hostA.ip : lab.v6.hostA;
   const hostB = family === "inet" ? lab.hostB.ip : lab.v6.hostB;
   const endpointA = await clientA.endpoint(`ea${n}`, protocol, hostA, [portA]);
@@ -117,7 +122,7 @@ export async function assertDirectTcpPunches(
   clientA: PunchdClient,
   clientB: PunchdClient,
   lab: Lab,
-  technique: TechniqueName,
+  technique: TechniqueChoice,
   count: number,
 ): Promise<void> {
   const bytes = (s: string) => new TextEncoder().encode(s);
@@ -151,7 +156,7 @@ export async function punchFailure(
   clientA: PunchdClient,
   clientB: PunchdClient,
   lab: Lab,
-  technique: TechniqueName,
+  technique: TechniqueChoice,
   n: number,
 ): Promise<PunchdError> {
   const outcome = await punch(clientA, clientB, lab, technique, n).then(

@@ -1,0 +1,191 @@
+/**
+ * The `auto` planner: from the two hellos, the ordered steps both sides run.
+ *
+ * Both punchds call {@linkcode planSteps} with the same two hellos (the
+ * initiator's first), so they compute the same steps with the same numbers
+ * and stay in step without further negotiation. The rules:
+ *
+ * | technique                  | planned when                                   | runs           |
+ * | -------------------------- | ---------------------------------------------- | -------------- |
+ * | tcp-direct / udp, LAN      | the sides share a subnet (same LAN, hairpin)   | at once, raced |
+ * | tcp-direct, public         | a side has no NAT, or a side's mapping is unknown | first, in turn |
+ * | tcp-nutss, tcp-syni, tcp-prime, udp-prime | neither side maps randomly    | in turn        |
+ * | udp, udp-birthday          | not both sides map randomly (birthday when one does) | in turn  |
+ *
+ * Steps in turn share the attempt's time by weight; a step that cannot
+ * succeed ends early (each technique says when), and the next one starts.
+ *
+ * @module
+ */
+
+import { parseIp } from "../../ffi/ip.ts";
+import type { TechniqueName } from "../control/codec.ts";
+import type { Hello, LocalAddress } from "./wire.ts";
+
+/** One step of a plan, in terms of both sides. */
+export interface PlannedStep {
+  /** Step number on the wire (`s<K>`). */
+  index: number;
+  technique: TechniqueName;
+  /** Where the step connects: the peer's LAN address, or the endpoint the application gave. */
+  target: "lan" | "public";
+  /** For LAN steps: the initiator's and the responder's address on the shared subnet. */
+  lan?: { initiator: string; responder: string };
+  /** Raced beside the steps in turn (from the start), rather than in turn. */
+  parallel: boolean;
+  /** Milliseconds the step may take. */
+  budgetMs: number;
+  /** Birthday probing allowed (`udp` with exactly one random side). */
+  birthday: boolean;
+  /** Why the step is in the plan (for the log). */
+  why: string;
+}
+
+/** The plan and what it left out, with reasons. */
+export interface Plan {
+  steps: PlannedStep[];
+  skipped: { technique: TechniqueName; why: string }[];
+}
+
+/** Relative time shares of steps in turn (3 for a technique not named here). */
+const WEIGHT: Readonly<Record<string, number>> = {
+  "tcp-direct": 1,
+  "tcp-nutss": 3,
+  "tcp-syni": 3,
+  "tcp-prime": 3,
+  udp: 4,
+  "udp-birthday": 6,
+  "udp-prime": 3,
+};
+
+/** Milliseconds kept back from the attempt's time for the handover. */
+const RESERVE_MS = 300;
+
+function sameSubnet(a: LocalAddress, b: LocalAddress): boolean {
+  if (a.ip === b.ip || a.ip.includes(":") !== b.ip.includes(":")) return false;
+  const x = parseIp(a.ip);
+  const y = parseIp(b.ip);
+  let bits = Math.min(a.prefixLength, b.prefixLength);
+  if (bits === 0) return false;
+  for (let i = 0; i < x.length && bits > 0; i++, bits -= 8) {
+    const mask = bits >= 8 ? 0xff : (0xff << (8 - bits)) & 0xff;
+    if (((x[i] ?? 0) & mask) !== ((y[i] ?? 0) & mask)) return false;
+  }
+  return true;
+}
+
+/** The first pair of addresses (initiator's, responder's) on one subnet, or null. */
+export function sharedSubnet(
+  initiator: readonly LocalAddress[],
+  responder: readonly LocalAddress[],
+): { initiator: string; responder: string } | null {
+  for (const a of initiator) {
+    for (const b of responder) {
+      if (sameSubnet(a, b)) return { initiator: a.ip, responder: b.ip };
+    }
+  }
+  return null;
+}
+
+const SIDE = { initiate: "initiator", respond: "responder" } as const;
+
+/**
+ * Plans the steps of one `auto` attempt. Pure and deterministic: the same
+ * hellos and time give the same plan on both sides.
+ */
+export function planSteps(initiator: Hello, responder: Hello, totalMs: number): Plan {
+  const allowed = initiator.techniques.filter((t) => responder.techniques.includes(t));
+  const skipped: Plan["skipped"] = [];
+  for (const t of initiator.techniques) {
+    if (!allowed.includes(t)) {
+      skipped.push({ technique: t, why: "the responder does not allow it" });
+    }
+  }
+  const random = [initiator, responder].filter((h) => h.mapping === "rnd");
+  const randomWhy = random.map((h) => `the ${SIDE[h.role]}'s NAT maps each flow to a random port`)
+    .join(" and ");
+  const noNat = [initiator, responder].find((h) => h.mapping === "none");
+  const unknown = [initiator, responder].find((h) => h.mapping === "unk");
+  const lan = sharedSubnet(initiator.locals, responder.locals);
+  const parallel: Omit<PlannedStep, "index" | "budgetMs">[] = [];
+  const inTurn: Omit<PlannedStep, "index" | "budgetMs">[] = [];
+  const base = { target: "public" as const, parallel: false, birthday: false };
+  for (const technique of allowed) {
+    switch (technique) {
+      case "tcp-direct":
+        if (lan !== null) {
+          parallel.push({
+            ...base,
+            technique,
+            target: "lan",
+            lan,
+            parallel: true,
+            why: `same subnet (${lan.initiator} and ${lan.responder})`,
+          });
+        }
+        if (noNat !== undefined || unknown !== undefined) {
+          inTurn.push({
+            ...base,
+            technique,
+            why: noNat !== undefined
+              ? `the ${SIDE[noNat.role]} is not behind NAT`
+              : `the ${SIDE[(unknown ?? initiator).role]}'s NAT is unknown`,
+          });
+        } else if (lan === null) {
+          skipped.push({ technique, why: "no shared subnet and both sides behind NAT" });
+        }
+        break;
+      case "udp":
+      case "udp-birthday":
+        if (technique === "udp" && lan !== null) {
+          parallel.push({
+            ...base,
+            technique,
+            target: "lan",
+            lan,
+            parallel: true,
+            why: `same subnet (${lan.initiator} and ${lan.responder})`,
+          });
+        }
+        if (random.length === 2) {
+          skipped.push({ technique, why: `${randomWhy}: no side to predict` });
+        } else {
+          inTurn.push({
+            ...base,
+            technique,
+            birthday: random.length === 1,
+            why: random.length === 1
+              ? `${randomWhy}: birthday probing`
+              : "both sides' ports are predictable",
+          });
+        }
+        break;
+      default:
+        if (random.length > 0) skipped.push({ technique, why: randomWhy });
+        else inTurn.push({ ...base, technique, why: "both sides' ports are predictable" });
+    }
+  }
+  const usable = Math.max(0, totalMs - RESERVE_MS);
+  const weight = (t: TechniqueName) => WEIGHT[t] ?? 3;
+  const weights = inTurn.reduce((sum, s) => sum + weight(s.technique), 0);
+  const steps: PlannedStep[] = [];
+  for (const s of parallel) steps.push({ ...s, index: steps.length, budgetMs: usable });
+  for (const s of inTurn) {
+    const share = Math.floor(usable * weight(s.technique) / weights);
+    steps.push({ ...s, index: steps.length, budgetMs: share });
+  }
+  return { steps, skipped };
+}
+
+/** One line for the log: the order and why. */
+export function describePlan(plan: Plan): string {
+  const steps = plan.steps.map((s) =>
+    `${s.index}:${s.technique}${s.target === "lan" ? "@lan" : ""}${s.parallel ? "(raced)" : ""} ${
+      Math.round(s.budgetMs)
+    }ms [${s.why}]`
+  );
+  const skipped = plan.skipped.map((s) => `${s.technique} [${s.why}]`);
+  return `${steps.join(", ") || "nothing"}${
+    skipped.length > 0 ? `; skipped ${skipped.join(", ")}` : ""
+  }`;
+}
