@@ -39,7 +39,13 @@ export type NatProfile =
   /** No NAT, a stateful firewall (RFC 6092 for IPv6): established/related in, every other inbound packet dropped. */
   | "firewall"
   /** No NAT: the host is public and reachable. */
-  | "none";
+  | "none"
+  /**
+   * Double NAT: the router is a home NAT ("preserving") whose WAN is in carrier-grade shared space
+   * (100.64.1.2 / 100.64.2.2), behind a carrier-grade NAT namespace (port-preserving masquerade,
+   * silent) that holds the public address (`publicA`/`publicB`). IPv4 only.
+   */
+  | "double";
 
 /** Options of a lab. */
 export interface LabOptions {
@@ -199,6 +205,10 @@ export class Lab {
   readonly attackerA: Node;
   /** The switch namespace of A's LAN, when `lanAttacker` was asked for. */
   readonly switchA: Node;
+  /** The carrier-grade NAT in front of router A, when `natA` is "double" (its WAN is `publicA`). */
+  readonly carrierA: Node;
+  /** The carrier-grade NAT in front of router B, when `natB` is "double". */
+  readonly carrierB: Node;
   /** The rendezvous/probe server's address (in the internet namespace). */
   readonly serverIp = "172.16.0.1";
   /** Router A's public address (what peers see of host A behind NAT). */
@@ -228,6 +238,8 @@ export class Lab {
     this.hostC = { ns: ns("c"), ip: "172.16.3.2" };
     this.attackerA = { ns: ns("ma"), ip: "10.0.1.3" };
     this.switchA = { ns: ns("swa"), ip: "" };
+    this.carrierA = { ns: ns("cga"), ip: "172.16.1.2" };
+    this.carrierB = { ns: ns("cgb"), ip: "172.16.2.2" };
   }
 
   /** Builds the topology; on any failure everything built so far is removed. */
@@ -248,6 +260,8 @@ export class Lab {
     const nodes = [this.hostA, this.hostB, this.routerA, this.routerB, this.internet];
     if (this.options.thirdHost) nodes.push(this.hostC);
     if (this.options.lanAttacker) nodes.push(this.switchA, this.attackerA);
+    if (this.options.natA === "double") nodes.push(this.carrierA);
+    if (this.options.natB === "double") nodes.push(this.carrierB);
     return nodes.map((n) => n.ns);
   }
 
@@ -313,6 +327,8 @@ export class Lab {
     for (const ns of [routerA.ns, routerB.ns, internet.ns]) {
       await this.exec(ns, ["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
     }
+    if (this.options.natA === "double") await this.#buildCarrierNat(routerA, this.carrierA, 1);
+    if (this.options.natB === "double") await this.#buildCarrierNat(routerB, this.carrierB, 2);
     if (this.options.ipv6) await this.#buildIpv6();
     await this.exec(routerA.ns, ["nft", "-f", "-"], routerRuleset(this.options.natA));
     await this.exec(routerB.ns, ["nft", "-f", "-"], routerRuleset(this.options.natB));
@@ -344,6 +360,39 @@ export class Lab {
       await this.exec(sw, ["ip", "link", "set", `p${i}`, "up"]);
     }
     await this.exec(sw, ["ip", "link", "set", "br0", "up"]);
+  }
+
+  /**
+   * Profile "double": the carrier-grade NAT takes over the router's WAN link (and public address
+   * 172.16.N.2); the router's new WAN is 100.64.N.2/24 (RFC 6598 shared space) on a link to it.
+   *
+   * ```
+   *  host ─ lan ─ router (home NAT) ─ 100.64.N.2 ══ 100.64.N.1 ─ carrier NAT ─ 172.16.N.2 ══ internet
+   * ```
+   */
+  async #buildCarrierNat(router: Node, carrier: Node, n: 1 | 2): Promise<void> {
+    if (this.options.ipv6) {
+      throw new RangeError(
+        'Cannot build NAT profile "double" with ipv6: carrier-grade NAT is IPv4-only here',
+      );
+    }
+    // Moving wan0 drops its address and the router's default route with it.
+    await this.exec(router.ns, ["ip", "link", "set", "wan0", "netns", carrier.ns]);
+    await this.#link(router.ns, "wan0", carrier.ns, "lan0");
+    for (
+      const [ns, dev, cidr] of [
+        [carrier.ns, "wan0", `172.16.${n}.2/24`],
+        [carrier.ns, "lan0", `100.64.${n}.1/24`],
+        [router.ns, "wan0", `100.64.${n}.2/24`],
+      ] as const
+    ) {
+      await this.exec(ns, ["ip", "addr", "add", cidr, "dev", dev]);
+      await this.exec(ns, ["ip", "link", "set", dev, "up"]);
+    }
+    await this.exec(carrier.ns, ["ip", "route", "add", "default", "via", `172.16.${n}.1`]);
+    await this.exec(router.ns, ["ip", "route", "add", "default", "via", `100.64.${n}.1`]);
+    await this.exec(carrier.ns, ["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    await this.exec(carrier.ns, ["nft", "-f", "-"], routerRuleset("preserving"));
   }
 
   /** The IPv6 side of the topology: the same links, ULA addresses, no DAD delay. */
