@@ -36,6 +36,12 @@ export type NatProfile =
   | "nosimopen"
   /** Like "preserving", but the router's own stack answers unsolicited packets to its public address (no input firewall: TCP RST, ICMP port unreachable), leaving UNREPLIED conntrack entries that take ports. */
   | "answering"
+  /** Endpoint-independent mapping without port preservation: each local port always maps to the same other public port (port XOR 0x1000), whatever the destination; unsolicited inbound dropped (EIM, APDF). */
+  | "shifting"
+  /** Sequential allocation: every new flow gets the next public port (40000, 40001, ...), whatever its local port: endpoint-dependent but predictable mapping (`delta+1`); unsolicited inbound dropped. */
+  | "sequential"
+  /** Both hosts behind one port-preserving NAT (host B on router A's second LAN, 10.0.2.0/24) that hairpins: a flow from the LAN to the router's public address and a mapped port goes to the host that owns the mapping, with the sender's public endpoint as source; unsolicited inbound from the WAN dropped. Both natA and natB must be "hairpin"; IPv4 only. */
+  | "hairpin"
   /** No NAT, a stateful firewall (RFC 6092 for IPv6): established/related in, every other inbound packet dropped. */
   | "firewall"
   /** No NAT: the host is public and reachable. */
@@ -125,6 +131,15 @@ export function isPublic(profile: NatProfile): boolean {
   return profile === "none" || profile === "firewall";
 }
 
+/**
+ * The "sequential" profile's port choice: a flow counter (numgen) mapped to
+ * 40000 + (count mod 1024). The map turns the counter into a port in network
+ * byte order, which numgen's host-order value is not.
+ */
+const SEQUENTIAL_PORTS = `numgen inc mod 1024 map { ${
+  Array.from({ length: 1024 }, (_, i) => `${i} : ${40000 + i}`).join(", ")
+} }`;
+
 /** The nftables ruleset of a NAT router. */
 export function routerRuleset(profile: NatProfile): string {
   if (profile === "none") {
@@ -151,7 +166,15 @@ export function routerRuleset(profile: NatProfile): string {
 }
 `;
   }
-  const masquerade = profile === "symmetric" ? "masquerade random" : "masquerade";
+  if (profile === "hairpin") return HAIRPIN_RULESET;
+  const masquerade = ({
+    symmetric: "masquerade random",
+    // A one-port range per flow; nat chains see only a flow's first packet, so numgen counts flows.
+    shifting:
+      'meta l4proto { tcp, udp } masquerade to :th sport ^ 0x1000\n    oifname "wan0" masquerade',
+    sequential:
+      `meta l4proto { tcp, udp } masquerade to :${SEQUENTIAL_PORTS}\n    oifname "wan0" masquerade`,
+  } as Partial<Record<NatProfile, string>>)[profile] ?? "masquerade";
   const refuse = profile === "rst"
     ? `meta l4proto tcp tcp flags & (syn|ack) == syn reject with tcp reset\n    drop`
     : "drop";
@@ -190,6 +213,49 @@ table inet lab {
 `;
 }
 
+/**
+ * Router A of the "hairpin" profile: port-preserving masquerade towards the
+ * WAN; every flow leaving for the WAN records which LAN host owns its public
+ * port, and a flow from either LAN to the public address and such a port is
+ * sent to that host (DNAT) with the public address as its source (SNAT), so
+ * the two hosts see each other's public endpoints, as they would across two
+ * NATs.
+ */
+const HAIRPIN_RULESET = `table ip labnat {
+  map owners {
+    type inet_proto . inet_service : ipv4_addr
+    flags dynamic,timeout
+    timeout 5m
+  }
+  chain record {
+    type filter hook forward priority 0; policy accept;
+    iifname { "lan0", "lan1" } oifname "wan0" meta l4proto { tcp, udp } ct state new update @owners { meta l4proto . th sport : ip saddr }
+  }
+  chain prerouting {
+    type nat hook prerouting priority dstnat; policy accept;
+    iifname { "lan0", "lan1" } ip daddr 172.16.1.2 meta l4proto { tcp, udp } dnat to meta l4proto . th dport map @owners
+  }
+  chain postrouting {
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname "wan0" masquerade
+    oifname { "lan0", "lan1" } ct status dnat snat to 172.16.1.2
+  }
+}
+table inet lab {
+  chain forward {
+    type filter hook forward priority 0; policy accept;
+    ct state established,related accept
+    iifname { "lan0", "lan1" } accept
+    iifname "wan0" drop
+  }
+  chain input {
+    type filter hook input priority 0; policy accept;
+    ct state established,related accept
+    iifname "wan0" drop
+  }
+}
+`;
+
 /** A built lab. Always `close()` it (or use `await using`). */
 export class Lab {
   readonly id: string;
@@ -213,8 +279,8 @@ export class Lab {
   readonly serverIp = "172.16.0.1";
   /** Router A's public address (what peers see of host A behind NAT). */
   readonly publicA = "172.16.1.2";
-  /** Router B's public address. */
-  readonly publicB = "172.16.2.2";
+  /** Router B's public address (router A's with "hairpin", where host B is behind router A). */
+  readonly publicB: string;
   /** The IPv6 addresses, when the lab was built with `ipv6`. */
   readonly v6 = {
     hostA: "fd00:1::2",
@@ -238,12 +304,21 @@ export class Lab {
     this.hostC = { ns: ns("c"), ip: "172.16.3.2" };
     this.attackerA = { ns: ns("ma"), ip: "10.0.1.3" };
     this.switchA = { ns: ns("swa"), ip: "" };
+    this.publicB = options.natA === "hairpin" ? this.publicA : "172.16.2.2";
     this.carrierA = { ns: ns("cga"), ip: "172.16.1.2" };
     this.carrierB = { ns: ns("cgb"), ip: "172.16.2.2" };
   }
 
   /** Builds the topology; on any failure everything built so far is removed. */
   static async create(options: LabOptions): Promise<Lab> {
+    if (
+      (options.natA === "hairpin") !== (options.natB === "hairpin") ||
+      (options.natA === "hairpin" && options.ipv6)
+    ) {
+      throw new RangeError(
+        'Cannot build NAT profile "hairpin": both natA and natB must be "hairpin", IPv4 only',
+      );
+    }
     await removeStaleLabs();
     const lab = new Lab(`${PREFIX}${Deno.pid}x${counter++}`, options);
     try {
@@ -283,7 +358,11 @@ export class Lab {
     const { hostA, hostB, routerA, routerB, internet } = this;
     if (this.options.lanAttacker) await this.#buildSwitchA();
     else await this.#link(hostA.ns, "eth0", routerA.ns, "lan0");
-    await this.#link(hostB.ns, "eth0", routerB.ns, "lan0");
+    // With "hairpin" host B hangs on router A's second LAN; router B stays, with nothing behind it.
+    const [routerOfB, lanOfB] = this.options.natA === "hairpin"
+      ? [routerA, "lan1"]
+      : [routerB, "lan0"];
+    await this.#link(hostB.ns, "eth0", routerOfB.ns, lanOfB);
     await this.#link(routerA.ns, "wan0", internet.ns, "wana");
     await this.#link(routerB.ns, "wan0", internet.ns, "wanb");
     if (this.options.thirdHost) await this.#link(this.hostC.ns, "eth0", internet.ns, "wanc");
@@ -299,7 +378,7 @@ export class Lab {
       await this.exec(this.attackerA.ns, ["ip", "route", "add", "default", "via", "10.0.1.1"]);
     }
     await addr(hostB.ns, "eth0", "10.0.2.2/24");
-    await addr(routerB.ns, "lan0", "10.0.2.1/24");
+    await addr(routerOfB.ns, lanOfB, "10.0.2.1/24");
     await addr(routerA.ns, "wan0", "172.16.1.2/24");
     await addr(internet.ns, "wana", "172.16.1.1/24");
     await addr(routerB.ns, "wan0", "172.16.2.2/24");
