@@ -65,7 +65,8 @@ function sameSubnet(a: LocalAddress, b: LocalAddress): boolean {
   if (a.ip === b.ip || a.ip.includes(":") !== b.ip.includes(":")) return false;
   const x = parseIp(a.ip);
   const y = parseIp(b.ip);
-  let bits = Math.min(a.prefixLength, b.prefixLength);
+  // Both must see the other on-link: the longer prefix decides.
+  let bits = Math.max(a.prefixLength, b.prefixLength);
   if (bits === 0) return false;
   for (let i = 0; i < x.length && bits > 0; i++, bits -= 8) {
     const mask = bits >= 8 ? 0xff : (0xff << (8 - bits)) & 0xff;

@@ -400,23 +400,29 @@ export class AutoAttempt {
   /** `auto: REASON; tried 0 tcp-direct@lan (why), ...; skipped ...`, within the reply limit. */
   #summary(reason: string): string {
     const tried = this.#steps.filter((s) => s.ran === true);
-    const skipped = this.#plan?.skipped ?? [];
+    const groups = new Map<string, string[]>();
+    for (const s of this.#plan?.skipped ?? []) {
+      groups.set(s.why, [...groups.get(s.why) ?? [], s.technique]);
+    }
+    const skip = [...groups].map(([why, names]) => `${names.join(", ")} (${why})`).join("; ");
     const head = `auto: ${reason}`;
     const parts = tried.map((s) => ({
       name: `${s.planned.technique}${s.planned.target === "lan" ? "@lan" : ""}`,
       why: s.reason ?? "",
     }));
-    const skip = skipped.map((s) => `${s.technique} (${s.why})`).join(", ");
-    const fixed = head.length + parts.reduce((n, p) => n + p.name.length + 5, 0) +
-      (skip === "" ? 0 : Math.min(skip.length, 120) + 10);
-    const each = Math.max(12, Math.floor((SUMMARY_CHARS - fixed) / Math.max(1, parts.length)));
     const clip = (text: string, n: number) =>
-      text.length <= n ? text : `${text.slice(0, n - 3)}...`;
+      text.length <= n ? text : `${text.slice(0, Math.max(0, n - 3))}...`;
+    const names = parts.reduce((n, p) => n + p.name.length + 5, 0);
+    // Skipped reasons get what is left after the tried steps' shortest useful form.
+    const skipRoom = Math.max(60, SUMMARY_CHARS - head.length - names - parts.length * 40 - 20);
+    const skipText = clip(skip, skipRoom);
+    const room = SUMMARY_CHARS - head.length - names - (skipText === "" ? 0 : skipText.length + 10);
+    const each = Math.max(12, Math.floor(room / Math.max(1, parts.length)));
     let out = head;
     if (parts.length > 0) {
       out += `; tried ${parts.map((p) => `${p.name} (${clip(p.why, each)})`).join(", ")}`;
     }
-    if (skip !== "") out += `; skipped ${clip(skip, 120)}`;
-    return clip(out, SUMMARY_CHARS + 10);
+    if (skipText !== "") out += `; skipped ${skipText}`;
+    return clip(out, SUMMARY_CHARS + 15);
   }
 }
