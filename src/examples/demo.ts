@@ -2,7 +2,7 @@
  * `make demo`: builds the NAT lab (two hosts behind port-preserving NATs
  * and an internet router), starts the rendezvous server, one punchd per
  * host and two example peers, which punch a direct TCP connection with
- * `tcp-nutss`, exchange a message each way, and print the result and the
+ * `auto` (it picks `tcp-nutss` between these NATs), exchange a message each way, and print the result and the
  * time to connect. Everything is torn down at the end, also on failure.
  *
  * Needs root (network namespaces, nftables), like punchd itself.
@@ -10,7 +10,7 @@
  * @module
  */
 
-import type { TechniqueName } from "../control/codec.ts";
+import type { TechniqueChoice } from "../control/codec.ts";
 import { Lab, type NatProfile } from "../../tests/lab/lab.ts";
 import {
   type Service,
@@ -34,7 +34,7 @@ export interface DemoResult {
 export interface DemoOptions {
   natA?: NatProfile;
   natB?: NatProfile;
-  technique?: TechniqueName;
+  technique?: TechniqueChoice;
   /** Prints progress lines (the demo does; tests do not). */
   print?: (line: string) => void;
 }
@@ -42,7 +42,7 @@ export interface DemoOptions {
 /** Runs the whole demo once. */
 export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
   const print = options.print ?? (() => {});
-  const technique = options.technique ?? "tcp-nutss";
+  const technique = options.technique ?? "auto";
   print(
     `building the NAT lab (A: ${options.natA ?? "preserving"} NAT, B: ${
       options.natB ?? "preserving"

@@ -33,7 +33,7 @@ import { type Attempt, PunchdClient } from "../client/client.ts";
 import { canonicalIp } from "../../ffi/ip.ts";
 import type { Socket } from "../../ffi/socket.ts";
 import { formatAddress } from "../../ffi/structs.ts";
-import { type TechniqueName, TECHNIQUES } from "../control/codec.ts";
+import { parseChoice, type TechniqueChoice } from "../control/codec.ts";
 import { parseHostPort } from "../daemon/discovery.ts";
 import { RendezvousClient } from "../rendezvous/client.ts";
 import { PUNCH_MAGIC } from "../techniques/udp.ts";
@@ -53,7 +53,7 @@ interface Options {
   port: number;
   connect?: string;
   credential?: string;
-  technique: TechniqueName;
+  technique: TechniqueChoice;
   message?: string;
   timeoutMs: number;
 }
@@ -79,8 +79,12 @@ function parse(args: string[]): Options {
   for (const required of ["rendezvous", "id", "local-ip", "port"] as const) {
     if (values[required] === undefined) throw new SyntaxError(`--${required} is required`);
   }
-  const technique = TECHNIQUES.find((t) => t === (values.technique ?? "tcp-nutss"));
-  if (technique === undefined) throw new RangeError(`--technique: one of ${TECHNIQUES.join(", ")}`);
+  const technique = (values.technique ?? "auto") as TechniqueChoice;
+  try {
+    parseChoice(technique);
+  } catch (error) {
+    throw new RangeError(`--technique: ${(error as Error).message}`);
+  }
   const options: Options = {
     punchd: values.punchd ?? "/run/punchd/punchd.socket",
     rendezvous: values.rendezvous ?? "",
@@ -161,7 +165,7 @@ async function initiate(
     );
   }
   const socket = await relay(attempt, progress, rendezvous, peer, attemptId);
-  return { socket, peer, technique: o.technique };
+  return { socket, peer, technique: (await attempt.winner)?.technique ?? o.technique };
 }
 
 async function respond(
@@ -174,7 +178,15 @@ async function respond(
   for (;;) {
     const note = await rendezvous.nextNotification(signal);
     const [kind, attemptId, technique, ip, ports, data] = note.payload.split("|");
-    const name = TECHNIQUES.find((t) => t === technique);
+    let name: TechniqueChoice | undefined;
+    try {
+      if (technique !== undefined) {
+        parseChoice(technique);
+        name = technique as TechniqueChoice;
+      }
+    } catch {
+      name = undefined;
+    }
     if (
       kind !== "punch" || attemptId === undefined || name === undefined || ip === undefined ||
       ports === undefined || data === undefined
@@ -199,13 +211,18 @@ async function respond(
       note.from,
       attemptId,
     );
-    return { socket, peer: note.from, technique: name };
+    return { socket, peer: note.from, technique: (await attempt.winner)?.technique ?? name };
   }
 }
 
 /** The transport a technique punches. */
-function protocolOf(technique: TechniqueName): "tcp" | "udp" {
-  return technique.startsWith("udp") ? "udp" : "tcp";
+function protocolOf(technique: TechniqueChoice): "tcp" | "udp" {
+  const choice = parseChoice(technique);
+  return choice.kind === "auto"
+    ? choice.protocol
+    : choice.technique.startsWith("udp")
+    ? "udp"
+    : "tcp";
 }
 
 /**

@@ -5,6 +5,7 @@ import {
   encodeReply,
   encodeRequest,
   isValidId,
+  parseChoice,
   parsePorts,
   type Request,
   RequestError,
@@ -266,4 +267,68 @@ Deno.test("encodeReply refuses a reply decodeReply would refuse", () => {
     () => encodeReply({ type: "endpoint", id: "a", ip: "::1", ports: [0], source: "local" }),
     TypeError,
   );
+});
+
+Deno.test("TECHNIQUE may be auto, auto-udp or an ordered list of one protocol", () => {
+  assertEquals(parseChoice("auto"), {
+    kind: "auto",
+    protocol: "tcp",
+    techniques: ["tcp-direct", "tcp-nutss", "tcp-syni"],
+    explicit: false,
+  });
+  assertEquals(parseChoice("auto-udp"), {
+    kind: "auto",
+    protocol: "udp",
+    techniques: ["udp"],
+    explicit: false,
+  });
+  assertEquals(parseChoice("tcp-syni,tcp-nutss"), {
+    kind: "auto",
+    protocol: "tcp",
+    techniques: ["tcp-syni", "tcp-nutss"],
+    explicit: true,
+  });
+  assertEquals(parseChoice("udp"), { kind: "single", technique: "udp" });
+  const request = decodeRequest(
+    new TextEncoder().encode("initiate|a1|tcp-syni,tcp-nutss|10.0.0.1|4000|10.0.0.2|5000"),
+  );
+  assertEquals(request.type === "initiate" && request.technique, "tcp-syni,tcp-nutss");
+  for (
+    const [text, reason] of [
+      ["tcp-syni,udp", "technique list mixes TCP and UDP techniques"],
+      ["tcp-syni,tcp-syni", "duplicate technique in list"],
+      ["tcp-syni,", "empty entry in technique list"],
+      ["auto,tcp-syni", 'unknown technique "auto"'],
+      [
+        "tcp-syni,tcp-nutss,tcp-direct,tcp-syni,a,b,c,d,e",
+        "too many techniques in list (at most 8)",
+      ],
+    ]
+  ) {
+    assertThrows(
+      () =>
+        decodeRequest(new TextEncoder().encode(`initiate|a1|${text}|10.0.0.1|4000|10.0.0.2|5000`)),
+      RequestError,
+      reason,
+    );
+  }
+});
+
+Deno.test("ok names the winning technique and time for auto, and stays bare otherwise", () => {
+  assertEquals(encodeReply({ type: "ok", id: "a1" }), "ok|a1\n");
+  assertEquals(
+    encodeReply({ type: "ok", id: "a1", technique: "tcp-nutss", ms: 23.6 }),
+    "ok|a1|tcp-nutss|24\n",
+  );
+  assertEquals(decodeReply("ok|a1|tcp-nutss|24"), {
+    type: "ok",
+    id: "a1",
+    technique: "tcp-nutss",
+    ms: 24,
+  });
+  for (
+    const bad of ["ok|a1|auto|24", "ok|a1|tcp-nutss|-1", "ok|a1|tcp-nutss|0x1", "ok|a1|tcp-nutss"]
+  ) {
+    assertThrows(() => decodeReply(bad), SyntaxError);
+  }
 });
