@@ -29,8 +29,8 @@ export interface PlannedStep {
   technique: TechniqueName;
   /** Where the step connects: the peer's LAN address, or the endpoint the application gave. */
   target: "lan" | "public";
-  /** For LAN steps: the initiator's and the responder's address on the shared subnet. */
-  lan?: { initiator: string; responder: string };
+  /** For LAN steps: the initiator's and the responder's address on the shared subnet or site. */
+  lan?: { initiator: string; responder: string; site?: true };
   /** Raced beside the steps in turn (from the start), rather than in turn. */
   parallel: boolean;
   /** Milliseconds the step may take. */
@@ -88,6 +88,22 @@ export function sharedSubnet(
   return null;
 }
 
+/**
+ * Both sides behind one public address (one NAT, perhaps different LANs):
+ * their first local addresses reach each other inside the site.
+ */
+function sameSite(
+  initiator: Hello,
+  responder: Hello,
+): { initiator: string; responder: string; site: true } | null {
+  const a = initiator.locals[0];
+  const b = responder.locals[0];
+  if (initiator.publicIp === undefined || initiator.publicIp !== responder.publicIp) return null;
+  if (a === undefined || b === undefined || a.ip === b.ip) return null;
+  if (a.ip.includes(":") !== b.ip.includes(":")) return null;
+  return { initiator: a.ip, responder: b.ip, site: true };
+}
+
 const SIDE = { initiate: "initiator", respond: "responder" } as const;
 
 /**
@@ -107,7 +123,7 @@ export function planSteps(initiator: Hello, responder: Hello, totalMs: number): 
     .join(" and ");
   const noNat = [initiator, responder].find((h) => h.mapping === "none");
   const unknown = [initiator, responder].find((h) => h.mapping === "unk");
-  const lan = sharedSubnet(initiator.locals, responder.locals);
+  const lan = sharedSubnet(initiator.locals, responder.locals) ?? sameSite(initiator, responder);
   const parallel: Omit<PlannedStep, "index" | "budgetMs">[] = [];
   const inTurn: Omit<PlannedStep, "index" | "budgetMs">[] = [];
   const base = { target: "public" as const, parallel: false, birthday: false };
@@ -121,7 +137,7 @@ export function planSteps(initiator: Hello, responder: Hello, totalMs: number): 
             target: "lan",
             lan,
             parallel: true,
-            why: `same subnet (${lan.initiator} and ${lan.responder})`,
+            why: lanWhy(lan),
           });
         }
         if (noNat !== undefined || unknown !== undefined) {
@@ -145,7 +161,7 @@ export function planSteps(initiator: Hello, responder: Hello, totalMs: number): 
             target: "lan",
             lan,
             parallel: true,
-            why: `same subnet (${lan.initiator} and ${lan.responder})`,
+            why: lanWhy(lan),
           });
         }
         if (random.length === 2) {
@@ -176,6 +192,12 @@ export function planSteps(initiator: Hello, responder: Hello, totalMs: number): 
     steps.push({ ...s, index: steps.length, budgetMs: share });
   }
   return { steps, skipped };
+}
+
+function lanWhy(lan: { initiator: string; responder: string; site?: true }): string {
+  return lan.site === true
+    ? `behind one public address (${lan.initiator} and ${lan.responder})`
+    : `same subnet (${lan.initiator} and ${lan.responder})`;
 }
 
 /** One line for the log: the order and why. */

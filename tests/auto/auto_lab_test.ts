@@ -117,3 +117,32 @@ Deno.test({
       assert(ms < 3000, `a plan with nothing to try fails at once (took ${Math.round(ms)} ms)`);
     }),
 });
+
+Deno.test({
+  name: "auto connects two hosts behind one NAT inside the site, without punching",
+  ignore: needsRoot,
+  fn: () =>
+    withLab("hairpin", "hairpin", [], async (lab, a, b) => {
+      for (let n = 0; n < 3; n++) {
+        const { a: sa, b: sb } = await punch(a, b, lab, "auto", n);
+        try {
+          assertEquals(sa.peerAddress(), {
+            family: "inet",
+            address: lab.hostB.ip,
+            port: 30000 + n,
+          });
+          assertEquals(sb.peerAddress(), {
+            family: "inet",
+            address: lab.hostA.ip,
+            port: 20000 + n,
+          });
+          await sa.write(bytes("x"));
+          assertEquals(await readExactly(sb, 1), "x");
+        } finally {
+          sa.close();
+          sb.close();
+        }
+      }
+      assertEquals(await punchdGuards(lab, lab.hostA.ns), []);
+    }),
+});

@@ -109,3 +109,14 @@ Deno.test("the initiator's order rules; the responder's list filters it", () => 
     why: "the responder does not allow it",
   }]);
 });
+
+Deno.test("two hosts behind one public address race a connection inside the site", () => {
+  const plan = planSteps(
+    hello("initiate", { publicIp: "192.0.2.1" }),
+    hello("respond", { publicIp: "192.0.2.1" }),
+    10000,
+  );
+  assertEquals(names(plan), ["tcp-direct@lan", "tcp-nutss", "tcp-syni"]);
+  assertEquals(plan.steps[0]?.lan?.responder, "10.0.2.2");
+  assert(describePlan(plan).includes("behind one public address"));
+});
