@@ -8,7 +8,6 @@ import { integerFlag, parseArgs } from "../cli.ts";
 import { lookupGroup } from "../../ffi/syscalls.ts";
 import type { InetAddress } from "../../ffi/structs.ts";
 import { type Level, LEVELS, parseLevel } from "../log.ts";
-import { DEFAULT_LOW_TTL } from "../techniques/tcp_nutss.ts";
 import { parseHostPort } from "./discovery.ts";
 import { parsePortRanges, type PortRange } from "./ports.ts";
 import { DEFAULT_SOCKET_PATH } from "../control/server.ts";
@@ -47,8 +46,8 @@ export interface Config {
   denyPorts?: PortRange[];
   /** Probe servers for endpoint discovery, in order. */
   probes: InetAddress[];
-  /** TTL of tcp-nutss's first SYN. */
-  lowTtl: number;
+  /** TTL of tcp-nutss's first SYN (and other low-TTL packets); undefined: discovered per destination (`auto`). */
+  lowTtl?: number;
   /** Let `udp` fall back to birthday probing. */
   udpBirthday: boolean;
 }
@@ -97,8 +96,10 @@ Options:
                            attempts, returning its memory, 1-3600 (default 30)
   --probe IP:PORT          probe server for endpoint discovery (repeatable;
                            two or more show how the NAT maps ports)
-  --nutss-ttl N            TTL of tcp-nutss's first SYN, 1-255 (default 2:
-                           crosses the host's own NAT, not the peer's)
+  --nutss-ttl N|auto       TTL of tcp-nutss's first SYN, 1-255, or auto (default):
+                           per destination, the hops to leave the host's own
+                           NATs and firewalls, found by TTL-limited probes
+                           (at least 2; 2 when they cannot tell)
   --udp-birthday           let udp fall back to birthday probing when one NAT
                            maps ports per destination (as udp-birthday does)
   -h, --help               print this help and exit
@@ -163,7 +164,6 @@ export function parseCommandLine(args: readonly string[]): Invocation {
     maxGuardsPerUser: 4096,
     workerIdleMs: 30_000,
     probes: [],
-    lowTtl: DEFAULT_LOW_TTL,
     udpBirthday: v["udp-birthday"] === true,
   };
   if (config.socketPath === "") throw new UsageError("--socket: the path is empty");
@@ -226,7 +226,9 @@ export function parseCommandLine(args: readonly string[]): Invocation {
       throw new UsageError(`--probe: ${(error as Error).message}`);
     }
   }
-  if (v["nutss-ttl"] !== undefined) config.lowTtl = integer(v["nutss-ttl"], "nutss-ttl", 1, 255);
+  if (v["nutss-ttl"] !== undefined && v["nutss-ttl"] !== "auto") {
+    config.lowTtl = integer(v["nutss-ttl"], "nutss-ttl", 1, 255);
+  }
   if (v.group !== undefined) {
     const gid = /^(0|[1-9][0-9]*)$/.test(v.group) ? Number(v.group) : lookupGroup(v.group);
     if (gid === undefined) throw new UsageError(`--group: no group named "${v.group}"`);

@@ -51,7 +51,7 @@ export async function main(args: readonly string[]): Promise<number> {
     workerIdleMs: config.workerIdleMs,
     ports: {},
     probes: config.probes,
-    lowTtl: config.lowTtl,
+    ...(config.lowTtl !== undefined ? { lowTtl: config.lowTtl } : {}),
     udpBirthday: config.udpBirthday,
   };
   if (config.gid !== undefined) options.gid = config.gid;

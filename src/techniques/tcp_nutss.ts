@@ -66,6 +66,7 @@
 import { RawSender } from "../../ffi/packet_socket.ts";
 import { Socket } from "../../ffi/socket.ts";
 import { formatAddress, type InetAddress, inetAddress } from "../../ffi/structs.ts";
+import { DEFAULT_HOP_LIMIT, HopFinder } from "../discovery/hop_limit.ts";
 import { TechniqueError } from "../errors.ts";
 import { delay, errorCode, RETRYABLE_CONNECT_ERRORS } from "./delay.ts";
 import type { AttemptSpec } from "./protocol.ts";
@@ -83,8 +84,11 @@ import type { AttemptContext, Technique } from "./technique.ts";
 /** The version tag that starts a `tcp-nutss` initiator's progress data. */
 export const TCP_NUTSS_TAG = "nutss2";
 
-/** The default TTL of the initiator's first SYN: crosses its own NAT, not the peer's. */
-export const DEFAULT_LOW_TTL = 2;
+/**
+ * The TTL of the initiator's first SYN when hop discovery cannot tell:
+ * crosses one NAT of its own, not the peer's.
+ */
+export const DEFAULT_LOW_TTL = DEFAULT_HOP_LIMIT;
 
 /** The initiator's progress data: `nutss2:TOKEN`. */
 export function encodeNutssInfo(token: string): string {
@@ -115,6 +119,19 @@ export interface TcpNutssOptions {
    * connects afresh (default 1500).
    */
   stuckMs?: number;
+  /**
+   * Milliseconds of nothing but refused connects (ECONNREFUSED: the peer's
+   * NAT answers with RST) on a flow before the flow gives up (default 3000);
+   * at least `refusedCount` of them are needed too.
+   */
+  refusedMs?: number;
+  /** Refused connects in a row before a flow gives up (default 4). */
+  refusedCount?: number;
+  /**
+   * Finds the initiator's low TTL per destination when the attempt has none
+   * (`--nutss-ttl auto`); its cache lives as long as the technique (default: a new finder).
+   */
+  hops?: HopFinder;
 }
 
 /** One flow of an attempt: where from, where to, its guards. */
@@ -138,19 +155,25 @@ export class TcpNutss implements Technique {
   readonly #retryMs: number;
   readonly #confirmMs: number;
   readonly #stuckMs: number;
+  readonly #refusedMs: number;
+  readonly #refusedCount: number;
+  readonly #hops: HopFinder;
 
   /** Builds the technique with its tunables. */
   constructor(options: TcpNutssOptions = {}) {
     this.#retryMs = options.retryMs ?? 500;
     this.#confirmMs = options.confirmMs ?? 8000;
     this.#stuckMs = options.stuckMs ?? 1500;
+    this.#refusedMs = options.refusedMs ?? 3000;
+    this.#refusedCount = options.refusedCount ?? 4;
+    this.#hops = options.hops ?? new HopFinder();
   }
 
   validate(spec: AttemptSpec): void {
     if (spec.srcPorts.length !== 1) throw new RangeError("tcp-nutss takes exactly one source port");
     if (spec.role === "respond") decodeNutssInfo(spec.extra ?? "");
-    const ttl = spec.lowTtl ?? DEFAULT_LOW_TTL;
-    if (!Number.isInteger(ttl) || ttl < 1 || ttl > 255) {
+    const ttl = spec.lowTtl;
+    if (ttl !== undefined && (!Number.isInteger(ttl) || ttl < 1 || ttl > 255)) {
       throw new RangeError("tcp-nutss low TTL must be 1-255");
     }
   }
@@ -167,13 +190,16 @@ export class TcpNutss implements Technique {
     try {
       // One ISN per flow, chosen here, so that its guards are in before its first SYN.
       const isns = peers.map(() => randomIsn());
-      const guards = await Promise.all(
-        peers.map((peer, i) =>
-          FlowGuard.install(context, local, peer, isns[i] ?? 0, initiate ? ["time-exceeded"] : [])
+      // The initiator's low TTL is found while the guards go in.
+      const [guards, lowTtl] = await Promise.all([
+        Promise.all(
+          peers.map((peer, i) =>
+            FlowGuard.install(context, local, peer, isns[i] ?? 0, initiate ? ["time-exceeded"] : [])
+          ),
         ),
-      );
+        initiate ? this.#lowTtl(spec, context) : Promise.resolve(DEFAULT_LOW_TTL),
+      ]);
       if (initiate) raw = RawSender.open(local.family);
-      const lowTtl = spec.lowTtl ?? DEFAULT_LOW_TTL;
       // Each loop sends its first SYN before its first await: the progress follows them.
       const connects = peers.map((peer, i) =>
         this.#connectUntilDeadline({
@@ -205,6 +231,21 @@ export class TcpNutss implements Technique {
     }
   }
 
+  /** The initiator's low TTL: the attempt's own, or found by hop discovery (logged either way). */
+  async #lowTtl(spec: AttemptSpec, context: AttemptContext): Promise<number> {
+    const choice = await this.#hops.hopLimit(
+      spec.lowTtl,
+      { source: spec.srcIp, destination: spec.dstIp },
+      context.signal,
+    );
+    context.log.info("low TTL of the first SYN", {
+      ttl: choice.hopLimit,
+      how: choice.how,
+      reason: choice.reason,
+    });
+    return choice.hopLimit;
+  }
+
   /**
    * Connects along `flow` until the deadline. Connects that fail early
    * (RST, ICMP) are tried again every `retryMs`. The initiator's SYN leaves
@@ -217,6 +258,9 @@ export class TcpNutss implements Technique {
   async #connectUntilDeadline(flow: FlowPlan, context: AttemptContext): Promise<Socket> {
     const { local, peer, guard, initiator } = flow;
     let isn = flow.isn;
+    // A run of refused connects: when it lasts, the peer's NAT has no mapping for this flow.
+    let refused = 0;
+    let refusedSince = 0;
     for (;;) {
       const socket = Socket.create(local.family, "stream", { reuseAddress: true, reusePort: true });
       try {
@@ -235,6 +279,7 @@ export class TcpNutss implements Technique {
         context.log.info("handshake stuck half-open; resetting the NAT's state of the flow", {
           to: formatAddress(peer),
         });
+        refused = 0;
         closeQuietly(socket);
         await guard.resetNat(initiator.raw, isn + 1, initiator.lowTtl, context.signal);
         isn = randomIsn();
@@ -242,6 +287,19 @@ export class TcpNutss implements Technique {
       } catch (error) {
         socket.close();
         if (context.signal.aborted || !RETRYABLE_CONNECT_ERRORS.has(errorCode(error))) throw error;
+        if (errorCode(error) === "ECONNREFUSED") {
+          if (refused++ === 0) refusedSince = performance.now();
+          const ms = performance.now() - refusedSince;
+          if (refused >= this.#refusedCount && ms >= this.#refusedMs) {
+            throw new TechniqueError(
+              `${formatAddress(peer)} refused ${refused} connects in ${
+                (ms / 1000).toFixed(1)
+              } s (its NAT has no mapping for this flow: port not preserved, or the peer is not punching)`,
+            );
+          }
+        } else {
+          refused = 0;
+        }
         context.noteError(`connect to ${formatAddress(peer)}: ${errorCode(error)}`);
         context.log.debug("connect failed; retrying", {
           to: formatAddress(peer),

@@ -16,10 +16,14 @@ Deno.test("no flags run with the documented defaults", () => {
       maxGuardsPerUser: 4096,
       workerIdleMs: 30_000,
       probes: [],
-      lowTtl: 2,
       udpBirthday: false,
     },
   });
+});
+
+Deno.test("--nutss-ttl auto (the default) leaves the TTL to hop discovery", () => {
+  const run = parseCommandLine(["--nutss-ttl", "auto"]);
+  assertEquals(run.kind === "run" && "lowTtl" in run.config, false);
 });
 
 Deno.test("every flag is read", () => {
@@ -104,6 +108,7 @@ const BAD: [string[], RegExp][] = [
   [["--probe", "::1:3478"], /--probe: .*expected IP:PORT/],
   [["--probe", "10.0.0.1:0"], /--probe: .*out of range/],
   [["--nutss-ttl", "256"], /out of range 1-255/],
+  [["--nutss-ttl", "Auto"], /not a whole number/],
 ];
 
 for (const [args, message] of BAD) {
