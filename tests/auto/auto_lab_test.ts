@@ -146,3 +146,29 @@ Deno.test({
       assertEquals(await punchdGuards(lab, lab.hostA.ns), []);
     }),
 });
+
+Deno.test({
+  name: "auto-udp connects two hosts behind one NAT inside the site",
+  ignore: needsRoot,
+  fn: () =>
+    withLab("hairpin", "hairpin", [], async (lab, a, b) => {
+      for (let n = 0; n < 3; n++) {
+        const { a: sa, b: sb } = await punch(a, b, lab, "auto-udp", n);
+        try {
+          assertEquals(sa.peerAddress(), {
+            family: "inet",
+            address: lab.hostB.ip,
+            port: 30000 + n,
+          });
+          assertEquals(sb.peerAddress(), {
+            family: "inet",
+            address: lab.hostA.ip,
+            port: 20000 + n,
+          });
+        } finally {
+          sa.close();
+          sb.close();
+        }
+      }
+    }),
+});
