@@ -23,7 +23,7 @@ endif
 # intent rather than confine.)
 RUN_FLAGS := --allow-ffi --allow-read --allow-run=nft
 
-.PHONY: all deno test fmt lint check unit daemon demo compile clean
+.PHONY: all deno test fmt lint check unit daemon demo grid compile clean
 
 all: test
 
@@ -67,6 +67,16 @@ demo: $(DENO_DEP)
 	@[ "$$(id -u)" = 0 ] || { echo "make demo: needs root (network namespaces and nftables), like punchd: run sudo make demo" >&2; exit 1; }
 	@command -v ip >/dev/null && command -v nft >/dev/null || { echo "make demo: needs iproute2 and nftables (apt-get install -y iproute2 nftables)" >&2; exit 1; }
 	"$(DENO)" run --allow-all src/examples/demo.ts
+
+# The traversal grid (tests/lab/grid.ts): every pair of lab NAT profiles against every
+# technique and auto, N attempts per cell; writes grid.md, grid.json and grid.html into
+# GRID_DIR and fails when a check fails. GRID_ARGS passes more flags (--pairs, --techniques,
+# --timeout, --threshold). Needs root, like the lab.
+N ?= 10
+GRID_DIR ?= grid
+grid: $(DENO_DEP)
+	@[ "$$(id -u)" = 0 ] || { echo "make grid: needs root (network namespaces and nftables), like punchd: run sudo make grid" >&2; exit 1; }
+	"$(DENO)" run --allow-all tests/lab/grid.ts --n $(N) --out $(GRID_DIR) $(GRID_ARGS)
 
 daemon: $(DENO_DEP)
 	"$(DENO)" run $(RUN_FLAGS) src/daemon/main.ts $(ARGS)

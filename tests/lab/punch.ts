@@ -56,6 +56,8 @@ export interface Outcome {
   b: Socket;
   endpointA: { ip: string; ports: number[]; source: string };
   endpointB: { ip: string; ports: number[]; source: string };
+  /** For `auto` and lists: the technique that connected, as the initiator's punchd reported it. */
+  winner: string | null;
 }
 
 /** One attempt between host A (initiator, port 20000+n) and host B (responder, port 30000+n), over IPv4 or IPv6. */
@@ -108,7 +110,8 @@ export async function punch(
     if (b.status === "fulfilled") b.value.close();
     throw a.status === "rejected" ? a.reason : (b as PromiseRejectedResult).reason;
   }
-  return { a: a.value, b: b.value, endpointA, endpointB };
+  const winner = (await initiator.winner)?.technique ?? null;
+  return { a: a.value, b: b.value, endpointA, endpointB, winner };
 }
 
 /**
