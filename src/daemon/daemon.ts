@@ -30,7 +30,7 @@ import { AlreadyActiveError, StartupError } from "../errors.ts";
 import { createTable, deleteTable, TABLE } from "../firewall/nftables.ts";
 import { FirewallService } from "../firewall/service.ts";
 import { PortPolicy, type PortPolicyOptions, type Transport } from "./ports.ts";
-import { combine, observeTcp, observeUdp, predict } from "./discovery.ts";
+import { discoverEndpoint } from "./discovery.ts";
 import { EndpointCache } from "./endpoint_cache.ts";
 import { AutoAttempt } from "../auto/runner.ts";
 import { buildHello } from "../auto/local.ts";
@@ -604,17 +604,8 @@ export class Daemon {
       return { type: "endpoint", id, ip: srcIp, ports: srcPorts, source: "local" };
     }
     const signal = AbortSignal.timeout(5000);
-    const observe = protocol === "tcp" ? observeTcp : observeUdp;
     try {
-      const predictions = [];
-      for (const port of srcPorts) {
-        const local = inetAddress(srcIp, port);
-        const observations = [];
-        // In order, one after another: the order is what reveals a port delta.
-        for (const probe of probes) observations.push(await observe(local, probe, signal));
-        predictions.push(predict(port, observations));
-      }
-      const { ip, ports, how } = combine(predictions);
+      const { ip, ports, how } = await discoverEndpoint(protocol, srcIp, srcPorts, probes, signal);
       return { type: "endpoint", id, ip, ports, source: how };
     } catch (error) {
       throw new RequestError(id, `cannot discover the endpoint: ${(error as Error).message}`, {

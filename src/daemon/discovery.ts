@@ -4,15 +4,23 @@
  *
  * For each local port, punchd connects (TCP) or sends a datagram (UDP) from
  * that port to every probe server, which answers `observed|IP|PORT`: the
- * public endpoint its NAT gave the flow. From the observations it predicts
- * the public port of the next flow from the same local port:
+ * public endpoint its NAT gave the flow. With fewer than three probe servers
+ * it adds flows from fresh local ports (kernel-chosen) to the probe servers,
+ * until it holds at least {@linkcode EVIDENCE} observations, each a new
+ * mapping at the NAT, in the order they were made. A pattern is claimed only
+ * when at least that many observations agree with it:
  *
- * | observations                          | prediction              | HOW              |
- * | ------------------------------------- | ----------------------- | ---------------- |
- * | every port equals the local port      | the local port          | `preserved`      |
- * | every port is the same other port     | that port               | `consistent`     |
- * | ports differ by a constant delta d    | last + d, last + 2d     | `delta+d`/`delta-d` |
- * | anything else                         | the last port observed  | `random`         |
+ * | observations (at least 3 agree)                     | prediction          | HOW                 |
+ * | --------------------------------------------------- | ------------------- | ------------------- |
+ * | every flow kept its local port                      | the local port      | `preserved`         |
+ * | each local port kept one public port to every probe | that port           | `consistent`        |
+ * | successive mappings differ by a constant delta d    | last + d, last + 2d | `delta+d`/`delta-d` |
+ * | anything else                                       | the last port seen  | `random`            |
+ *
+ * Two observations never show a step (any two different ports differ by
+ * some d). A step is claimed only when the local port itself got a new port
+ * per probe (endpoint-dependent mapping), so one probe server can show
+ * `preserved` but neither `consistent` nor `delta`.
  *
  * @module
  */
@@ -27,12 +35,21 @@ export interface Observation {
   port: number;
 }
 
+/** An observation and the local port of the flow it was made for. */
+export interface Mapping extends Observation {
+  /** The flow's local (private) port. */
+  localPort: number;
+}
+
 /** What punchd tells the application to publish. */
 export interface Prediction {
   ip: string;
   ports: number[];
   how: string;
 }
+
+/** How many observations must agree before a pattern is claimed. */
+export const EVIDENCE = 3;
 
 /** Parses `IP:PORT` or `[IPv6]:PORT` (IP literals only: punchd does no DNS). */
 export function parseHostPort(text: string): InetAddress {
@@ -64,27 +81,50 @@ async function readAll(socket: Socket, signal: AbortSignal, limit = 256): Promis
   }
 }
 
-/** Observes the public endpoint of a TCP flow from `local` to `probe`. */
+/**
+ * A socket bound to `local`. A fresh port (0) gets SO_REUSEADDR only, so the
+ * kernel picks a port nobody uses and the socket joins no SO_REUSEPORT group.
+ */
+function bound(local: InetAddress, type: "stream" | "datagram"): Socket {
+  const fresh = local.port === 0;
+  const socket = Socket.create(local.family, type, { reuseAddress: true, reusePort: !fresh });
+  try {
+    socket.bind(local);
+  } catch (error) {
+    socket.close();
+    throw error;
+  }
+  return socket;
+}
+
+function localPortOf(socket: Socket): number {
+  const address = socket.localAddress();
+  return address.family === "unix" ? 0 : address.port;
+}
+
+/** Observes the public endpoint of a TCP flow from `local` (port 0: a fresh one) to `probe`. */
 export async function observeTcp(
   local: InetAddress,
   probe: InetAddress,
   signal: AbortSignal,
-): Promise<Observation> {
-  using socket = Socket.create(local.family, "stream", { reuseAddress: true, reusePort: true });
-  socket.bind(local);
+): Promise<Mapping> {
+  using socket = bound(local, "stream");
   await socket.connect(probe, signal);
   // The server answers at once and closes first (the TIME_WAIT state stays on its side).
-  return parseObservation(await readAll(socket, signal));
+  const observation = parseObservation(await readAll(socket, signal));
+  return { ...observation, localPort: localPortOf(socket) };
 }
 
-/** Observes the public endpoint of UDP datagrams from `local` to `probe` (3 tries, 500 ms apart). */
+/**
+ * Observes the public endpoint of UDP datagrams from `local` (port 0: a
+ * fresh one) to `probe` (3 tries, 500 ms apart).
+ */
 export async function observeUdp(
   local: InetAddress,
   probe: InetAddress,
   signal: AbortSignal,
-): Promise<Observation> {
-  using socket = Socket.create(local.family, "datagram", { reuseAddress: true, reusePort: true });
-  socket.bind(local);
+): Promise<Mapping> {
+  using socket = bound(local, "datagram");
   const buf = new Uint8Array(256);
   for (let attempt = 0; attempt < 3; attempt++) {
     await socket.sendTo(new TextEncoder().encode("observe"), probe, signal);
@@ -93,7 +133,8 @@ export async function observeUdp(
       for (;;) {
         const { length, from } = await socket.receiveFrom(buf, wait);
         if (from.family !== "unix" && from.address === probe.address && from.port === probe.port) {
-          return parseObservation(new TextDecoder().decode(buf.subarray(0, length)));
+          const observation = parseObservation(new TextDecoder().decode(buf.subarray(0, length)));
+          return { ...observation, localPort: localPortOf(socket) };
         }
       }
     } catch (error) {
@@ -103,34 +144,108 @@ export async function observeUdp(
   throw new Error(`Cannot observe UDP endpoint: no answer from ${formatAddress(probe)}`);
 }
 
-/** Predicts the next public port of `localPort` from observations made in order. */
-export function predict(localPort: number, observations: readonly Observation[]): Prediction {
-  const first = observations[0];
+/** Observes one flow: `observeTcp` or `observeUdp`. */
+export type Observe = (
+  local: InetAddress,
+  probe: InetAddress,
+  signal: AbortSignal,
+) => Promise<Mapping>;
+
+/**
+ * Observes the flows that {@linkcode predict} needs for `local`, in order:
+ * from `local` to each probe, then, while fewer than {@linkcode EVIDENCE}
+ * observations are held, from a fresh local port to each probe (the same
+ * fresh port for all of them). At most `probes.length * EVIDENCE` flows
+ * (2 probes: 4 flows; 1 probe: 3), one after another.
+ */
+export async function observeAll(
+  observe: Observe,
+  local: InetAddress,
+  probes: readonly InetAddress[],
+  signal: AbortSignal,
+): Promise<Mapping[]> {
+  if (probes.length === 0) throw new RangeError("Cannot observe an endpoint without probe servers");
+  const mappings: Mapping[] = [];
+  // In order, one after another: the order is what reveals a port delta.
+  for (const probe of probes) mappings.push(await observe(local, probe, signal));
+  while (mappings.length < EVIDENCE) {
+    let fresh = inetAddress(local.address, 0);
+    for (const probe of probes) {
+      const mapping = await observe(fresh, probe, signal);
+      fresh = inetAddress(local.address, mapping.localPort);
+      mappings.push(mapping);
+    }
+  }
+  return mappings;
+}
+
+/**
+ * Predicts the next public port of `localPort` from the mappings observed in
+ * order (see the module's table); only a pattern that at least
+ * {@linkcode EVIDENCE} observations agree with is claimed.
+ */
+export function predict(localPort: number, mappings: readonly Mapping[]): Prediction {
+  const first = mappings[0];
   if (first === undefined) throw new RangeError("Cannot predict a port without observations");
-  if (observations.some((o) => o.ip !== first.ip)) {
+  if (mappings.some((m) => m.ip !== first.ip)) {
     throw new Error(
       `Cannot predict the endpoint: probes saw different addresses (${
-        observations.map((o) => o.ip).join(", ")
+        mappings.map((m) => m.ip).join(", ")
       })`,
     );
   }
-  const ports = observations.map((o) => o.port);
-  const last = ports[ports.length - 1] ?? first.port;
-  if (ports.every((p) => p === localPort)) {
-    return { ip: first.ip, ports: [localPort], how: "preserved" };
+  const own = mappings.filter((m) => m.localPort === localPort).map((m) => m.port);
+  const lastOwn = own[own.length - 1];
+  if (lastOwn === undefined) {
+    throw new RangeError(`Cannot predict port ${localPort}: no observation of a flow from it`);
   }
-  if (ports.every((p) => p === first.port)) {
-    return { ip: first.ip, ports: [first.port], how: "consistent" };
+  const ip = first.ip;
+  const enough = mappings.length >= EVIDENCE;
+  if (enough && mappings.every((m) => m.port === m.localPort)) {
+    return { ip, ports: [localPort], how: "preserved" };
   }
-  const deltas = ports.slice(1).map((p, i) => p - (ports[i] ?? p));
-  const delta = deltas[0] ?? 0;
-  if (deltas.length > 0 && delta !== 0 && deltas.every((d) => d === delta)) {
-    const next = [last + delta, last + 2 * delta].filter((p) => p >= 1 && p <= 65535);
-    if (next.length > 0) {
-      return { ip: first.ip, ports: next, how: `delta${delta > 0 ? "+" : ""}${delta}` };
-    }
+  // Endpoint-independent mapping: each local port kept one public port towards every probe.
+  const groups = new Map<number, number[]>();
+  for (const m of mappings) groups.set(m.localPort, [...(groups.get(m.localPort) ?? []), m.port]);
+  const uniform = [...groups.values()].every((g) => g.every((p) => p === g[0]));
+  const agreeing = [...groups.values()].filter((g) => g.length >= 2)
+    .reduce((n, g) => n + g.length, 0);
+  if (own.length >= 2 && uniform && agreeing >= EVIDENCE) {
+    return { ip, ports: [lastOwn], how: "consistent" };
   }
-  return { ip: first.ip, ports: [last], how: "random" };
+  // Sequential allocation: every new mapping got the last one's port plus the same step. Only
+  // when the local port itself got a new port per probe: an endpoint-independent NAT that
+  // allocates sequentially keeps the local port's mapping for the peer too (one probe server
+  // cannot tell the two apart).
+  const ports = mappings.map((m) => m.port);
+  const steps = ports.slice(1).map((p, i) => p - (ports[i] ?? p));
+  const step = steps[0] ?? 0;
+  const last = ports[ports.length - 1] ?? lastOwn;
+  if (enough && own.length >= 2 && step !== 0 && steps.every((d) => d === step)) {
+    const next = [last + step, last + 2 * step].filter((p) => p >= 1 && p <= 65535);
+    if (next.length > 0) return { ip, ports: next, how: `delta${step > 0 ? "+" : ""}${step}` };
+  }
+  return { ip, ports: [lastOwn], how: "random" };
+}
+
+/**
+ * The endpoint to publish for `srcPorts`: observes each port in turn
+ * ({@linkcode observeAll}), predicts it, and combines the predictions.
+ */
+export async function discoverEndpoint(
+  protocol: "tcp" | "udp",
+  srcIp: string,
+  srcPorts: readonly number[],
+  probes: readonly InetAddress[],
+  signal: AbortSignal,
+): Promise<Prediction> {
+  const observe = protocol === "tcp" ? observeTcp : observeUdp;
+  const predictions = [];
+  for (const port of srcPorts) {
+    const mappings = await observeAll(observe, inetAddress(srcIp, port), probes, signal);
+    predictions.push(predict(port, mappings));
+  }
+  return combine(predictions);
 }
 
 /** Order of how trustworthy a prediction is (worst wins when several ports are combined). */
