@@ -8,8 +8,10 @@
  */
 
 import {
+  F_GETFD,
   F_GETFL,
   F_SETFL,
+  FD_CLOEXEC,
   MSG_CMSG_CLOEXEC,
   MSG_CTRUNC,
   MSG_DONTWAIT,
@@ -341,6 +343,11 @@ export function attachFilter(fd: number, program: readonly BpfInstruction[]): vo
 export function setNonBlocking(fd: number, on: boolean): void {
   const flags = check("fcntl", libc().fcntl(fd, F_GETFL, 0));
   check("fcntl", libc().fcntl(fd, F_SETFL, on ? flags | O_NONBLOCK : flags & ~O_NONBLOCK));
+}
+
+/** True when `fd` has close-on-exec set (fcntl F_GETFD, FD_CLOEXEC). */
+export function closeOnExec(fd: number): boolean {
+  return (check("fcntl", libc().fcntl(fd, F_GETFD, 0)) & FD_CLOEXEC) !== 0;
 }
 
 /** True when `fd` is an open descriptor in this process. */
