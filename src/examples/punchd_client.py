@@ -3,7 +3,8 @@
 
 It shows that any language can use punchd: send one request line over the
 unix socket, print the progress data to forward to the peer, and receive the
-connected socket with SCM_RIGHTS (socket.recv_fds, Python 3.9+).
+connected socket with SCM_RIGHTS (socket.recvmsg with MSG_CMSG_CLOEXEC, so
+it has close-on-exec set).
 
 Usage:
   punchd_client.py [--socket PATH] [--send TEXT] initiate ID TECHNIQUE SRC_IP SRC_PORTS DST_IP DST_PORTS
@@ -59,7 +60,16 @@ class PunchdClient:
     def read_reply(self):
         """Returns the next reply's fields; fds passed with it queue in self.fds."""
         while b"\n" not in self.buffer:
-            data, fds, _flags, _addr = socket.recv_fds(self.sock, 4096, 16)
+            # MSG_CMSG_CLOEXEC: the fds arrive with close-on-exec set, so a program this
+            # process runs later does not inherit the connection. (socket.recv_fds would drop
+            # the flag: it ignores its flags argument, CPython gh-107898.)
+            fds = array.array("i")
+            data, ancdata, _flags, _addr = self.sock.recvmsg(
+                4096, socket.CMSG_SPACE(16 * fds.itemsize), socket.MSG_CMSG_CLOEXEC
+            )
+            for level, kind, payload in ancdata:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
             self.fds.extend(fds)
             if not data:
                 raise PunchdError("punchd closed the connection")
