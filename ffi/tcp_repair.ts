@@ -48,10 +48,28 @@ export interface RepairedConnection {
   /** Window scaling when both sides offered it: the peer's shift and ours. */
   windowScale?: { send: number; receive: number };
   sackPermitted: boolean;
-  /** Timestamps when both sides offered them: the TSval this side sent last. */
+  /**
+   * Timestamps when both sides offered them: the value this side's TCP
+   * timestamp clock shows now, in milliseconds (the kernel's unit); the
+   * socket's TSvals count on from it. See {@linkcode timestampOption}.
+   */
   timestamp?: number;
   /** The peer's advertised (unscaled, as in its SYN) window. */
   peerWindow: number;
+}
+
+/**
+ * The value to give TCP_TIMESTAMP for a millisecond clock that shows
+ * `value` now. The kernel makes it the socket's current TSval (it stores the
+ * offset to its own clock). Since Linux 6.7 the lowest bit selects the
+ * clock's unit: set, the socket's timestamps tick in microseconds (1000
+ * times too fast for a peer that saw milliseconds so far, and wrapping
+ * after 71 minutes). So the bit is cleared, rounding up (never back in time
+ * against what the peer saw); older kernels read it as part of the value,
+ * where that is one millisecond ahead.
+ */
+export function timestampOption(value: number): number {
+  return (((value >>> 0) + 1) & ~1) >>> 0;
 }
 
 function setBytes(fd: number, name: number, value: Uint8Array<ArrayBuffer>): void {
@@ -100,7 +118,7 @@ export function repairConnect(c: RepairedConnection): { socket: Socket; receiveW
     if (c.timestamp !== undefined) options.push({ code: REPAIR_OPTION.TIMESTAMP, value: 0 });
     setBytes(fd, TCP_REPAIR_OPTIONS, tcpRepairOptions.encode(options));
     if (c.timestamp !== undefined) {
-      sys.setIntOption(fd, IPPROTO_TCP, TCP_TIMESTAMP, c.timestamp | 0);
+      sys.setIntOption(fd, IPPROTO_TCP, TCP_TIMESTAMP, timestampOption(c.timestamp) | 0);
     }
     const window = getWindow(fd);
     const receiveWindow = Math.min(window.rcvWnd, 65535);

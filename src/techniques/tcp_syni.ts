@@ -140,6 +140,18 @@ export function decodeSynInfo(text: string): SynInfo {
   return { token, seq, options };
 }
 
+/**
+ * The responder's TCP timestamp clock: a random start (as Linux gives each
+ * connection its own offset), counting milliseconds like the kernel's, so
+ * that the priming SYN, the SYN-ACKs and the repaired socket's segments
+ * carry one clock (the socket's part: timestampOption in ffi/tcp_repair.ts).
+ */
+function timestampClock(): { now(): number } {
+  const [start = 0] = crypto.getRandomValues(new Uint32Array(1));
+  const since = performance.now();
+  return { now: () => (start + Math.floor(performance.now() - since)) >>> 0 };
+}
+
 function sameOptions(a: TcpOptions, b: TcpOptions): boolean {
   return a.mss === b.mss && a.windowScale === b.windowScale &&
     !!a.sackPermitted === !!b.sackPermitted &&
@@ -291,8 +303,8 @@ export class TcpSyni implements Technique {
     );
     let repaired: Socket | undefined;
     try {
-      const [tsval] = crypto.getRandomValues(new Uint32Array(1));
-      const ts = tsval ?? 0;
+      const clock = timestampClock();
+      const ts = clock.now();
       const mss = local.family === "inet" ? 1460 : 1440;
       const send = async (segment: Omit<TcpSegment, "checksum">, ttl: number) => {
         const packet = buildTcpPacket(localIp, peerIp, segment, { ttl }) as Uint8Array<ArrayBuffer>;
@@ -331,11 +343,12 @@ export class TcpSyni implements Technique {
         ...(theirs.windowScale !== undefined
           ? { windowScale: { send: theirs.windowScale, receive: RESPONDER_WSCALE } }
           : {}),
-        ...(theirs.timestamp !== undefined ? { timestamp: ts } : {}),
+        // The socket's clock counts on from the priming SYN's, in milliseconds.
+        ...(theirs.timestamp !== undefined ? { timestamp: clock.now() } : {}),
       };
       const built = repairConnect(connection);
       repaired = built.socket;
-      const synAck: Omit<TcpSegment, "checksum"> = {
+      const synAck = (): Omit<TcpSegment, "checksum"> => ({
         sourcePort: local.port,
         destinationPort: peer.port,
         seq: b,
@@ -346,13 +359,15 @@ export class TcpSyni implements Technique {
         options: {
           mss,
           ...(theirs.sackPermitted ? { sackPermitted: true } : {}),
-          ...(theirs.timestamp ? { timestamp: { value: ts, echo: theirs.timestamp.value } } : {}),
+          ...(theirs.timestamp
+            ? { timestamp: { value: clock.now(), echo: theirs.timestamp.value } }
+            : {}),
           ...(theirs.windowScale !== undefined ? { windowScale: RESPONDER_WSCALE } : {}),
         },
         payload: new Uint8Array(0),
-      };
+      });
       for (let sent = 1;; sent++) {
-        await send(synAck, 64);
+        await send(synAck(), 64);
         if (await this.#ackSeen(capture, (b + 1) >>> 0, signal)) break;
         if (sent >= MAX_SYN_ACKS) {
           throw new TechniqueError("tcp-syni: the peer never acknowledged the SYN-ACK");

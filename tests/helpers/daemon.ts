@@ -26,6 +26,15 @@ export interface RunningDaemon {
    * is then (releasing is asynchronous: cancels travel to workers first).
    */
   settledFdCount(expected: number): Promise<number>;
+  /**
+   * The daemon's socket fds that punchd opened (control connections, attempts'
+   * TCP, UDP, capture and raw sockets: see {@linkcode socketFds}), without the
+   * Deno runtime's files, caches and resolver sockets, which open and close on
+   * their own schedule.
+   */
+  socketFdCount(): number;
+  /** {@linkcode socketFdCount} once it equals `expected`, or after 5 s whatever it is then. */
+  settledSocketFdCount(expected: number): Promise<number>;
   /** SIGTERM, then wait; returns the exit code. Idempotent. */
   stop(): Promise<number>;
   [Symbol.asyncDispose](): Promise<void>;
@@ -141,11 +150,53 @@ export async function startDaemon(
       }
       return count;
     },
+    socketFdCount: () => socketFds(child.pid),
+    settledSocketFdCount: async (expected) => {
+      let count = socketFds(child.pid);
+      for (let i = 0; i < 50 && count !== expected; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        count = socketFds(child.pid);
+      }
+      return count;
+    },
     stop,
     [Symbol.asyncDispose]: async () => {
       await stop();
     },
   };
+}
+
+/**
+ * How many of process `pid`'s fds are sockets punchd opened: every socket but
+ * the C library resolver's (a peer at port 53: punchd does no DNS, but the
+ * Deno runtime resolves names on its own threads, and the resolver keeps its
+ * socket until the thread ends). An fd that closes while it is read is not counted.
+ */
+export function socketFds(pid: number): number {
+  const resolver = new Set<string>();
+  for (const table of ["tcp", "tcp6", "udp", "udp6"]) {
+    let text = "";
+    try {
+      text = Deno.readTextFileSync(`/proc/${pid}/net/${table}`);
+    } catch {
+      continue; // No such protocol (e.g. IPv6 disabled).
+    }
+    // "sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ...": ports in hex.
+    for (const line of text.split("\n").slice(1)) {
+      const fields = line.trim().split(/\s+/);
+      if (fields[2]?.endsWith(":0035") && fields[9] !== undefined) resolver.add(fields[9]);
+    }
+  }
+  let count = 0;
+  for (const fd of openFds(pid)) {
+    try {
+      const link = Deno.readLinkSync(`/proc/${pid}/fd/${fd}`).match(/^socket:\[(\d+)\]$/);
+      if (link !== null && !resolver.has(link[1] ?? "")) count++;
+    } catch {
+      // Closed since the listing.
+    }
+  }
+  return count;
 }
 
 /** Reads `count` reply lines from a raw control connection. */

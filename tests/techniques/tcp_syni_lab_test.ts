@@ -8,6 +8,7 @@ import {
   readExactly,
   withLab,
 } from "../lab/punch.ts";
+import { spawnService, waitForOutput } from "../lab/services.ts";
 import { isRoot, skipUnless } from "../helpers/skip.ts";
 
 const bytes = (s: string) => new TextEncoder().encode(s);
@@ -124,17 +125,18 @@ Deno.test({
         assertEquals(await punchdGuards(lab, lab.hostA.ns), []);
         assertEquals(await punchdGuards(lab, lab.hostB.ns), []);
         return [
-          await services.a.settledFdCount(baselineA),
-          await services.b.settledFdCount(baselineB),
+          await services.a.settledSocketFdCount(baselineA),
+          await services.b.settledSocketFdCount(baselineB),
         ];
       };
-      // Warm up both workers so that their own fds are in the baseline.
+      // Warm up both workers so that their own fds are in the baseline. Only sockets count: the
+      // Deno runtime opens and closes files of its own (its caches) whenever it likes.
       const warm = await punch(clientA, clientB, lab, "tcp-syni", 0);
       warm.a.close();
       warm.b.close();
       await new Promise((r) => setTimeout(r, 300));
-      const baselineA = services.a.fdCount();
-      const baselineB = services.b.fdCount();
+      const baselineA = services.a.socketFdCount();
+      const baselineB = services.b.socketFdCount();
 
       // Success.
       const ok = await punch(clientA, clientB, lab, "tcp-syni", 1);
@@ -189,4 +191,97 @@ Deno.test({
       assertEquals(await settled(), [baselineA, baselineB], "after cancel");
     },
   );
+});
+
+/** One TCP segment host B sent, as tcpdump printed it: capture time (ms), flow, flags, TSval. */
+interface Sent {
+  ms: number;
+  port: number;
+  flags: string;
+  tsval: number;
+  length: number;
+}
+
+/**
+ * Parses `tcpdump -n -tt -l` lines of segments from `ip` to `peer` that carry
+ * the timestamp option (not, say, the endpoint discovery's from the same port).
+ */
+function parseSent(output: string, ip: string, peer: string): Sent[] {
+  const escape = (address: string) => address.replaceAll(".", "\\.");
+  const line = new RegExp(
+    `^(\\d+\\.\\d+) IP ${escape(ip)}\\.(\\d+) > ${
+      escape(peer)
+    }\\.\\d+: Flags \\[([^\\]]*)\\].*TS val (\\d+) ecr \\d+.*length (\\d+)`,
+  );
+  return output.split("\n").flatMap((text) => {
+    const m = text.match(line);
+    return m === null ? [] : [{
+      ms: Number(m[1]) * 1000,
+      port: Number(m[2]),
+      flags: m[3] ?? "",
+      tsval: Number(m[4]),
+      length: Number(m[5]),
+    }];
+  });
+}
+
+Deno.test({
+  name:
+    "on the wire, a responder's TSvals count milliseconds on from its priming SYN, on every socket of 10",
+  ignore: needsRoot,
+}, async () => {
+  await withLab("preserving", "preserving", [], async (lab, clientA, clientB) => {
+    // B's own segments before its NAT: the priming SYN, the SYN-ACKs, then the repaired socket's.
+    const capture = spawnService(lab, lab.hostB.ns, [
+      "tcpdump",
+      "-i",
+      "eth0",
+      "-n",
+      "-tt",
+      "-l",
+      "-U",
+      `tcp and src host ${lab.hostB.ip} and src portrange 30000-30009`,
+    ]);
+    try {
+      await waitForOutput(capture, /listening on/);
+      const pairs = [];
+      try {
+        // Since Linux 6.7 an odd TCP_TIMESTAMP value makes a socket tick in microseconds:
+        // 10 sockets leave a random value's luck one chance in 1024.
+        for (let n = 0; n < 10; n++) pairs.push(await punch(clientA, clientB, lab, "tcp-syni", n));
+        for (const { b } of pairs) await b.write(bytes("x"));
+        await new Promise((r) => setTimeout(r, 700));
+        for (const { b } of pairs) await b.write(bytes("y"));
+        for (const { a } of pairs) assertEquals(await readExactly(a, 2), "xy");
+      } finally {
+        for (const { a, b } of pairs) {
+          a.close();
+          b.close();
+        }
+      }
+      await new Promise((r) => setTimeout(r, 300));
+    } finally {
+      await capture.stop();
+    }
+    const sent = parseSent(capture.output(), lab.hostB.ip, lab.publicA);
+    for (let n = 0; n < 10; n++) {
+      const flow = sent.filter((s) => s.port === 30000 + n);
+      const [priming] = flow;
+      assert(priming !== undefined && priming.flags === "S", `flow ${n}: no priming SYN seen`);
+      const data = flow.filter((s) => s.length === 1);
+      assertEquals(data.length, 2, `flow ${n}: the two one-byte writes`);
+      const [x, y] = data as [Sent, Sent];
+      assert(y.ms - x.ms >= 600, `flow ${n}: writes ${y.ms - x.ms} ms apart`);
+      // Every segment's TSval has advanced from the priming SYN's by the time that passed, in
+      // milliseconds: 100 ms and 10% allow for the wait between stamping a raw packet and its send.
+      for (const s of flow) {
+        const elapsed = s.ms - priming.ms;
+        const advanced = (s.tsval - priming.tsval) >>> 0;
+        assert(
+          Math.abs(advanced - elapsed) <= 100 + elapsed / 10,
+          `flow ${n}: [${s.flags}] TSval advanced ${advanced} in ${elapsed.toFixed(1)} ms`,
+        );
+      }
+    }
+  });
 });
