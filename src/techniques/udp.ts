@@ -47,10 +47,18 @@
  * match is missed with probability (1 - 256/64512)^2048, about 0.03 %.
  * Both sides `h`: it gives up at once, since nothing can be predicted.
  *
+ * Every side classifies its NAT when the daemon has two probe servers of
+ * the family (plain `udp` too, to give up at once when a side is `h`). A
+ * side's first punches have a low TTL, so that they cannot reach an
+ * answering NAT on the peer's side before the peer's own mapping exists,
+ * and a side announces itself (offer, answer) only after its first punches
+ * have left; `udp_policy.ts` has the rules and when an attempt gives up.
+ *
  * @module
  */
 
 import { canonicalIp, parseIp } from "../../ffi/ip.ts";
+import { DEFAULT_HOP_LIMIT } from "../discovery/hop_limit.ts";
 import { SO_ERROR, SOL_SOCKET } from "../../ffi/constants.ts";
 import { Socket } from "../../ffi/socket.ts";
 import {
@@ -76,6 +84,7 @@ import {
   TOKEN_LENGTH,
 } from "./udp_punch.ts";
 import { StrayLog } from "./udp_strays.ts";
+import { hopeless, isIcmpError, type Mode, MovedPeer, sendPunch } from "./udp_policy.ts";
 
 export { PUNCH_MAGIC } from "./udp_punch.ts";
 
@@ -93,10 +102,13 @@ export interface UdpOptions {
   probeRate?: number;
   /** Birthday probing without the `udp-birthday` name (daemon flag --udp-birthday). */
   birthday?: boolean;
+  /** Milliseconds of the peer's punches from an unannounced port before giving up (default 1000). */
+  movedMs?: number;
+  /** Milliseconds a NAT classification is reused for the same local endpoint (default 60000). */
+  modeMs?: number;
 }
 
-/** Which way a side's NAT maps ports. */
-export type Mode = "e" | "h";
+export type { Mode };
 
 /** The initiator's progress data: what the responder needs to punch and to check punches. */
 export interface Offer {
@@ -153,6 +165,10 @@ interface Plan {
   mine: Mode;
   theirs: Promise<Mode>;
   birthday: boolean;
+  /** TTL (hop limit) of punches sent before the peer's mapping is known to exist. */
+  lowTtl: number;
+  /** Sends this side's progress (offer or answer); called once its first punches have left. */
+  announce: () => void;
 }
 
 /** This side's punches: a nonce for the attempt and a running count. */
@@ -186,6 +202,8 @@ export class Udp implements Technique {
   readonly name: string;
   readonly needsFirewall = false;
   readonly #o: Required<UdpOptions>;
+  /** NAT classifications per local endpoint (shared by concurrent attempts on it), with their time. */
+  readonly #modes = new Map<string, { mode: Promise<Mode>; at: number }>();
 
   /** Builds `udp` (or `udp-birthday` when `name` says so). */
   constructor(name: "udp" | "udp-birthday" = "udp", options: UdpOptions = {}) {
@@ -197,6 +215,8 @@ export class Udp implements Technique {
       easyProbes: options.easyProbes ?? 2048,
       probeRate: options.probeRate ?? 1000,
       birthday: options.birthday ?? name === "udp-birthday",
+      movedMs: options.movedMs ?? 1000,
+      modeMs: options.modeMs ?? 60000,
     };
   }
 
@@ -217,16 +237,19 @@ export class Udp implements Technique {
     const peers = spec.dstPorts.map((port) => inetAddress(spec.dstIp, port));
     const peer = { ip: inetAddress(spec.dstIp, 0).address, ports: spec.dstPorts, anyPort: false };
     const birthday = this.#o.birthday || spec.birthday === true;
-    const mine = birthday ? await this.#mode(local, spec, context) : "e";
+    const lowTtl = spec.lowTtl ?? DEFAULT_HOP_LIMIT;
+    const mine = await this.#mode(local, spec, context);
     let offer: Offer;
     let theirs: Promise<Mode>;
+    let announce: () => void;
     if (spec.role === "initiate") {
       const token = Array.from(
         crypto.getRandomValues(new Uint8Array(TOKEN_LENGTH)),
         (b) => b.toString(16).padStart(2, "0"),
       ).join("");
-      offer = { token, mode: mine, ip: peer.ip };
-      context.progress(encodeOffer(offer));
+      const own: Offer = { token, mode: mine, ip: peer.ip };
+      offer = own;
+      announce = () => context.progress(encodeOffer(own));
       theirs = context.nextPeerData().then((data) => {
         const m = data.match(ANSWER);
         if (m === null) {
@@ -240,36 +263,68 @@ export class Udp implements Technique {
     } else {
       offer = decodeOffer(spec.extra ?? "");
       theirs = Promise.resolve(offer.mode);
-      context.progress(`udp2r:${mine}`);
+      announce = () => context.progress(`udp2r:${mine}`);
+    }
+    // What is already known to be hopeless ends here, once the peer has been told this side's mode.
+    const reason = hopeless(mine, spec.role === "respond" ? offer.mode : null, birthday);
+    if (reason !== null) {
+      announce();
+      throw new TechniqueError(reason);
     }
     const role = spec.role === "initiate" ? "I" : "R";
     const key = offerKey(offer);
-    return await this.#punch({ local, peers, peer, key, role, mine, theirs, birthday }, context);
+    return await this.#punch(
+      { local, peers, peer, key, role, mine, theirs, birthday, lowTtl, announce },
+      context,
+    );
   }
 
-  /** This side's mapping, from two probe servers: `h` when they saw different ports. */
-  async #mode(local: InetAddress, spec: AttemptSpec, context: AttemptContext): Promise<Mode> {
+  /**
+   * This side's mapping, from two probe servers: `h` when they saw different
+   * ports, `e` when they saw the same one or there is nothing to ask. One
+   * classification serves every attempt on the local endpoint for `modeMs`
+   * (a second socket bound to the port of a running attempt could lose the
+   * probe servers' answers to it).
+   */
+  #mode(local: InetAddress, spec: AttemptSpec, context: AttemptContext): Promise<Mode> {
     const probes = (spec.probes ?? []).map((text) => parseHostPort(text)).filter((p) =>
       p.family === local.family
     );
     if (probes.length < 2) {
-      context.log.info(
-        "birthday probing needs two probe servers to classify the NAT; assuming a predictable one",
-      );
+      context.log.info("classifying the NAT needs two probe servers; assuming a predictable one");
+      return Promise.resolve("e");
+    }
+    const key = formatAddress(local);
+    const now = performance.now();
+    for (const [k, v] of this.#modes) if (now - v.at >= this.#o.modeMs) this.#modes.delete(k);
+    const known = this.#modes.get(key);
+    if (known !== undefined) return known.mode;
+    const mode = (async (): Promise<Mode> => {
+      const seen = new Set<number>();
+      for (const probe of probes.slice(0, 2)) {
+        seen.add((await observeUdp(local, probe, context.signal)).port);
+      }
+      return seen.size > 1 ? "h" : "e";
+    })();
+    this.#modes.set(key, { mode, at: now });
+    return mode.then((m) => {
+      context.log.info("NAT classified", { mode: m === "h" ? "per destination" : "predictable" });
+      return m;
+    }, (error) => {
+      this.#modes.delete(key);
+      if (context.signal.aborted) throw error;
+      context.log.warn("cannot classify the NAT; assuming a predictable one", {
+        error: (error as Error).message,
+      });
       return "e";
-    }
-    const seen = new Set<number>();
-    for (const probe of probes.slice(0, 2)) {
-      seen.add((await observeUdp(local, probe, context.signal)).port);
-    }
-    return seen.size > 1 ? "h" : "e";
+    });
   }
-
   async #punch(p: Plan, context: AttemptContext): Promise<Socket> {
     // Senders stop once the peer is found; the attempt's own signal ends everything.
     const found = new AbortController();
     const sending = AbortSignal.any([context.signal, found.signal]);
     const strays = new StrayLog(context.log);
+    const moved = new MovedPeer(this.#o.movedMs);
     const puncher = new Puncher(p.key, p.role);
     const share = PortShare.acquire(p.local);
     let unregister = () => {};
@@ -283,6 +338,10 @@ export class Udp implements Technique {
         let done = false;
         const take = (bytes: Uint8Array, from: SocketAddress, local: InetAddress) => {
           const got = acceptPunch(bytes, from, p);
+          if (got === "wrong port" && !done) {
+            const reason = moved.note(from);
+            if (reason !== null) reject(new TechniqueError(reason));
+          }
           if (typeof got === "string") return got;
           if (!done) {
             done = true;
@@ -298,9 +357,16 @@ export class Udp implements Technique {
           const buf = new Uint8Array(128);
           const local = socket.localAddress() as InetAddress;
           for (;;) {
-            const { length, from } = await socket.receiveFrom(buf, sending);
-            const reason = take(buf.subarray(0, length), from, local);
-            if (reason !== null) strays.note(reason, from);
+            let got: { length: number; from: SocketAddress };
+            try {
+              got = await socket.receiveFrom(buf, sending);
+            } catch (error) {
+              // An ICMP error says nothing about the attempt: it was read, and so cleared.
+              if (!sending.aborted && isIcmpError(error)) continue;
+              throw error;
+            }
+            const reason = take(buf.subarray(0, got.length), got.from, local);
+            if (reason !== null) strays.note(reason, got.from);
           }
         };
         const watch = (socket: Socket) =>
@@ -331,9 +397,9 @@ export class Udp implements Technique {
         peer: formatAddress(first.from),
         birthday: first.local.port !== p.local.port,
       });
-      // An ICMP error from the punching (a punch that reached the peer's
-      // port before its socket existed) would surface as ECONNREFUSED on the
-      // application's first call: reading SO_ERROR clears it.
+      // An ICMP error from the punching (a punch that an answering NAT
+      // refused before the peer's mapping existed) would surface as
+      // ECONNREFUSED on the application's first call: reading SO_ERROR clears it.
       conn.getOption(SOL_SOCKET, SO_ERROR);
       const result = conn;
       conn = null;
@@ -384,11 +450,20 @@ export class Udp implements Technique {
         }
       } catch (error) {
         if (signal.aborted) throw error;
+        // The interval ended, or an ICMP error (an answering NAT refusing an
+        // earlier punch) was read and cleared: punch again.
+        if (!wait.aborted && !isIcmpError(error)) throw error;
       }
     }
   }
 
-  /** Sends punches: the plain rounds, and birthday probing once both modes are known. */
+  /**
+   * Sends punches: the plain rounds (low TTL until the peer's mapping is
+   * known to exist, see `udp_policy.ts`), the hard side's birthday ports
+   * (opened before this side announces itself), and the easy side's probes
+   * once it knows that the hard side's ports are open. Announces this side
+   * after its first punches.
+   */
   async #senders(
     p: Plan,
     main: Socket,
@@ -399,33 +474,47 @@ export class Udp implements Technique {
     context: AttemptContext,
   ): Promise<void> {
     let theirs: Mode | null = null;
-    p.theirs.then((m) => theirs = m, () => {});
-    let birthdayStarted = false;
+    let answer: unknown = null;
+    p.theirs.then((m) => theirs = m, (e) => answer = e ?? new Error("no answer"));
+    // The responder's offer left after the initiator's first punches: that mapping exists.
+    let peerMapped = p.role === "R";
+    const hard = p.birthday && p.mine === "h";
+    if (hard) await this.#openHardPorts(p, extra, punch, watch, signal, context);
+    let probing = false;
     for (let round = 0; !signal.aborted; round++) {
-      for (const peer of p.peers) await main.sendTo(punch(), peer, signal).catch(() => {});
-      if (p.birthday && theirs !== null && !birthdayStarted) {
-        birthdayStarted = true;
-        if (p.mine === "h" && theirs === "h") {
-          throw new TechniqueError(
-            "udp gave up: both NATs map ports per destination (birthday probing needs one predictable side)",
-          );
+      if (answer !== null) throw answer;
+      if (theirs !== null && !peerMapped) {
+        peerMapped = true;
+        context.log.debug("the peer's mapping exists: punching at full TTL");
+      }
+      const ttl = peerMapped && !hard ? null : p.lowTtl;
+      for (const peer of p.peers) await sendPunch(main, punch(), peer, ttl, signal);
+      if (round === 0) p.announce();
+      if (theirs !== null) {
+        const reason = hopeless(p.mine, theirs, p.birthday);
+        if (reason !== null) throw new TechniqueError(reason);
+        if (p.birthday && theirs === "h" && !probing) {
+          probing = true;
+          this.#probeRandomPorts(p, main, punch, signal, context);
         }
-        if (p.mine === "h") this.#openHardPorts(p, extra, punch, watch, signal, context);
-        if (theirs === "h") this.#probeRandomPorts(p, main, punch, signal, context);
       }
       await delay(this.#o.intervalMs, signal);
     }
   }
 
-  /** Hard side: many sockets, each a new mapping, all sending to the easy side. */
-  #openHardPorts(
-    p: { peers: InetAddress[]; local: InetAddress },
+  /**
+   * Hard side: many sockets, each a new mapping, all sending punches to the
+   * easy side at the low TTL (they only open this side's NAT; the easy
+   * side's probes come to them). Resolves once each has sent its first.
+   */
+  async #openHardPorts(
+    p: { peers: InetAddress[]; local: InetAddress; lowTtl: number },
     extra: Socket[],
     punch: () => Uint8Array<ArrayBuffer>,
     watch: (socket: Socket) => void,
     signal: AbortSignal,
     context: AttemptContext,
-  ): void {
+  ): Promise<void> {
     context.log.info("birthday probing: opening ports", { count: this.#o.hardPorts });
     for (let i = 0; i < this.#o.hardPorts; i++) {
       const socket = Socket.create(p.local.family, "datagram", {
@@ -434,15 +523,20 @@ export class Udp implements Technique {
       });
       extra.push(socket);
       socket.bind({ ...p.local, port: 0 });
+      socket.setHopLimit(p.lowTtl);
       watch(socket);
     }
+    const round = async () => {
+      for (const socket of extra) {
+        for (const peer of p.peers) await socket.sendTo(punch(), peer, signal).catch(() => {});
+      }
+    };
+    await round();
     // Each socket punches every interval, for as long as the attempt runs.
     (async () => {
-      while (!signal.aborted) {
-        for (const socket of extra) {
-          for (const peer of p.peers) await socket.sendTo(punch(), peer, signal).catch(() => {});
-        }
+      for (;;) {
         await delay(Math.max(this.#o.intervalMs * 4, 200), signal);
+        await round();
       }
     })().catch(() => {});
   }
@@ -486,14 +580,16 @@ export class Udp implements Technique {
   ): Promise<void> {
     const wait = AbortSignal.any([signal, AbortSignal.timeout(this.#o.lingerMs)]);
     const buf = new Uint8Array(128);
-    try {
-      for (;;) {
+    for (;;) {
+      try {
         const n = await socket.peek(buf, wait);
         if (typeof peerPunch(buf.subarray(0, n)) === "string") return;
         await socket.read(buf, signal);
+      } catch (error) {
+        if (signal.aborted) throw signal.reason;
+        // An ICMP error was read (and so cleared): keep lingering.
+        if (wait.aborted || !isIcmpError(error)) return;
       }
-    } catch {
-      if (signal.aborted) throw signal.reason;
     }
   }
 }

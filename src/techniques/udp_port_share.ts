@@ -13,6 +13,7 @@
 import { Socket } from "../../ffi/socket.ts";
 import { formatAddress, type InetAddress, type SocketAddress } from "../../ffi/structs.ts";
 import type { PunchRejection } from "./udp_punch.ts";
+import { isIcmpError } from "./udp_policy.ts";
 
 /** One attempt listening on a shared port. */
 export interface ShareReceiver {
@@ -76,7 +77,15 @@ export class PortShare {
     const buf = new Uint8Array(128);
     try {
       for (;;) {
-        const { length, from } = await this.socket.receiveFrom(buf);
+        let got: { length: number; from: SocketAddress };
+        try {
+          got = await this.socket.receiveFrom(buf);
+        } catch (error) {
+          // An ICMP error (IP_RECVERR, or a kernel that reports it here) was read and cleared.
+          if (this.socket.isOpen && isIcmpError(error)) continue;
+          throw error;
+        }
+        const { length, from } = got;
         const bytes = buf.subarray(0, length);
         const refusals: [ShareReceiver, PunchRejection][] = [];
         for (const receiver of this.#receivers) {

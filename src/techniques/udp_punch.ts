@@ -25,7 +25,9 @@
  * order (the first that fails names the rejection):
  * 1. 42 bytes, MAGIC, ROLE `I` or `R`, no unknown FLAGS bit ("not a punch");
  * 2. it came from the peer's address: DST_IP and one of DST_PORTS, or any
- *    port of DST_IP while birthday probing sends to random ports ("wrong address");
+ *    port of DST_IP while birthday probing sends to random ports ("wrong address";
+ *    "wrong port" instead when it came from DST_IP and passes 3 and 4: a real
+ *    punch of the peer's whose NAT gave its flow another port);
  * 3. the MAC matches, compared in constant time ("forged");
  * 4. ROLE is the peer's, not the receiver's own ("reflected").
  * So a punch replayed from any other address is refused, whoever captured it,
@@ -73,7 +75,12 @@ export interface Punch {
 }
 
 /** Why a datagram was not accepted as the peer's punch. */
-export type PunchRejection = "not a punch" | "wrong address" | "forged" | "reflected";
+export type PunchRejection =
+  | "not a punch"
+  | "wrong address"
+  | "wrong port"
+  | "forged"
+  | "reflected";
 
 /** The secret and the addressing every punch of one attempt is bound to. */
 export class PunchKey {
@@ -157,10 +164,10 @@ export interface PeerAddressing {
   anyPort: boolean;
 }
 
-/** True when `from` is one of the addresses the peer's punches may come from. */
-function fromPeer(from: SocketAddress, peer: PeerAddressing): boolean {
-  return from.family !== "unix" && from.address === peer.ip &&
-    (peer.anyPort || peer.ports.includes(from.port));
+/** Whether `from` is one of the addresses the peer's punches may come from, or its address at another port. */
+function fromPeer(from: SocketAddress, peer: PeerAddressing): "yes" | "other port" | "no" {
+  if (from.family === "unix" || from.address !== peer.ip) return "no";
+  return peer.anyPort || peer.ports.includes(from.port) ? "yes" : "other port";
 }
 
 /**
@@ -173,8 +180,12 @@ export function acceptPunch(
   own: { key: PunchKey; role: PunchRole; peer: PeerAddressing },
 ): Punch | PunchRejection {
   if (!isPunchShaped(bytes)) return "not a punch";
-  if (!fromPeer(from, own.peer)) return "wrong address";
+  const where = fromPeer(from, own.peer);
+  if (where === "no") return "wrong address";
   const punch = decodePunch(bytes, own.key);
+  if (where === "other port") {
+    return typeof punch !== "string" && punch.role !== own.role ? "wrong port" : "wrong address";
+  }
   if (typeof punch === "string") return punch;
   return punch.role === own.role ? "reflected" : punch;
 }

@@ -127,13 +127,28 @@ Deno.test("a captured punch replayed from another address is refused", () => {
   for (
     const from of [
       inetAddress("10.0.1.3", 30000),
-      inetAddress("172.16.2.2", 30001),
       inetAddress("::ffff:172.16.2.2", 30000),
       { family: "unix" as const, path: "/x" },
     ]
   ) {
     assertEquals(acceptPunch(bytes, from, initiator), "wrong address");
   }
+});
+
+Deno.test("the peer's real punch from another port of its address is refused as 'wrong port'", () => {
+  const from = inetAddress("172.16.2.2", 30001);
+  assertEquals(acceptPunch(encodePunch(punch, key), from, initiator), "wrong port");
+});
+
+Deno.test("from another port of the peer's address, forged and reflected punches are 'wrong address'", () => {
+  const from = inetAddress("172.16.2.2", 30001);
+  const forged = encodePunch(
+    punch,
+    new PunchKey(crypto.getRandomValues(new Uint8Array(16)), "172.16.2.2"),
+  );
+  assertEquals(acceptPunch(forged, from, initiator), "wrong address");
+  const own = encodePunch({ ...punch, role: "I" }, key);
+  assertEquals(acceptPunch(own, from, initiator), "wrong address");
 });
 
 Deno.test("while birthday probing, any port of the peer's address is accepted, no other address", () => {

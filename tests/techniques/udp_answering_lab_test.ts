@@ -1,0 +1,140 @@
+/**
+ * `udp` and `udp-birthday` through NATs whose own stack answers unsolicited
+ * datagrams (lab profile "answering": no input firewall). A punch that
+ * reaches such a NAT before the peer's mapping exists is answered with ICMP
+ * port unreachable and leaves an UNREPLIED conntrack entry that takes the
+ * port the NAT would have preserved for the peer.
+ *
+ * @module
+ */
+
+import { assert, assertEquals, assertMatch } from "../assert.ts";
+import type { Socket } from "../../ffi/socket.ts";
+import type { NatProfile } from "../lab/lab.ts";
+import { punch, punchFailure, withLab } from "../lab/punch.ts";
+import { isRoot, skipUnless } from "../helpers/skip.ts";
+
+const needsRoot = skipUnless(isRoot(), "udp lab tests", "network namespaces need root");
+const bytes = (s: string) => new TextEncoder().encode(s);
+
+/** Sends `text` over a connected UDP socket and reads the peer's datagram, which must be it. */
+async function exchange(from: Socket, to: Socket, text: string): Promise<void> {
+  await from.write(bytes(text));
+  const buf = new Uint8Array(2048);
+  const n = await to.read(buf, AbortSignal.timeout(3000));
+  assertEquals(new TextDecoder().decode(buf.subarray(0, n)), text);
+}
+
+Deno.test({
+  name: "udp punches through two answering port-preserving NATs at least 9 times out of 10",
+  ignore: needsRoot,
+}, async () => {
+  await withLab("answering", "answering", [], async (lab, clientA, clientB) => {
+    let ok = 0;
+    const failures: string[] = [];
+    for (let n = 0; n < 10; n++) {
+      try {
+        const { a, b } = await punch(clientA, clientB, lab, "udp", n);
+        try {
+          // Both NATs kept the ports (no UNREPLIED entry took them).
+          assertEquals(a.peerAddress(), { family: "inet", address: lab.publicB, port: 30000 + n });
+          assertEquals(b.peerAddress(), { family: "inet", address: lab.publicA, port: 20000 + n });
+          await exchange(a, b, `datagram ${n} from A`);
+          await exchange(b, a, `datagram ${n} from B`);
+          ok++;
+        } finally {
+          a.close();
+          b.close();
+        }
+      } catch (error) {
+        failures.push(`#${n}: ${(error as Error).message.split("\n")[0]}`);
+      }
+    }
+    assert(ok >= 9, `${ok} of 10: ${failures.join("; ")}`);
+  });
+});
+
+/** `count` udp-birthday attempts between hard and easy NATs; the easy side's NAT answers. */
+async function birthdayRate(natA: NatProfile, natB: NatProfile, count: number): Promise<void> {
+  await withLab(natA, natB, ["--attempt-timeout", "10"], async (lab, clientA, clientB) => {
+    let ok = 0;
+    const failures: string[] = [];
+    for (let n = 0; n < count; n++) {
+      try {
+        const { a, b } = await punch(clientA, clientB, lab, "udp-birthday", n);
+        try {
+          // The easy side talks to a random public port of the hard side's NAT,
+          // the hard side to the easy side's own port (its NAT did not move it).
+          const [easy, hard] = natA === "symmetric" ? [b, a] : [a, b];
+          const [easyPublic, hardPublic] = natA === "symmetric"
+            ? [lab.publicB, lab.publicA]
+            : [lab.publicA, lab.publicB];
+          assertEquals((easy.peerAddress() as { address: string }).address, hardPublic);
+          assertEquals(hard.peerAddress(), {
+            family: "inet",
+            address: easyPublic,
+            port: natA === "symmetric" ? 30000 + n : 20000 + n,
+          });
+          await exchange(a, b, `birthday ${n}`);
+          await exchange(b, a, `back ${n}`);
+          ok++;
+        } finally {
+          a.close();
+          b.close();
+        }
+      } catch (error) {
+        failures.push(`#${n}: ${(error as Error).message.split("\n")[0]}`);
+      }
+    }
+    assert(ok >= count - 1, `${ok} of ${count}: ${failures.join("; ")}`);
+  });
+}
+
+Deno.test({
+  name:
+    "udp-birthday gets from an endpoint-dependent NAT through an answering one at least 9 times out of 10",
+  ignore: needsRoot,
+}, () => birthdayRate("symmetric", "answering", 10));
+
+Deno.test({
+  name:
+    "udp-birthday gets from an answering NAT through an endpoint-dependent one at least 9 times out of 10",
+  ignore: needsRoot,
+}, () => birthdayRate("answering", "symmetric", 10));
+
+Deno.test({
+  name: "plain udp with an endpoint-dependent NAT on one side gives up on both sides within 3 s",
+  ignore: needsRoot,
+}, async () => {
+  await withLab("symmetric", "answering", [], async (lab, clientA, clientB) => {
+    for (let n = 0; n < 2; n++) {
+      const started = performance.now();
+      const outcome = await punch(clientA, clientB, lab, "udp", n).then((o) => {
+        o.a.close();
+        o.b.close();
+        return "connected";
+      }, (e) => (e as Error).message);
+      const ms = performance.now() - started;
+      assertMatch(outcome, /udp gave up: this side's NAT maps ports per destination/);
+      // punch() returns once both sides have ended.
+      assert(ms < 3000, `it took ${Math.round(ms)} ms to give up`);
+    }
+  });
+});
+
+Deno.test({
+  name:
+    "when the peer's punches keep coming from a port it did not announce, udp gives up after 1-4 s",
+  ignore: needsRoot,
+}, async () => {
+  // A public A whose first punches reach B's answering NAT (a TTL that does
+  // not stop them): B's NAT moves B's flow to another port, and A sees B's
+  // real punches come from there.
+  await withLab("none", "answering", ["--nutss-ttl", "64"], async (lab, clientA, clientB) => {
+    const error = await punchFailure(clientA, clientB, lab, "udp", 0);
+    // A's own reason, before its deadline (a timeout would say "timed out after 10000 ms").
+    assertMatch(error.reason, /udp gave up: for \d+ ms the peer's punches came from port \d+/);
+    const ms = Number(error.reason.match(/for (\d+) ms/)?.[1]);
+    assert(ms >= 1000 && ms < 4000, `${ms} ms`);
+  });
+});
