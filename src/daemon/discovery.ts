@@ -82,12 +82,18 @@ async function readAll(socket: Socket, signal: AbortSignal, limit = 256): Promis
 }
 
 /**
- * A socket bound to `local`. A fresh port (0) gets SO_REUSEADDR only, so the
- * kernel picks a port nobody uses and the socket joins no SO_REUSEPORT group.
+ * A socket bound to `local`. A fresh port (0) must be one nobody uses: it
+ * joins no SO_REUSEPORT group, and a UDP one gets no SO_REUSEADDR either (UDP
+ * port selection would share a port with other SO_REUSEADDR sockets; TCP's
+ * ignores the flag, which lets the next flow rebind the port while this
+ * connection finishes closing).
  */
 function bound(local: InetAddress, type: "stream" | "datagram"): Socket {
   const fresh = local.port === 0;
-  const socket = Socket.create(local.family, type, { reuseAddress: true, reusePort: !fresh });
+  const socket = Socket.create(local.family, type, {
+    reuseAddress: !fresh || type === "stream",
+    reusePort: !fresh,
+  });
   try {
     socket.bind(local);
   } catch (error) {

@@ -9,6 +9,8 @@ import {
 } from "../../src/daemon/discovery.ts";
 import { withServer } from "../rendezvous/peers.ts";
 import { freePort } from "../helpers/daemon.ts";
+import { isRoot, skipUnless } from "../helpers/skip.ts";
+import { withVoidNamespace } from "../helpers/void_ns.ts";
 
 const IP = "172.16.1.2";
 const L = 21000;
@@ -234,3 +236,21 @@ for (const protocol of ["tcp", "udp"] as const) {
     });
   });
 }
+
+const FRESH = "a fresh UDP port is never one another SO_REUSEADDR socket holds";
+Deno.test({
+  name: FRESH,
+  ignore: skipUnless(isRoot(), FRESH, "needs its own network namespace (root)"),
+}, async () => {
+  // A namespace whose only ephemeral port is 40000, which another socket holds with SO_REUSEADDR.
+  await withVoidNamespace("fr", async (ns) => {
+    const exec = async (args: string[]) => {
+      const out = await new Deno.Command("ip", { args: ["netns", "exec", ns, ...args] }).output();
+      return new TextDecoder().decode(out.stdout).trim();
+    };
+    await exec(["sysctl", "-qw", "net.ipv4.ip_local_port_range=40000 40000"]);
+    const fixture = new URL("../fixtures/fresh_udp_port.ts", import.meta.url).pathname;
+    const result = await exec([Deno.execPath(), "run", "--allow-ffi", "--allow-read", fixture]);
+    assertEquals(result, "refused Cannot bind: EADDRINUSE (98)");
+  });
+});
