@@ -52,6 +52,17 @@
  * A captured SYN that is not the one A announced is ignored, and logged at
  * most once a second per attempt with a count (tcp_warn_limit.ts).
  *
+ * Several destination ports (what `endpoint` predicts for a NAT that
+ * allocates ports in sequence, `delta`; at most {@linkcode MAX_DST_PORTS}):
+ * the initiator runs one flow per port of the responder's, each with its own
+ * socket, ISN, guards and SYN, and announces all SYNs in one progress line;
+ * the responder primes its NAT towards each port of the initiator's, in the
+ * order given, and builds its socket for the first announced SYN that
+ * arrives, from whichever of those ports. The first flow to complete wins;
+ * the initiator closes the others (a connecting socket closes silently).
+ * Each side's NAT maps its flows in the order they leave, so the n-th
+ * predicted port meets the n-th flow.
+ *
  * Safety: every raw packet has the host's own address and the attempt's
  * own ports as its source and the attempt's peer as its destination
  * ({@linkcode assertOwnFlow}); capture sockets see only the attempt's flow.
@@ -62,7 +73,7 @@
 import { parseIp } from "../../ffi/ip.ts";
 import { CaptureSocket, RawSender } from "../../ffi/packet_socket.ts";
 import { Socket } from "../../ffi/socket.ts";
-import { type InetAddress, inetAddress } from "../../ffi/structs.ts";
+import { formatAddress, type InetAddress, inetAddress } from "../../ffi/structs.ts";
 import { repairConnect } from "../../ffi/tcp_repair.ts";
 import { TechniqueError } from "../errors.ts";
 import { tcpFlowProgram } from "../packet/bpf.ts";
@@ -79,6 +90,11 @@ import { PacketWarning } from "./tcp_warn_limit.ts";
 
 /** The responder's progress data: its NAT is primed. */
 export const SYNI_READY = "syniready";
+/**
+ * Destination ports tcp-syni tries at most: one flow each (`endpoint`
+ * predicts at most two for one source port, `delta`).
+ */
+export const MAX_DST_PORTS = 4;
 /** The window scale the responder offers. */
 const RESPONDER_WSCALE = 7;
 /** SYN(a) re-injections, at most this many times. */
@@ -92,52 +108,70 @@ const MAX_SYN_ACKS = 20;
 /** Milliseconds between two sends of either. */
 const RESEND_MS = 500;
 
-/** What the initiator tells the responder: the attempt token and its SYN. */
-export interface SynInfo {
-  /** The attempt token (32 lowercase hex digits) that keys the confirmations. */
-  token: string;
-  /** The SYN's sequence number (the initiator's ISN). */
+/** One SYN of the initiator: one flow, towards one of the responder's ports. */
+export interface SynFlow {
+  /** The SYN's sequence number (the flow's ISN). */
   seq: number;
   /** The options of its SYN (the timestamp's echo is always 0). */
   options: TcpOptions;
 }
 
+/** What the initiator tells the responder: the attempt token and its SYNs, one per flow. */
+export interface SynInfo {
+  /** The attempt token (32 lowercase hex digits) that keys the confirmations. */
+  token: string;
+  /** The SYNs, in the order of the initiator's DST_PORTS (1 to {@linkcode MAX_DST_PORTS}). */
+  flows: SynFlow[];
+}
+
 /**
- * The initiator's progress data: `syni2:TOKEN:SEQ:MSS:WSCALE:SACK:TSVAL`
- * (`-` for an option not offered).
+ * The initiator's progress data: `syni2:TOKEN:FLOW[;FLOW...]`, each FLOW
+ * `SEQ:MSS:WSCALE:SACK:TSVAL` (`-` for an option not offered). With one flow
+ * it is the format of punchd versions that took one port.
  */
 export function encodeSynInfo(info: SynInfo): string {
   assertAttemptToken(info.token);
-  const o = info.options;
-  return `syni2:${info.token}:${info.seq}:${o.mss ?? "-"}:${o.windowScale ?? "-"}:${
-    o.sackPermitted ? 1 : 0
-  }:${o.timestamp?.value ?? "-"}`;
+  if (info.flows.length < 1 || info.flows.length > MAX_DST_PORTS) {
+    throw new RangeError(`Cannot encode SYN info: 1 to ${MAX_DST_PORTS} flows`);
+  }
+  const flow = ({ seq, options: o }: SynFlow) =>
+    `${seq}:${o.mss ?? "-"}:${o.windowScale ?? "-"}:${o.sackPermitted ? 1 : 0}:${
+      o.timestamp?.value ?? "-"
+    }`;
+  return `syni2:${info.token}:${info.flows.map(flow).join(";")}`;
 }
+
+const FLOW_PATTERN = /^(\d{1,10}):(\d{1,5}|-):(\d{1,2}|-):([01]):(\d{1,10}|-)$/;
 
 /** Parses {@linkcode encodeSynInfo}'s text; throws SyntaxError or RangeError. */
 export function decodeSynInfo(text: string): SynInfo {
-  const m = text.match(
-    /^syni2:([0-9a-f]{32}):(\d{1,10}):(\d{1,5}|-):(\d{1,2}|-):([01]):(\d{1,10}|-)$/,
-  );
-  if (m === null) {
-    throw new SyntaxError('tcp-syni expects EXTRA "syni2:TOKEN:SEQ:MSS:WSCALE:SACK:TSVAL"');
+  const usage = 'tcp-syni expects EXTRA "syni2:TOKEN:SEQ:MSS:WSCALE:SACK:TSVAL[;...]"';
+  const m = text.match(/^syni2:([0-9a-f]{32}):(.*)$/);
+  if (m === null) throw new SyntaxError(usage);
+  const parts = (m[2] ?? "").split(";");
+  if (parts.length > MAX_DST_PORTS) {
+    throw new RangeError(`tcp-syni takes at most ${MAX_DST_PORTS} SYNs`);
   }
   const num = (s: string | undefined) => (s === undefined || s === "-" ? undefined : Number(s));
-  const token = m[1] ?? "";
-  const seq = num(m[2]) ?? -1;
-  if (seq > 0xffffffff) throw new RangeError("tcp-syni sequence number out of range");
-  const options: TcpOptions = {};
-  const mss = num(m[3]);
-  const ws = num(m[4]);
-  const ts = num(m[6]);
-  if (mss !== undefined) options.mss = mss;
-  if (ws !== undefined) options.windowScale = ws;
-  if (m[5] === "1") options.sackPermitted = true;
-  if (ts !== undefined) {
-    if (ts > 0xffffffff) throw new RangeError("tcp-syni timestamp out of range");
-    options.timestamp = { value: ts, echo: 0 };
-  }
-  return { token, seq, options };
+  const flows = parts.map((part): SynFlow => {
+    const f = part.match(FLOW_PATTERN);
+    if (f === null) throw new SyntaxError(usage);
+    const seq = num(f[1]) ?? -1;
+    if (seq > 0xffffffff) throw new RangeError("tcp-syni sequence number out of range");
+    const options: TcpOptions = {};
+    const mss = num(f[2]);
+    const ws = num(f[3]);
+    const ts = num(f[5]);
+    if (mss !== undefined) options.mss = mss;
+    if (ws !== undefined) options.windowScale = ws;
+    if (f[4] === "1") options.sackPermitted = true;
+    if (ts !== undefined) {
+      if (ts > 0xffffffff) throw new RangeError("tcp-syni timestamp out of range");
+      options.timestamp = { value: ts, echo: 0 };
+    }
+    return { seq, options };
+  });
+  return { token: m[1] ?? "", flows };
 }
 
 /**
@@ -164,6 +198,16 @@ export interface TcpSyniOptions {
   confirmMs?: number;
 }
 
+/** One flow of the initiator: its own socket and ISN towards one of the responder's ports. */
+interface InitiatorFlow {
+  peer: InetAddress;
+  isn: number;
+  guard: FlowGuard;
+  socket: Socket;
+  connecting: Promise<void>;
+  connected: boolean;
+}
+
 /** The `tcp-syni` technique. */
 export class TcpSyni implements Technique {
   readonly name = "tcp-syni";
@@ -177,57 +221,92 @@ export class TcpSyni implements Technique {
 
   validate(spec: AttemptSpec): void {
     if (spec.srcPorts.length !== 1) throw new RangeError("tcp-syni takes exactly one source port");
-    if (spec.dstPorts.length !== 1) {
-      throw new RangeError("tcp-syni takes exactly one destination port");
+    if (spec.dstPorts.length < 1 || spec.dstPorts.length > MAX_DST_PORTS) {
+      throw new RangeError(`tcp-syni takes 1 to ${MAX_DST_PORTS} destination ports`);
     }
     if (spec.role === "respond") decodeSynInfo(spec.extra ?? "");
   }
 
   async run(spec: AttemptSpec, context: AttemptContext): Promise<Socket> {
     const local = inetAddress(spec.srcIp, spec.srcPorts[0] ?? 0);
-    const peer = inetAddress(spec.dstIp, spec.dstPorts[0] ?? 0);
+    const peers = spec.dstPorts.map((port) => inetAddress(spec.dstIp, port));
     const lowTtl = spec.lowTtl ?? DEFAULT_LOW_TTL;
     return spec.role === "initiate"
-      ? await this.#initiate(local, peer, lowTtl, newAttemptToken(), context)
-      : await this.#respond(local, peer, lowTtl, decodeSynInfo(spec.extra ?? ""), context);
+      ? await this.#initiate(local, peers, lowTtl, newAttemptToken(), context)
+      : await this.#respond(local, peers, lowTtl, decodeSynInfo(spec.extra ?? ""), context);
   }
 
+  /**
+   * One flow per destination port, all from `local`: each gets its own ISN,
+   * guards and SYN, and all SYNs are announced in one progress line; the
+   * first flow the responder's SYN-ACK completes wins, the others are closed
+   * (a connecting socket closes without a packet).
+   */
   async #initiate(
     local: InetAddress,
-    peer: InetAddress,
+    peers: readonly InetAddress[],
     lowTtl: number,
     token: string,
     context: AttemptContext,
   ): Promise<Socket> {
     const { signal } = context;
-    const isn = randomIsn();
-    const guard = await FlowGuard.install(context, local, peer, isn, ["time-exceeded"]);
-    const capture = CaptureSocket.open(tcpFlowProgram({
-      source: parseIp(local.address),
-      destination: parseIp(peer.address),
-      sourcePort: local.port,
-      destinationPort: peer.port,
-      synOnly: true,
-    }));
-    const socket = Socket.create(local.family, "stream", { reuseAddress: true, reusePort: true });
+    const flows: InitiatorFlow[] = [];
+    const captures: CaptureSocket[] = [];
     let raw: RawSender | undefined;
+    let winner: Socket | undefined;
     try {
-      socket.bind(local);
-      presetIsn(socket, isn);
-      const normalTtl = socket.hopLimit();
-      socket.setHopLimit(lowTtl);
-      const connecting = socket.connect(peer, signal);
-      socket.setHopLimit(normalTtl);
-      let connected = false;
-      connecting.then(() => connected = true, () => {});
-      // The kernel's own SYN: its options are the connection's.
-      const syn = await this.#ownSyn(capture, signal);
-      capture.close();
-      if (syn.seq !== isn) {
-        throw new TechniqueError("tcp-syni: the kernel's SYN does not carry the chosen ISN");
+      // One ISN per flow, chosen here, so that its guards are in before its first SYN.
+      const isns = peers.map(() => randomIsn());
+      const guards = await Promise.all(
+        peers.map((peer, i) =>
+          FlowGuard.install(context, local, peer, isns[i] ?? 0, ["time-exceeded"])
+        ),
+      );
+      for (const [i, peer] of peers.entries()) {
+        const isn = isns[i] ?? 0;
+        const guard = guards[i] as FlowGuard;
+        const capture = CaptureSocket.open(tcpFlowProgram({
+          source: parseIp(local.address),
+          destination: parseIp(peer.address),
+          sourcePort: local.port,
+          destinationPort: peer.port,
+          synOnly: true,
+        }));
+        captures.push(capture);
+        const socket = Socket.create(local.family, "stream", {
+          reuseAddress: true,
+          reusePort: true,
+        });
+        const flow: InitiatorFlow = {
+          peer,
+          isn,
+          guard,
+          socket,
+          connecting: Promise.resolve(),
+          connected: false,
+        };
+        flows.push(flow);
+        socket.bind(local);
+        presetIsn(socket, isn);
+        const normalTtl = socket.hopLimit();
+        socket.setHopLimit(lowTtl);
+        flow.connecting = socket.connect(peer, signal);
+        socket.setHopLimit(normalTtl);
+        flow.connecting.then(() => flow.connected = true, () => {});
       }
-      context.log.debug("captured own SYN", { seq: syn.seq });
-      context.progress(encodeSynInfo({ token, seq: syn.seq, options: syn.options }));
+      // The kernel's own SYNs: their options are the connections'.
+      const syns = await Promise.all(captures.map((capture) => this.#ownSyn(capture, signal)));
+      for (const capture of captures) capture.close();
+      syns.forEach((syn, i) => {
+        if (syn.seq !== flows[i]?.isn) {
+          throw new TechniqueError("tcp-syni: the kernel's SYN does not carry the chosen ISN");
+        }
+      });
+      context.log.debug("captured own SYNs", { seqs: syns.map((syn) => syn.seq).join(",") });
+      context.progress(encodeSynInfo({
+        token,
+        flows: syns.map((syn) => ({ seq: syn.seq, options: syn.options })),
+      }));
       const ready = await context.nextPeerData();
       if (ready !== SYNI_READY) {
         throw new TechniqueError(
@@ -235,33 +314,47 @@ export class TcpSyni implements Technique {
         );
       }
       raw = RawSender.open(local.family);
-      // Our NAT may have learnt a forged reply direction since our SYN went out: make it forget
-      // the flow, so that the SYN below opens a fresh entry just before the peer's SYN-ACK.
-      await guard.resetNat(raw, (isn + 1) >>> 0, lowTtl, signal);
-      // Re-inject the same SYN at full TTL: it now passes the peer's primed NAT.
-      const { checksum: _, ...segment } = syn;
-      const packet = buildTcpPacket(parseIp(local.address), parseIp(peer.address), segment, {
-        ttl: normalTtl,
-      }) as Uint8Array<ArrayBuffer>;
-      assertOwnFlow(packet, local, peer);
-      for (let i = 0; i < MAX_SENDS && !connected; i++) {
-        await raw.send(packet, peer, signal);
-        await Promise.race([connecting.catch(() => {}), delay(RESEND_MS, signal)]);
+      const packets = [];
+      for (const [i, flow] of flows.entries()) {
+        // Our NAT may have learnt a forged reply direction since our SYN went out: make it
+        // forget the flow, so that the SYN below opens a fresh entry just before the SYN-ACK.
+        await flow.guard.resetNat(raw, (flow.isn + 1) >>> 0, lowTtl, signal);
+        // Re-inject the same SYN at full TTL: it now passes the peer's primed NAT.
+        const { checksum: _, ...segment } = syns[i] as TcpSegment;
+        const packet = buildTcpPacket(parseIp(local.address), parseIp(flow.peer.address), segment, {
+          ttl: flow.socket.hopLimit(),
+        }) as Uint8Array<ArrayBuffer>;
+        assertOwnFlow(packet, local, flow.peer);
+        packets.push(packet);
       }
-      await connecting;
-      await confirmPeer(socket, {
+      const first = firstConnected(flows);
+      first.catch(() => {});
+      for (let i = 0; i < MAX_SENDS && !flows.some((f) => f.connected); i++) {
+        for (const [n, flow] of flows.entries()) {
+          if (!flow.connected) {
+            await raw.send(packets[n] as Uint8Array<ArrayBuffer>, flow.peer, signal);
+          }
+        }
+        await Promise.race([first.catch(() => {}), delay(RESEND_MS, signal)]);
+      }
+      winner = (await first).socket;
+      for (const flow of flows) if (flow.socket !== winner) flow.socket.close();
+      if (flows.length > 1) {
+        context.log.info("connected flow", { to: formatAddress(winner.peerAddress()) });
+      }
+      await confirmPeer(winner, {
         token,
         technique: this.name,
         role: "initiator",
         signal,
         timeoutMs: this.#confirmMs,
       });
-      return socket;
+      return winner;
     } catch (error) {
-      socket.close();
+      for (const flow of flows) flow.socket.close();
       throw error;
     } finally {
-      capture.close();
+      for (const capture of captures) capture.close();
       raw?.close();
     }
   }
@@ -275,9 +368,14 @@ export class TcpSyni implements Technique {
     }
   }
 
+  /**
+   * Primes this side's NAT towards each of the initiator's ports, then builds
+   * the connection with the first announced SYN that arrives, from whichever
+   * of those ports its NAT gave it.
+   */
   async #respond(
     local: InetAddress,
-    peer: InetAddress,
+    peers: readonly InetAddress[],
     lowTtl: number,
     expected: SynInfo,
     context: AttemptContext,
@@ -285,51 +383,76 @@ export class TcpSyni implements Technique {
     const { signal } = context;
     assertLocalAddress(local);
     const localIp = parseIp(local.address);
-    const peerIp = parseIp(peer.address);
     const b = randomIsn();
-    // Before our first packet: no pure SYN of the flow reaches our stack (no RST to A's SYN),
-    // no RST of the flow leaves, no SYN-ACK passes (we never expect one: ack b+1 only).
-    await FlowGuard.install(context, local, peer, b, ["pure-syn"]);
-    const capture = CaptureSocket.open(tcpFlowProgram({
-      source: peerIp,
-      destination: localIp,
-      sourcePort: peer.port,
-      destinationPort: local.port,
-    }));
-    const raw = RawSender.open(local.family);
+    // Before our first packet: no pure SYN of a flow reaches our stack (no RST to A's SYN),
+    // no RST of a flow leaves, no SYN-ACK passes (we never expect one: ack b+1 only).
+    await Promise.all(
+      peers.map((peer) => FlowGuard.install(context, local, peer, b, ["pure-syn"])),
+    );
+    const captures: CaptureSocket[] = [];
+    let raw: RawSender | undefined;
+    // The other flows' waits for a SYN end when one arrives.
+    const found = new AbortController();
     const mismatched = new PacketWarning(
       context.log,
       "ignoring a SYN that does not match the initiator's",
     );
     let repaired: Socket | undefined;
     try {
+      for (const peer of peers) {
+        captures.push(CaptureSocket.open(tcpFlowProgram({
+          source: parseIp(peer.address),
+          destination: localIp,
+          sourcePort: peer.port,
+          destinationPort: local.port,
+        })));
+      }
+      raw = RawSender.open(local.family);
+      const sender = raw;
       const clock = timestampClock();
       const ts = clock.now();
       const mss = local.family === "inet" ? 1460 : 1440;
-      const send = async (segment: Omit<TcpSegment, "checksum">, ttl: number) => {
-        const packet = buildTcpPacket(localIp, peerIp, segment, { ttl }) as Uint8Array<ArrayBuffer>;
+      const send = async (
+        peer: InetAddress,
+        segment: Omit<TcpSegment, "checksum">,
+        ttl: number,
+      ) => {
+        const packet = buildTcpPacket(localIp, parseIp(peer.address), segment, {
+          ttl,
+        }) as Uint8Array<ArrayBuffer>;
         assertOwnFlow(packet, local, peer);
-        await raw.send(packet, peer, signal);
+        await sender.send(packet, peer, signal);
       };
       // Prime our NAT with the sequence number and options our socket will use.
-      await send({
-        sourcePort: local.port,
-        destinationPort: peer.port,
-        seq: b,
-        ack: 0,
-        flags: FLAGS.SYN,
-        window: 65535,
-        urgent: 0,
-        options: {
-          mss,
-          sackPermitted: true,
-          timestamp: { value: ts, echo: 0 },
-          windowScale: RESPONDER_WSCALE,
-        },
-        payload: new Uint8Array(0),
-      }, lowTtl);
+      for (const peer of peers) {
+        await send(peer, {
+          sourcePort: local.port,
+          destinationPort: peer.port,
+          seq: b,
+          ack: 0,
+          flags: FLAGS.SYN,
+          window: 65535,
+          urgent: 0,
+          options: {
+            mss,
+            sackPermitted: true,
+            timestamp: { value: ts, echo: 0 },
+            windowScale: RESPONDER_WSCALE,
+          },
+          payload: new Uint8Array(0),
+        }, lowTtl);
+      }
       context.progress(SYNI_READY);
-      const syn = await this.#peerSyn(capture, expected, signal, mismatched);
+      const waiting = AbortSignal.any([signal, found.signal]);
+      const { syn, index } = await Promise.race(
+        captures.map(async (capture, index) => ({
+          syn: await this.#peerSyn(capture, expected, waiting, mismatched),
+          index,
+        })),
+      );
+      found.abort();
+      const peer = peers[index] as InetAddress;
+      const capture = captures[index] as CaptureSocket;
       const a1 = (syn.seq + 1) >>> 0;
       const theirs = syn.options;
       const connection = {
@@ -367,7 +490,7 @@ export class TcpSyni implements Technique {
         payload: new Uint8Array(0),
       });
       for (let sent = 1;; sent++) {
-        await send(synAck(), 64);
+        await send(peer, synAck(), 64);
         if (await this.#ackSeen(capture, (b + 1) >>> 0, signal)) break;
         if (sent >= MAX_SYN_ACKS) {
           throw new TechniqueError("tcp-syni: the peer never acknowledged the SYN-ACK");
@@ -385,10 +508,11 @@ export class TcpSyni implements Technique {
       repaired = undefined;
       return result;
     } finally {
+      found.abort();
       mismatched.flush();
       repaired?.close();
-      capture.close();
-      raw.close();
+      for (const capture of captures) capture.close();
+      raw?.close();
     }
   }
 
@@ -404,10 +528,10 @@ export class TcpSyni implements Technique {
       const t = parsed.tcp;
       if (t === undefined || !(t.flags & FLAGS.SYN) || t.flags & FLAGS.ACK) continue;
       if (
-        !parsed.checksumsValid || t.seq !== expected.seq ||
-        !sameOptions(t.options, expected.options)
+        !parsed.checksumsValid ||
+        !expected.flows.some((f) => t.seq === f.seq && sameOptions(t.options, f.options))
       ) {
-        mismatched.note({ seq: t.seq, expected: expected.seq });
+        mismatched.note({ seq: t.seq, expected: expected.flows.map((f) => f.seq).join(",") });
         continue;
       }
       return t;
@@ -428,5 +552,21 @@ export class TcpSyni implements Technique {
       if (signal.aborted) throw error;
       return false;
     }
+  }
+}
+
+/**
+ * The first flow whose handshake completes; when every one fails, the first
+ * flow's error (an attempt's timeout or cancel fails them all alike).
+ */
+async function firstConnected(flows: readonly InitiatorFlow[]): Promise<InitiatorFlow> {
+  try {
+    return await Promise.any(flows.map(async (flow) => {
+      await flow.connecting;
+      return flow;
+    }));
+  } catch (error) {
+    if (error instanceof AggregateError) throw error.errors[0];
+    throw error;
   }
 }

@@ -51,6 +51,9 @@ export function spawnPunchd(
   const command = [...prefix, Deno.execPath(), "run", ...DAEMON_PERMISSIONS, MAIN, ...args];
   const child = new Deno.Command(command[0] ?? "", {
     args: command.slice(1),
+    // No background version check: its DNS queries would take ports of a lab NAT that
+    // allocates them in sequence (between `endpoint` and the attempt) and leave resolver sockets.
+    env: { DENO_NO_UPDATE_CHECK: "1" },
     stdin: "null",
     stdout: "piped",
     stderr: "piped",

@@ -285,3 +285,64 @@ Deno.test({
     }
   });
 });
+
+/**
+ * Three tcp-syni attempts where `endpoint` predicts two ports for the side behind a NAT that
+ * allocates ports in sequence (`delta+1`), passed on to the peer as they are: each connects
+ * directly, to the public port that NAT gave the flow, one of the two predicted.
+ */
+async function assertSequentialPunches(sequential: "a" | "b"): Promise<void> {
+  await withLab(
+    sequential === "a" ? "sequential" : "preserving",
+    sequential === "b" ? "sequential" : "preserving",
+    [],
+    async (lab, clientA, clientB) => {
+      for (let n = 0; n < 3; n++) {
+        const { a, b, endpointA, endpointB } = await punch(clientA, clientB, lab, "tcp-syni", n);
+        try {
+          const predicted = sequential === "a" ? endpointA : endpointB;
+          assertEquals(predicted.source, "delta+1");
+          assertEquals(predicted.ports.length, 2);
+          const [first = 0] = predicted.ports;
+          assertEquals(predicted.ports, [first, first + 1]);
+          const peerOfA = a.peerAddress() as { address: string; port: number };
+          const peerOfB = b.peerAddress() as { address: string; port: number };
+          assertEquals(peerOfA.address, lab.publicB);
+          assertEquals(peerOfB.address, lab.publicA);
+          if (sequential === "a") {
+            assertEquals(peerOfA.port, 30000 + n);
+            assert(endpointA.ports.includes(peerOfB.port), `B reached A at ${peerOfB.port}`);
+          } else {
+            assertEquals(peerOfB.port, 20000 + n);
+            assert(endpointB.ports.includes(peerOfA.port), `A reached B at ${peerOfA.port}`);
+          }
+          await a.write(bytes(`ping ${n}`));
+          assertEquals(await readExactly(b, `ping ${n}`.length), `ping ${n}`);
+          await b.write(bytes(`pong ${n}`));
+          assertEquals(await readExactly(a, `pong ${n}`.length), `pong ${n}`);
+        } finally {
+          a.close();
+          b.close();
+        }
+      }
+      assertEquals(await punchdGuards(lab, lab.hostA.ns), []);
+      assertEquals(await punchdGuards(lab, lab.hostB.ns), []);
+    },
+  );
+}
+
+Deno.test({
+  name:
+    "behind a responder's NAT that allocates ports in sequence, tcp-syni tries both ports endpoint predicts and connects directly",
+  ignore: needsRoot,
+}, async () => {
+  await assertSequentialPunches("b");
+});
+
+Deno.test({
+  name:
+    "behind an initiator's NAT that allocates ports in sequence, the responder primes both ports endpoint predicts and tcp-syni connects directly",
+  ignore: needsRoot,
+}, async () => {
+  await assertSequentialPunches("a");
+});

@@ -13,17 +13,45 @@ const TOKEN = "0123456789abcdef0123456789abcdef";
 Deno.test("the initiator's SYN info round-trips, with absent options as -", () => {
   const info = {
     token: TOKEN,
-    seq: 4294967295,
-    options: { mss: 1460, windowScale: 10, sackPermitted: true, timestamp: { value: 77, echo: 0 } },
+    flows: [{
+      seq: 4294967295,
+      options: {
+        mss: 1460,
+        windowScale: 10,
+        sackPermitted: true,
+        timestamp: { value: 77, echo: 0 },
+      },
+    }],
   };
   const text = encodeSynInfo(info);
   assertEquals(text, `syni2:${TOKEN}:4294967295:1460:10:1:77`);
   assertEquals(decodeSynInfo(text), info);
-  assertEquals(decodeSynInfo(encodeSynInfo({ token: TOKEN, seq: 5, options: {} })), {
+  const bare = { token: TOKEN, flows: [{ seq: 5, options: {} }] };
+  assertEquals(decodeSynInfo(encodeSynInfo(bare)), bare);
+});
+
+Deno.test("several SYNs, one per destination port, travel in one line separated by ;", () => {
+  const info = {
     token: TOKEN,
-    seq: 5,
-    options: {},
-  });
+    flows: [
+      { seq: 1, options: { mss: 1460, timestamp: { value: 10, echo: 0 } } },
+      { seq: 2, options: { mss: 1460, timestamp: { value: 11, echo: 0 } } },
+      { seq: 3, options: {} },
+      { seq: 4, options: { sackPermitted: true } },
+    ],
+  };
+  const text = encodeSynInfo(info);
+  assertEquals(text, `syni2:${TOKEN}:1:1460:-:0:10;2:1460:-:0:11;3:-:-:0:-;4:-:-:1:-`);
+  assertEquals(decodeSynInfo(text), info);
+  assertThrows(
+    () => encodeSynInfo({ ...info, flows: [...info.flows, { seq: 5, options: {} }] }),
+    RangeError,
+  );
+  assertThrows(() => encodeSynInfo({ ...info, flows: [] }), RangeError);
+  assertThrows(
+    () => decodeSynInfo(`${text};5:-:-:0:-`),
+    { name: "RangeError", message: /at most 4 SYNs/ },
+  );
 });
 
 Deno.test("malformed SYN info is refused", () => {
@@ -41,6 +69,11 @@ Deno.test("malformed SYN info is refused", () => {
       `syni2:${TOKEN}:99999999999:-:-:0:-`,
       `syni2:${TOKEN}:1:-:-:0:9999999999`,
       `syni2:${TOKEN}:1:-:-:0:-:extra`,
+      `syni2:${TOKEN}:`,
+      `syni2:${TOKEN}:1:-:-:0:-;`,
+      `syni2:${TOKEN}:1:-:-:0:-;;2:-:-:0:-`,
+      `syni2:${TOKEN}:1:-:-:0:-;x:-:-:0:-`,
+      `syni2:${TOKEN}:1:-:-:0:-;99999999999:-:-:0:-`,
     ]
   ) {
     assertThrows(
@@ -53,7 +86,7 @@ Deno.test("malformed SYN info is refused", () => {
 
 Deno.test("encoding SYN info refuses a malformed token", () => {
   assertThrows(
-    () => encodeSynInfo({ token: "not-a-token", seq: 1, options: {} }),
+    () => encodeSynInfo({ token: "not-a-token", flows: [{ seq: 1, options: {} }] }),
     { name: "SyntaxError", message: /bad attempt token/ },
   );
 });
@@ -86,7 +119,7 @@ Deno.test("injection is refused unless the packet is the attempt's own flow", ()
   }
 });
 
-Deno.test("tcp-syni validates ports and EXTRA before anything starts", () => {
+Deno.test("tcp-syni validates ports and EXTRA before anything starts: 1 to 4 destination ports", () => {
   const base: AttemptSpec = {
     technique: "tcp-syni",
     role: "initiate",
@@ -101,11 +134,19 @@ Deno.test("tcp-syni validates ports and EXTRA before anything starts", () => {
   const syni = new TcpSyni();
   syni.validate(base);
   assertThrows(() => syni.validate({ ...base, srcPorts: [1, 2] }), RangeError);
-  assertThrows(() => syni.validate({ ...base, dstPorts: [2, 3] }), RangeError);
+  // What `endpoint` predicts for a sequential NAT (delta): two ports, or more from several.
+  syni.validate({ ...base, dstPorts: [2, 3] });
+  syni.validate({ ...base, dstPorts: [2, 3, 4, 5] });
+  assertThrows(
+    () => syni.validate({ ...base, dstPorts: [2, 3, 4, 5, 6] }),
+    { name: "RangeError", message: "tcp-syni takes 1 to 4 destination ports" },
+  );
+  assertThrows(() => syni.validate({ ...base, dstPorts: [] }), RangeError);
   assertThrows(() => syni.validate({ ...base, role: "respond", extra: "direct1" }), SyntaxError);
   assertThrows(
     () => syni.validate({ ...base, role: "respond", extra: "syni1:1:-:-:0:-" }),
     { name: "SyntaxError", message: /syni2:TOKEN:SEQ/ },
   );
   syni.validate({ ...base, role: "respond", extra: `syni2:${TOKEN}:1:-:-:0:-` });
+  syni.validate({ ...base, role: "respond", extra: `syni2:${TOKEN}:1:-:-:0:-;2:-:-:0:-` });
 });
