@@ -84,7 +84,16 @@ import {
   TOKEN_LENGTH,
 } from "./udp_punch.ts";
 import { StrayLog } from "./udp_strays.ts";
-import { hopeless, isIcmpError, type Mode, MovedPeer, sendPunch } from "./udp_policy.ts";
+import {
+  decodeNotice,
+  encodeNotice,
+  GiveUp,
+  hopeless,
+  isIcmpError,
+  type Mode,
+  MovedPeer,
+  sendPunch,
+} from "./udp_policy.ts";
 
 export { PUNCH_MAGIC } from "./udp_punch.ts";
 
@@ -106,6 +115,8 @@ export interface UdpOptions {
   movedMs?: number;
   /** Milliseconds a NAT classification is reused for the same local endpoint (default 60000). */
   modeMs?: number;
+  /** Milliseconds the easy side waits for an answer after its last birthday probe (default 1000). */
+  probeGraceMs?: number;
 }
 
 export type { Mode };
@@ -217,6 +228,7 @@ export class Udp implements Technique {
       birthday: options.birthday ?? name === "udp-birthday",
       movedMs: options.movedMs ?? 1000,
       modeMs: options.modeMs ?? 60000,
+      probeGraceMs: options.probeGraceMs ?? 1000,
     };
   }
 
@@ -238,7 +250,7 @@ export class Udp implements Technique {
     const peer = { ip: inetAddress(spec.dstIp, 0).address, ports: spec.dstPorts, anyPort: false };
     const birthday = this.#o.birthday || spec.birthday === true;
     const lowTtl = spec.lowTtl ?? DEFAULT_HOP_LIMIT;
-    const mine = await this.#mode(local, spec, context);
+    const mine = birthday ? await this.#mode(local, spec, context) : "e";
     let offer: Offer;
     let theirs: Promise<Mode>;
     let announce: () => void;
@@ -266,7 +278,7 @@ export class Udp implements Technique {
       announce = () => context.progress(`udp2r:${mine}`);
     }
     // What is already known to be hopeless ends here, once the peer has been told this side's mode.
-    const reason = hopeless(mine, spec.role === "respond" ? offer.mode : null, birthday);
+    const reason = hopeless(mine, spec.role === "respond" ? offer.mode : null);
     if (reason !== null) {
       announce();
       throw new TechniqueError(reason);
@@ -291,7 +303,9 @@ export class Udp implements Technique {
       p.family === local.family
     );
     if (probes.length < 2) {
-      context.log.info("classifying the NAT needs two probe servers; assuming a predictable one");
+      context.log.info(
+        "birthday probing needs two probe servers to classify the NAT; assuming a predictable one",
+      );
       return Promise.resolve("e");
     }
     const key = formatAddress(local);
@@ -340,7 +354,7 @@ export class Udp implements Technique {
           const got = acceptPunch(bytes, from, p);
           if (got === "wrong port" && !done) {
             const reason = moved.note(from);
-            if (reason !== null) reject(new TechniqueError(reason));
+            if (reason !== null) reject(new GiveUp("moved", reason));
           }
           if (typeof got === "string") return got;
           if (!done) {
@@ -373,6 +387,7 @@ export class Udp implements Technique {
           void listen(socket).catch((e) => sending.aborted ? undefined : reject(e));
         this.#senders(p, share.socket, extra, () => puncher.next(), watch, sending, context)
           .catch((e) => sending.aborted ? undefined : reject(e));
+        this.#notices(p, context).catch((e) => sending.aborted ? undefined : reject(e));
         context.signal.addEventListener("abort", () => reject(context.signal.reason), {
           once: true,
         });
@@ -404,6 +419,12 @@ export class Udp implements Technique {
       const result = conn;
       conn = null;
       return result;
+    } catch (error) {
+      // The peer would wait for its deadline: tell it why this side stops.
+      if (error instanceof GiveUp && !context.signal.aborted) {
+        context.progress(encodeNotice(error.notice));
+      }
+      throw error;
     } finally {
       found.abort(new TechniqueError("attempt finished"));
       unregister();
@@ -481,8 +502,15 @@ export class Udp implements Technique {
     const hard = p.birthday && p.mine === "h";
     if (hard) await this.#openHardPorts(p, extra, punch, watch, signal, context);
     let probing = false;
+    let probed = false;
     for (let round = 0; !signal.aborted; round++) {
       if (answer !== null) throw answer;
+      if (probed) {
+        throw new GiveUp(
+          "probes",
+          `udp gave up: birthday probing sent ${this.#o.easyProbes} probes to random ports of the peer's address and none was answered`,
+        );
+      }
       if (theirs !== null && !peerMapped) {
         peerMapped = true;
         context.log.debug("the peer's mapping exists: punching at full TTL");
@@ -491,11 +519,14 @@ export class Udp implements Technique {
       for (const peer of p.peers) await sendPunch(main, punch(), peer, ttl, signal);
       if (round === 0) p.announce();
       if (theirs !== null) {
-        const reason = hopeless(p.mine, theirs, p.birthday);
+        const reason = hopeless(p.mine, theirs);
         if (reason !== null) throw new TechniqueError(reason);
-        if (p.birthday && theirs === "h" && !probing) {
+        if (p.birthday && theirs === "h" && p.mine === "e" && !probing) {
           probing = true;
-          this.#probeRandomPorts(p, main, punch, signal, context);
+          this.#probeRandomPorts(p, main, punch, signal, context).then(
+            () => probed = true,
+            () => {},
+          );
         }
       }
       await delay(this.#o.intervalMs, signal);
@@ -541,35 +572,51 @@ export class Udp implements Technique {
     })().catch(() => {});
   }
 
-  /** Easy side: punches to random ports of the hard side's address, bounded in count and rate. */
-  #probeRandomPorts(
+  /**
+   * Easy side: punches to random ports of the hard side's address, bounded
+   * in count and rate. Resolves `probeGraceMs` after the last one (the
+   * attempt has found nothing by then), rejects when the attempt ends first.
+   */
+  async #probeRandomPorts(
     p: { peers: InetAddress[]; peer: PeerAddressing },
     main: Socket,
     punch: () => Uint8Array<ArrayBuffer>,
     signal: AbortSignal,
     context: AttemptContext,
-  ): void {
+  ): Promise<void> {
     const target = p.peers[0];
-    if (target === undefined) return;
+    if (target === undefined) return await new Promise(() => {});
     // The answers come from whichever port the hard side's NAT gave the socket that got the probe.
     p.peer.anyPort = true;
     context.log.info("birthday probing: probing random ports", {
       budget: this.#o.easyProbes,
       rate: this.#o.probeRate,
     });
-    (async () => {
-      const batch = 10;
-      const pause = (1000 * batch) / this.#o.probeRate;
-      const ports = crypto.getRandomValues(new Uint16Array(this.#o.easyProbes));
-      for (let i = 0; i < ports.length && !signal.aborted; i += batch) {
-        for (const port of ports.subarray(i, i + batch)) {
-          await main.sendTo(punch(), { ...target, port: 1024 + (port % (65536 - 1024)) }, signal)
-            .catch(() => {});
-        }
-        await delay(pause, signal);
+    const batch = 10;
+    const pause = (1000 * batch) / this.#o.probeRate;
+    const ports = crypto.getRandomValues(new Uint16Array(this.#o.easyProbes));
+    for (let i = 0; i < ports.length; i += batch) {
+      for (const port of ports.subarray(i, i + batch)) {
+        await main.sendTo(punch(), { ...target, port: 1024 + (port % (65536 - 1024)) }, signal)
+          .catch(() => {});
       }
-      context.noteError(`birthday probing: ${this.#o.easyProbes} probes sent without a match`);
-    })().catch(() => {});
+      await delay(pause, signal);
+    }
+    context.log.info("birthday probing: every probe sent", { count: this.#o.easyProbes });
+    await delay(this.#o.probeGraceMs, signal);
+  }
+
+  /**
+   * The peer's `udp2x:CODE` line (it gave up on its own evidence) ends this
+   * side too. The initiator's first peer data is the answer; later lines
+   * that are not a notice are ignored.
+   */
+  async #notices(p: Plan, context: AttemptContext): Promise<void> {
+    if (p.role === "I") await p.theirs;
+    for (;;) {
+      const reason = decodeNotice(await context.nextPeerData());
+      if (reason !== null) throw new TechniqueError(reason);
+    }
   }
 
   /** Drops the peer's last punches for `lingerMs`; stops at the first datagram that is not one (it stays queued). */

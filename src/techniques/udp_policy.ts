@@ -23,20 +23,25 @@
  * probes, and one that reached an answering easy NAT would take the very
  * port a probe needs.
  *
- * Giving up early (each a reason the client reads):
- * - both NATs map ports per destination ("h"): nothing can be predicted;
- * - plain `udp` (no birthday probing) with either NAT "h": the peer's
- *   punches come from a port nobody announced, and punches are accepted only
- *   from the announced ones;
+ * Giving up early (each a reason the client reads), only on evidence:
+ * - birthday probing, both NATs map ports per destination ("h"): nothing
+ *   can be predicted;
  * - punches signed with the attempt's key keep arriving from the peer's
  *   address but another port for `movedMs`: the peer's NAT gave this flow
- *   another port, so punches to the announced one cannot reach it.
+ *   another port, so punches to the announced one cannot reach it;
+ * - birthday probing, the easy side has sent all its probes and no answer
+ *   came within a grace period: no mapping of the hard side was hit.
+ * A side that gives up on its own evidence tells the peer with the progress
+ * line `udp2x:CODE` (the application forwards it like the others), and the
+ * peer gives up too instead of waiting for its deadline. An ICMP error is
+ * no evidence: an answering NAT refuses early punches as a matter of course.
  *
  * @module
  */
 
 import type { Socket } from "../../ffi/socket.ts";
 import type { SocketAddress } from "../../ffi/structs.ts";
+import { TechniqueError } from "../errors.ts";
 import { errorCode } from "./delay.ts";
 
 /** Which way a side's NAT maps ports: `e` predictable (or unknown), `h` per destination. */
@@ -60,19 +65,52 @@ export function isIcmpError(error: unknown): boolean {
   return ICMP_ERRORS.has(errorCode(error));
 }
 
-/** Why `udp` cannot succeed from the two sides' modes, or null when it may. */
-export function hopeless(mine: Mode, theirs: Mode | null, birthday: boolean): string | null {
+/**
+ * Why `udp` cannot succeed from the two sides' modes, or null when it may.
+ * Only birthday probing classifies the NAT (plain `udp` does not: the
+ * probes' flows would take the ports a sequential NAT's prediction needs).
+ */
+export function hopeless(mine: Mode, theirs: Mode | null): string | null {
   if (mine === "h" && theirs === "h") {
     return "udp gave up: both NATs map ports per destination (birthday probing needs one predictable side)";
   }
-  if (birthday) return null;
-  if (mine === "h") {
-    return "udp gave up: this side's NAT maps ports per destination, so its punches leave from a port the peer does not expect (udp-birthday can get through)";
-  }
-  if (theirs === "h") {
-    return "udp gave up: the peer's NAT maps ports per destination, so its punches leave from a port this side does not expect (udp-birthday can get through)";
-  }
   return null;
+}
+
+/** The codes of `udp2x:CODE` and what the peer that receives one reports. */
+const NOTICES = {
+  moved:
+    "its punches reached the peer from another port than announced (this side's NAT moved the flow)",
+  probes: "the peer's birthday probes hit none of this side's ports",
+} as const;
+
+/** A code of the `udp2x:CODE` progress line. */
+export type NoticeCode = keyof typeof NOTICES;
+
+/** The progress line that tells the peer this side gave up. */
+export function encodeNotice(code: NoticeCode): string {
+  return `udp2x:${code}`;
+}
+
+/** The reason to give up on the peer's `udp2x:CODE` line, or null when `data` is not one. */
+export function decodeNotice(data: string): string | null {
+  const m = data.match(/^udp2x:([a-z]{1,16})$/);
+  if (m === null) return null;
+  const code = m[1] ?? "";
+  const why = Object.hasOwn(NOTICES, code) ? NOTICES[code as NoticeCode] : `code ${code}`;
+  return `udp gave up: the peer gave up: ${why}`;
+}
+
+/** Giving up on this side's own evidence; `notice` is what the peer is told. */
+export class GiveUp extends TechniqueError {
+  readonly notice: NoticeCode;
+
+  /** Builds the error with the client-facing reason and the code the peer gets. */
+  constructor(notice: NoticeCode, reason: string) {
+    super(reason);
+    this.name = "GiveUp";
+    this.notice = notice;
+  }
 }
 
 /**
