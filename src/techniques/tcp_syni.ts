@@ -253,7 +253,6 @@ export class TcpSyni implements Technique {
     const flows: InitiatorFlow[] = [];
     const captures: CaptureSocket[] = [];
     let raw: RawSender | undefined;
-    let winner: Socket | undefined;
     try {
       // One ISN per flow, chosen here, so that its guards are in before its first SYN.
       const isns = peers.map(() => randomIsn());
@@ -337,7 +336,7 @@ export class TcpSyni implements Technique {
         }
         await Promise.race([first.catch(() => {}), delay(RESEND_MS, signal)]);
       }
-      winner = (await first).socket;
+      const winner = (await first).socket;
       for (const flow of flows) if (flow.socket !== winner) flow.socket.close();
       if (flows.length > 1) {
         context.log.info("connected flow", { to: formatAddress(winner.peerAddress()) });
