@@ -4,10 +4,10 @@
  *
  * For each local port, punchd connects (TCP) or sends a datagram (UDP) from
  * that port to every probe server, which answers `observed|IP|PORT`: the
- * public endpoint its NAT gave the flow. With fewer than three probe servers
- * it adds flows from fresh local ports (kernel-chosen) to the probe servers,
- * until it holds at least {@linkcode EVIDENCE} observations, each a new
- * mapping at the NAT, in the order they were made. A pattern is claimed only
+ * public endpoint its NAT gave the flow. While that makes fewer than three
+ * observations, it adds flows from a fresh local port (kernel-chosen) to the
+ * probe servers, until it holds at least {@linkcode EVIDENCE} observations,
+ * each a new mapping at the NAT, in the order they were made. A pattern is claimed only
  * when at least that many observations agree with it:
  *
  * | observations (at least 3 agree)                     | prediction          | HOW                 |
@@ -158,27 +158,33 @@ export type Observe = (
 ) => Promise<Mapping>;
 
 /**
- * Observes the flows that {@linkcode predict} needs for `local`, in order:
- * from `local` to each probe, then, while fewer than {@linkcode EVIDENCE}
- * observations are held, from a fresh local port to each probe (the same
- * fresh port for all of them). At most `probes.length * EVIDENCE` flows
- * (2 probes: 4 flows; 1 probe: 3), one after another.
+ * Observes the flows that {@linkcode predict} needs, in order: from each of
+ * `ports` (on `ip`) to each probe, then, while fewer than
+ * {@linkcode EVIDENCE} observations are held, from a fresh local port to
+ * each probe (the same fresh port for all of them). One sequence for all
+ * ports: the flows of one port are evidence for the others too. At most
+ * `ports.length * probes.length` flows, or 3 or 4 when that is less than 3
+ * (one probe: 3 flows; two probes and one port: 4), one after another.
  */
 export async function observeAll(
   observe: Observe,
-  local: InetAddress,
+  ip: string,
+  ports: readonly number[],
   probes: readonly InetAddress[],
   signal: AbortSignal,
 ): Promise<Mapping[]> {
   if (probes.length === 0) throw new RangeError("Cannot observe an endpoint without probe servers");
+  if (ports.length === 0) throw new RangeError("Cannot observe an endpoint without local ports");
   const mappings: Mapping[] = [];
   // In order, one after another: the order is what reveals a port delta.
-  for (const probe of probes) mappings.push(await observe(local, probe, signal));
+  for (const port of ports) {
+    for (const probe of probes) mappings.push(await observe(inetAddress(ip, port), probe, signal));
+  }
   while (mappings.length < EVIDENCE) {
-    let fresh = inetAddress(local.address, 0);
+    let fresh = inetAddress(ip, 0);
     for (const probe of probes) {
       const mapping = await observe(fresh, probe, signal);
-      fresh = inetAddress(local.address, mapping.localPort);
+      fresh = inetAddress(ip, mapping.localPort);
       mappings.push(mapping);
     }
   }
@@ -235,8 +241,9 @@ export function predict(localPort: number, mappings: readonly Mapping[]): Predic
 }
 
 /**
- * The endpoint to publish for `srcPorts`: observes each port in turn
- * ({@linkcode observeAll}), predicts it, and combines the predictions.
+ * The endpoint to publish for `srcPorts`: observes them
+ * ({@linkcode observeAll}), predicts each port from all observations, and
+ * combines the predictions.
  */
 export async function discoverEndpoint(
   protocol: "tcp" | "udp",
@@ -246,12 +253,8 @@ export async function discoverEndpoint(
   signal: AbortSignal,
 ): Promise<Prediction> {
   const observe = protocol === "tcp" ? observeTcp : observeUdp;
-  const predictions = [];
-  for (const port of srcPorts) {
-    const mappings = await observeAll(observe, inetAddress(srcIp, port), probes, signal);
-    predictions.push(predict(port, mappings));
-  }
-  return combine(predictions);
+  const mappings = await observeAll(observe, srcIp, srcPorts, probes, signal);
+  return combine(srcPorts.map((port) => predict(port, mappings)));
 }
 
 /** Order of how trustworthy a prediction is (worst wins when several ports are combined). */

@@ -1,6 +1,7 @@
 import { assert, assertEquals, assertThrows } from "../assert.ts";
 import { formatAddress, type InetAddress, inetAddress } from "../../ffi/structs.ts";
 import {
+  combine,
   discoverEndpoint,
   type Mapping,
   type Observe,
@@ -142,7 +143,7 @@ const signal = new AbortController().signal;
 
 Deno.test("observeAll adds flows from one fresh port until three observations are held", async () => {
   const two = simulatedNat((localPort) => localPort);
-  await observeAll(two.observe, inetAddress("10.0.1.2", L), PROBES.slice(0, 2), signal);
+  await observeAll(two.observe, "10.0.1.2", [L], PROBES.slice(0, 2), signal);
   assertEquals(two.flows, [
     "21000->172.16.0.1:7001",
     "21000->172.16.0.1:7002",
@@ -150,10 +151,18 @@ Deno.test("observeAll adds flows from one fresh port until three observations ar
     "45000->172.16.0.1:7002",
   ]);
   const one = simulatedNat((localPort) => localPort);
-  await observeAll(one.observe, inetAddress("10.0.1.2", L), PROBES.slice(0, 1), signal);
+  await observeAll(one.observe, "10.0.1.2", [L], PROBES.slice(0, 1), signal);
   assertEquals(one.flows, ["21000->172.16.0.1:7001", "0->172.16.0.1:7001", "0->172.16.0.1:7001"]);
+  const twoPorts = simulatedNat((localPort) => localPort);
+  await observeAll(twoPorts.observe, "10.0.1.2", [L, L + 1], PROBES.slice(0, 2), signal);
+  assertEquals(twoPorts.flows, [
+    "21000->172.16.0.1:7001",
+    "21000->172.16.0.1:7002",
+    "21001->172.16.0.1:7001",
+    "21001->172.16.0.1:7002",
+  ]);
   const three = simulatedNat((localPort) => localPort);
-  await observeAll(three.observe, inetAddress("10.0.1.2", L), PROBES, signal);
+  await observeAll(three.observe, "10.0.1.2", [L], PROBES, signal);
   assertEquals(three.flows.length, 3);
 });
 
@@ -165,7 +174,8 @@ for (const count of [1, 2, 3]) {
     for (let i = 0; i < 2000; i++) {
       const mappings = await observeAll(
         nat.observe,
-        inetAddress("10.0.1.2", L),
+        "10.0.1.2",
+        [L],
         PROBES.slice(0, count),
         signal,
       );
@@ -180,7 +190,8 @@ for (const count of [1, 2, 3]) {
     const nat = simulatedNat(() => counter++);
     const mappings = await observeAll(
       nat.observe,
-      inetAddress("10.0.1.2", L),
+      "10.0.1.2",
+      [L],
       PROBES.slice(0, count),
       signal,
     );
@@ -206,7 +217,8 @@ Deno.test("an endpoint-independent NAT is consistent with two or more probes, no
     });
     const mappings = await observeAll(
       nat.observe,
-      inetAddress("10.0.1.2", L),
+      "10.0.1.2",
+      [L],
       PROBES.slice(0, count),
       signal,
     );
@@ -253,4 +265,29 @@ Deno.test({
     const result = await exec([Deno.execPath(), "run", "--allow-ffi", "--allow-read", fixture]);
     assertEquals(result, "refused Cannot bind: EADDRINUSE (98)");
   });
+});
+
+Deno.test("several ports share one sequence: a sequential NAT's next two flows get the two ports", async () => {
+  let counter = 40000;
+  const nat = simulatedNat(() => counter++);
+  const ports = [L, L + 1, L + 2];
+  const mappings = await observeAll(nat.observe, "10.0.1.2", ports, PROBES.slice(0, 2), signal);
+  assertEquals(mappings.length, 6);
+  const combined = combine(ports.map((port) => predict(port, mappings)));
+  assertEquals(combined, { ip: IP, ports: [counter, counter + 1], how: "delta+1" });
+});
+
+Deno.test("several ports of a random-mapping NAT are random, each with its last port", async () => {
+  const random = seeded(11);
+  const nat = simulatedNat(() => 1024 + Math.floor(random() * (65536 - 1024)));
+  const mappings = await observeAll(
+    nat.observe,
+    "10.0.1.2",
+    [L, L + 1],
+    PROBES.slice(0, 2),
+    signal,
+  );
+  const combined = combine([L, L + 1].map((port) => predict(port, mappings)));
+  assertEquals(combined.how, "random");
+  assertEquals(combined.ports, [mappings[1]?.port, mappings[3]?.port]);
 });
