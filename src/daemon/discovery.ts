@@ -2,13 +2,13 @@
  * Endpoint discovery and port prediction against probe servers (the
  * rendezvous server's probe ports, see `src/rendezvous/`).
  *
- * For each local port, punchd connects (TCP) or sends a datagram (UDP) from
- * that port to every probe server, which answers `observed|IP|PORT`: the
- * public endpoint its NAT gave the flow. While that makes fewer than three
- * observations, it adds flows from a fresh local port (kernel-chosen) to the
- * probe servers, until it holds at least {@linkcode EVIDENCE} observations,
- * each a new mapping at the NAT, in the order they were made. A pattern is claimed only
- * when at least that many observations agree with it:
+ * From each local port in turn, punchd connects (TCP) or sends a datagram
+ * (UDP) to every probe server, which answers `observed|IP|PORT`: the public
+ * endpoint its NAT gave the flow. While that makes fewer than
+ * {@linkcode EVIDENCE} observations, it adds flows from a fresh local port
+ * (kernel-chosen) to the probe servers. Each flow is a new mapping at the
+ * NAT; all of them, in the order they were made, are the evidence for every
+ * port. A pattern is claimed only when at least three observations agree:
  *
  * | observations (at least 3 agree)                     | prediction          | HOW                 |
  * | --------------------------------------------------- | ------------------- | ------------------- |
