@@ -8,8 +8,10 @@
 import type { TechniqueName } from "../control/codec.ts";
 import { TcpDirect } from "./tcp_direct.ts";
 import { TcpNutss } from "./tcp_nutss.ts";
+import { TcpPrime } from "./tcp_prime.ts";
 import { TcpSyni } from "./tcp_syni.ts";
 import { Udp } from "./udp.ts";
+import { UdpPrime } from "./udp_prime.ts";
 import type { Technique } from "./technique.ts";
 
 /** A technique and where its worker lives. */
@@ -34,6 +36,10 @@ export const TECHNIQUE_REGISTRY: Readonly<Record<TechniqueName, TechniqueEntry>>
     technique: new TcpSyni(),
     workerUrl: new URL("./tcp_syni_worker.ts", import.meta.url),
   },
+  "tcp-prime": {
+    technique: new TcpPrime(),
+    workerUrl: new URL("./tcp_prime_worker.ts", import.meta.url),
+  },
   udp: {
     technique: new Udp("udp"),
     workerUrl: new URL("./udp_worker.ts", import.meta.url),
@@ -41,5 +47,9 @@ export const TECHNIQUE_REGISTRY: Readonly<Record<TechniqueName, TechniqueEntry>>
   "udp-birthday": {
     technique: new Udp("udp-birthday"),
     workerUrl: new URL("./udp_birthday_worker.ts", import.meta.url),
+  },
+  "udp-prime": {
+    technique: new UdpPrime(),
+    workerUrl: new URL("./udp_prime_worker.ts", import.meta.url),
   },
 };
