@@ -14,7 +14,7 @@
  */
 
 import { integerFlag, parseArgs } from "../../src/cli.ts";
-import { PunchdError } from "../../src/client/client.ts";
+import { PunchdClient, PunchdError } from "../../src/client/client.ts";
 import type { NatProfile } from "./lab.ts";
 import { punch, readExactly, withLab } from "./punch.ts";
 import {
@@ -25,6 +25,9 @@ import {
   type GridTechnique,
 } from "./grid_expect.ts";
 import { renderHtml, renderMarkdown } from "./grid_report.ts";
+
+/** How long after punchd's attempt timeout an attempt counts as hung. */
+const HANG_MARGIN_MS = 10_000;
 
 /** The profiles paired with each other (hairpin is one pair of its own). */
 export const GRID_PROFILES: readonly NatProfile[] = [
@@ -84,6 +87,8 @@ export interface Cell extends Expectation {
   /** Milliseconds of each success: both endpoint requests and the attempt, as an application waits. */
   times: number[];
   medianMs: number | null;
+  /** Milliseconds until each failure was reported (a hard pair should fail fast). */
+  failTimes: number[];
   /** Failure reasons and how often each happened. */
   errors: Record<string, number>;
   /** For auto: which technique won, and how often. */
@@ -142,6 +147,7 @@ export async function measurePair(pair: GridPair, options: GridOptions): Promise
     ok: 0,
     times: [],
     medianMs: null,
+    failTimes: [],
     errors: {},
     winners: {},
     unsupported: false,
@@ -150,13 +156,16 @@ export async function measurePair(pair: GridPair, options: GridOptions): Promise
     pair.a,
     pair.b,
     ["--attempt-timeout", String(options.timeoutS)],
-    async (lab, a, b) => {
+    async (lab, firstA, firstB, services) => {
+      // Clients of the attempt in flight; replaced after a hang (closing a client cancels its attempts).
+      let [a, b] = [firstA, firstB];
+      const hangMs = options.timeoutS * 1000 + HANG_MARGIN_MS;
       for (const [index, cell] of cells.entries()) {
         for (let i = 0; i < options.attempts && !cell.unsupported; i++) {
           cell.attempts++;
           const started = performance.now();
           try {
-            const outcome = await punch(
+            const attempt = punch(
               a,
               b,
               lab,
@@ -164,6 +173,21 @@ export async function measurePair(pair: GridPair, options: GridOptions): Promise
               index * options.attempts + i,
               pair.family,
             );
+            let timer: ReturnType<typeof setTimeout> | undefined;
+            const hung = new Promise<"hung">((resolve) => {
+              timer = setTimeout(() => resolve("hung"), hangMs);
+            });
+            const outcome = await Promise.race([attempt, hung]).finally(() => clearTimeout(timer));
+            if (outcome === "hung") {
+              // Late sockets of the abandoned attempt are closed when they arrive.
+              attempt.then((o) => (o.a.close(), o.b.close()), () => {});
+              await Promise.all([a.close(), b.close()]);
+              a = await PunchdClient.connect(services.a.socketPath);
+              b = await PunchdClient.connect(services.b.socketPath);
+              throw new Error(
+                `hung: no ok or error within ${hangMs} ms (clients closed to cancel it)`,
+              );
+            }
             try {
               const elapsed = performance.now() - started;
               if (!cell.technique.startsWith("udp") && cell.technique !== "auto-udp") {
@@ -190,6 +214,7 @@ export async function measurePair(pair: GridPair, options: GridOptions): Promise
               outcome.b.close();
             }
           } catch (error) {
+            cell.failTimes.push(Math.round(performance.now() - started));
             const reason = reasonOf(error);
             if (
               /unknown technique/i.test(reason) ||
@@ -203,6 +228,7 @@ export async function measurePair(pair: GridPair, options: GridOptions): Promise
         cell.medianMs = median(cell.times);
         options.onCell?.(cell);
       }
+      if (a !== firstA) await Promise.all([a.close(), b.close()]);
     },
     { ipv6: pair.family === "inet6" },
   );
@@ -290,6 +316,7 @@ export async function runGrid(options: GridOptions): Promise<Grid> {
           ok: 0,
           times: [],
           medianMs: null,
+          failTimes: [],
           errors: { [`lab: ${reasonOf(error)}`]: options.attempts },
           winners: {},
           unsupported: false,

@@ -129,35 +129,35 @@ export function expect(pair: GridPair, technique: GridTechnique): Expectation {
   const a = behaviour(pair.a);
   const b = behaviour(pair.b);
   const random = a.mapping === "random" ? "A" : b.mapping === "random" ? "B" : null;
-  const sequential = a.mapping === "sequential" || b.mapping === "sequential";
-  const udp = technique.startsWith("udp");
-  // A host with no stateful device in front is reachable: a plain connect or datagram to it works.
-  if (technique === "tcp-direct" || technique === "udp") {
-    if (!b.stateful) return ok("B is public and unfiltered: A reaches it directly");
-    if (!a.stateful) return ok("A is public and unfiltered: B reaches it directly");
-  }
+  const sequential = a.mapping === "sequential" ? "A" : b.mapping === "sequential" ? "B" : null;
+  const perFlow = (x: Behaviour) => x.mapping === "random" || x.mapping === "sequential";
   if (technique === "udp-birthday") {
-    if (a.mapping === "random" && b.mapping === "random") {
+    if (perFlow(a) && perFlow(b)) {
       return fail(
-        "both NATs map per destination at random: birthday probing needs one predictable side",
+        "both NATs map each destination to a new port: birthday probing needs one side that does not",
       );
     }
     if (random !== null) return ok(`birthday probing finds ${random}'s random mapping`);
+    if (sequential !== null) {
+      return maybe(`birthday probing or the prediction finds ${sequential}'s sequential mapping`);
+    }
   } else if (random !== null) {
-    if (technique.endsWith("-prime") && !b.stateful) {
-      return ok("B is public and unfiltered: A's ordinary connect reaches it");
-    }
-    return fail(`${random}'s NAT maps each flow to a random port: the peer targets the wrong one`);
+    // punchd accepts the peer only from the endpoint it published, even where nothing filters.
+    return fail(`${random}'s NAT maps each flow to a random port: not the endpoint it published`);
   }
-  if (sequential) {
-    if (udp && technique !== "udp-prime") {
-      return maybe(
-        "sequential ports: the next port is predicted unless another flow takes it first",
-      );
-    }
+  if (sequential !== null) {
     return maybe(
-      "sequential ports: the prediction holds only if no other flow takes the next port",
+      `${sequential}'s NAT gives each flow the next port: the published prediction holds only if no other flow takes it first`,
     );
+  }
+  // A host with no stateful device in front is reachable: a plain connect or datagram to it works.
+  if (technique === "tcp-direct" || technique === "udp") {
+    if (!b.stateful) {
+      return ok("B is public and unfiltered: A reaches it at the endpoint it published");
+    }
+    if (!a.stateful) {
+      return ok("A is public and unfiltered: B reaches it at the endpoint it published");
+    }
   }
   if (technique === "tcp-direct") {
     if (!a.simultaneousOpen && !b.simultaneousOpen) {
@@ -190,7 +190,11 @@ export function expect(pair: GridPair, technique: GridTechnique): Expectation {
   }
   if (technique === "tcp-prime" || technique === "udp-prime") {
     if (technique === "tcp-prime" && !b.simultaneousOpen) {
-      return fail("B's NAT drops A's inbound SYN on the flow B's priming SYN opened");
+      return a.simultaneousOpen
+        ? ok(
+          "B's NAT drops A's SYN, but B's SYN, retransmitted at full TTL after ~1 s, passes A's NAT on A's flow (simultaneous open at A)",
+        )
+        : fail("neither NAT passes an inbound pure SYN on a flow that left as a SYN");
     }
     return ok("B primes its own NAT/firewall for A's endpoint; A's ordinary packet passes it");
   }

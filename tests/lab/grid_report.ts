@@ -43,9 +43,12 @@ function summary(cell: Cell): string {
   return `${cell.ok}/${cell.attempts}${time}`;
 }
 
+/** The most frequent failure reason, with the median time to that failure. */
 function mainError(cell: Cell): string {
   const sorted = Object.entries(cell.errors).sort((x, y) => y[1] - x[1]);
-  return sorted[0]?.[0] ?? "";
+  const times = [...(cell.failTimes ?? [])].sort((x, y) => x - y);
+  const at = times[Math.floor(times.length / 2)];
+  return (sorted[0]?.[0] ?? "") + (at === undefined ? "" : ` (after ${at} ms)`);
 }
 
 function winners(cell: Cell): string {
