@@ -12,7 +12,7 @@ import { assert, assertEquals, assertMatch } from "../assert.ts";
 import type { Socket } from "../../ffi/socket.ts";
 import type { NatProfile } from "../lab/lab.ts";
 import { punch, punchFailure, withLab } from "../lab/punch.ts";
-import { isRoot, skipUnless } from "../helpers/skip.ts";
+import { isRoot, note, skipUnless } from "../helpers/skip.ts";
 
 const needsRoot = skipUnless(isRoot(), "udp lab tests", "network namespaces need root");
 const bytes = (s: string) => new TextEncoder().encode(s);
@@ -50,6 +50,7 @@ Deno.test({
         failures.push(`#${n}: ${(error as Error).message.split("\n")[0]}`);
       }
     }
+    note(`NOTE: udp between two answering NATs: ${ok} of 10`);
     assert(ok >= 9, `${ok} of 10: ${failures.join("; ")}`);
   });
 });
@@ -86,6 +87,7 @@ async function birthdayRate(natA: NatProfile, natB: NatProfile, count: number): 
         failures.push(`#${n}: ${(error as Error).message.split("\n")[0]}`);
       }
     }
+    note(`NOTE: udp-birthday ${natA} to ${natB}: ${ok} of ${count}`);
     assert(ok >= count - 1, `${ok} of ${count}: ${failures.join("; ")}`);
   });
 }
