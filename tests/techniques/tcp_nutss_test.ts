@@ -51,3 +51,24 @@ Deno.test("tcp-nutss validates ports, TTL and EXTRA before anything starts", () 
   });
   nutss.validate({ ...base, role: "respond", extra: `nutss2:${TOKEN}` });
 });
+
+Deno.test("tcp-nutss without a TTL leaves it to hop discovery; a given one must be 1-255", () => {
+  const spec: AttemptSpec = {
+    technique: "tcp-nutss",
+    role: "initiate",
+    id: "x",
+    client: 1,
+    srcIp: "10.0.1.2",
+    srcPorts: [1],
+    dstIp: "10.0.2.2",
+    dstPorts: [2],
+    timeoutMs: 1000,
+  };
+  const nutss = new TcpNutss();
+  nutss.validate(spec);
+  nutss.validate({ ...spec, lowTtl: 255 });
+  assertThrows(() => nutss.validate({ ...spec, lowTtl: 256 }), {
+    name: "RangeError",
+    message: "tcp-nutss low TTL must be 1-255",
+  });
+});
