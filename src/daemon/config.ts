@@ -46,7 +46,7 @@ export interface Config {
   denyPorts?: PortRange[];
   /** Probe servers for endpoint discovery, in order. */
   probes: InetAddress[];
-  /** TTL of tcp-nutss's first SYN (and other low-TTL packets); undefined: discovered per destination (`auto`). */
+  /** TTL of the low-TTL SYNs (tcp-nutss, tcp-direct); undefined: discovered per destination (`auto`). */
   lowTtl?: number;
   /** Let `udp` fall back to birthday probing. */
   udpBirthday: boolean;
@@ -96,10 +96,11 @@ Options:
                            attempts, returning its memory, 1-3600 (default 30)
   --probe IP:PORT          probe server for endpoint discovery (repeatable;
                            two or more show how the NAT maps ports)
-  --nutss-ttl N|auto       TTL of tcp-nutss's first SYN, 1-255, or auto (default):
-                           per destination, the hops to leave the host's own
-                           NATs and firewalls, found by TTL-limited probes
-                           (at least 2; 2 when they cannot tell)
+  --nutss-ttl N|auto       TTL of the low-TTL SYNs (tcp-nutss, tcp-direct), 1-255,
+                           or auto (default): per destination, the hops to
+                           leave the host's own NATs and firewalls, found by
+                           TTL-limited probes (at least 2; 2 when they cannot
+                           tell)
   --udp-birthday           let udp fall back to birthday probing when one NAT
                            maps ports per destination (as udp-birthday does)
   -h, --help               print this help and exit
