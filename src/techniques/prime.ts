@@ -24,7 +24,7 @@
  * @module
  */
 
-import { DEFAULT_LOW_TTL } from "./tcp_nutss.ts";
+import type { HopFinder } from "../discovery/hop_limit.ts";
 import type { AttemptSpec } from "./protocol.ts";
 import type { AttemptContext } from "./technique.ts";
 import { TechniqueError } from "../errors.ts";
@@ -36,23 +36,34 @@ export const PRIME_TAG = "prime1";
 export const PRIMED_TAG = "primed1";
 
 /**
- * The hop limit of the priming packet toward `dstIp`.
- *
- * Seam for hop-count discovery (src/discovery/, issue 9): until it exports
- * its per-destination answer, this is the daemon's fixed `--nutss-ttl`
- * (spec.lowTtl) or tcp-nutss's default. Replace the body with a call to
- * that function (keeping a fixed `spec.lowTtl` as the override); it may
- * become async, its two callers already await it.
+ * The hop limit of the priming packet: the daemon's fixed `--nutss-ttl`
+ * when given (spec.lowTtl), else what hop discovery finds toward DST_IP
+ * (src/discovery/hop_limit.ts: cached per route, 2 when unknown); logged
+ * with where it came from.
  */
-export function primingHopLimit(spec: AttemptSpec, _dstIp: string): Promise<number> {
-  return Promise.resolve(spec.lowTtl ?? DEFAULT_LOW_TTL);
+export async function primingHopLimit(
+  spec: AttemptSpec,
+  hops: HopFinder,
+  context: AttemptContext,
+): Promise<number> {
+  const choice = await hops.hopLimit(
+    spec.lowTtl,
+    { source: spec.srcIp, destination: spec.dstIp },
+    context.signal,
+  );
+  context.log.info("hop limit of the priming packet", {
+    hops: choice.hopLimit,
+    how: choice.how,
+    reason: choice.reason,
+  });
+  return choice.hopLimit;
 }
 
 /** The checks both priming techniques share; throws RangeError with a client-facing reason. */
 export function validatePrimeSpec(spec: AttemptSpec, name: string): void {
   if (spec.srcPorts.length !== 1) throw new RangeError(`${name} takes exactly one source port`);
-  const ttl = spec.lowTtl ?? DEFAULT_LOW_TTL;
-  if (!Number.isInteger(ttl) || ttl < 1 || ttl > 255) {
+  const ttl = spec.lowTtl;
+  if (ttl !== undefined && (!Number.isInteger(ttl) || ttl < 1 || ttl > 255)) {
     throw new RangeError(`${name} low TTL must be 1-255`);
   }
 }

@@ -53,6 +53,7 @@
 
 import { Socket } from "../../ffi/socket.ts";
 import { formatAddress, type InetAddress, inetAddress } from "../../ffi/structs.ts";
+import { HopFinder } from "../discovery/hop_limit.ts";
 import { TechniqueError } from "../errors.ts";
 import { delay, errorCode, RETRYABLE_CONNECT_ERRORS } from "./delay.ts";
 import {
@@ -69,6 +70,8 @@ import type { AttemptContext, Technique } from "./technique.ts";
 
 /** Tunables (injected in tests). */
 export interface TcpPrimeOptions {
+  /** Hop discovery and its cache (default: one per technique, i.e. per worker). */
+  hops?: HopFinder;
   /** Milliseconds between connects after an early failure, on both sides (default 300). */
   retryMs?: number;
   /** Milliseconds one initiator connect may wait before it is made afresh (default 3000). */
@@ -80,6 +83,7 @@ export interface TcpPrimeOptions {
 /** The `tcp-prime` technique. */
 export class TcpPrime implements Technique {
   readonly name = "tcp-prime";
+  readonly #hops: HopFinder;
   readonly needsFirewall = true;
   readonly #retryMs: number;
   readonly #connectMs: number;
@@ -87,6 +91,7 @@ export class TcpPrime implements Technique {
 
   /** Builds the technique with its tunables. */
   constructor(options: TcpPrimeOptions = {}) {
+    this.#hops = options.hops ?? new HopFinder();
     this.#retryMs = options.retryMs ?? 300;
     this.#connectMs = options.connectMs ?? 3000;
     this.#maxConnects = options.maxConnects ?? 30;
@@ -108,7 +113,7 @@ export class TcpPrime implements Technique {
     try {
       let connects: Promise<Socket>[];
       if (spec.role === "respond") {
-        const hops = await primingHopLimit(spec, spec.dstIp);
+        const hops = await primingHopLimit(spec, this.#hops, context);
         const isns = peers.map(() => randomIsn());
         await Promise.all(
           peers.map((peer, i) =>

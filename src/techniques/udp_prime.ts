@@ -50,6 +50,7 @@
 import { Socket } from "../../ffi/socket.ts";
 import { connect, recv, sendTo } from "../../ffi/syscalls.ts";
 import { formatAddress, type InetAddress, inetAddress } from "../../ffi/structs.ts";
+import { HopFinder } from "../discovery/hop_limit.ts";
 import { TechniqueError } from "../errors.ts";
 import { delay, errorCode } from "./delay.ts";
 import {
@@ -65,6 +66,8 @@ import type { AttemptContext, Technique } from "./technique.ts";
 
 /** Tunables (injected in tests). */
 export interface UdpPrimeOptions {
+  /** Hop discovery and its cache (default: one per technique, i.e. per worker). */
+  hops?: HopFinder;
   /** Milliseconds between the initiator's hellos (default 200). */
   intervalMs?: number;
   /** Milliseconds each side lingers after the exchange (default 400). */
@@ -117,6 +120,7 @@ function newNonce(): string {
 /** The `udp-prime` technique. */
 export class UdpPrime implements Technique {
   readonly name = "udp-prime";
+  readonly #hops: HopFinder;
   readonly needsFirewall = false;
   readonly #intervalMs: number;
   readonly #lingerMs: number;
@@ -126,6 +130,7 @@ export class UdpPrime implements Technique {
 
   /** Builds the technique with its tunables. */
   constructor(options: UdpPrimeOptions = {}) {
+    this.#hops = options.hops ?? new HopFinder();
     this.#intervalMs = options.intervalMs ?? 200;
     this.#lingerMs = options.lingerMs ?? 400;
     this.#primeMs = options.primeMs ?? 2000;
@@ -150,7 +155,7 @@ export class UdpPrime implements Technique {
       let waits: Promise<Socket>[];
       if (spec.role === "respond") {
         const nonce = decodeUdpPrimeOffer(spec.extra ?? "");
-        const hops = await primingHopLimit(spec, spec.dstIp);
+        const hops = await primingHopLimit(spec, this.#hops, context);
         for (const socket of sockets) discardQueued(socket);
         waits = sockets.map((socket, i) =>
           this.#respond(socket, peers[i] as InetAddress, hops, nonce, context)

@@ -1,4 +1,4 @@
-import { assert, assertEquals } from "../assert.ts";
+import { assert, assertEquals, assertMatch } from "../assert.ts";
 import type { Attempt, PunchdClient } from "../../src/client/client.ts";
 import type { Socket } from "../../ffi/socket.ts";
 import { isPublic, type Lab, type NatProfile } from "../lab/lab.ts";
@@ -326,5 +326,53 @@ for (const technique of ["tcp-prime", "udp-prime"] as const) {
       }
       assert(settled !== null);
     }, { thirdHost: true });
+  });
+}
+
+for (const technique of ["tcp-prime", "udp-prime"] as const) {
+  Deno.test({
+    name:
+      `${technique}: a responder whose peer never comes and an initiator never told "primed1" give up at the deadline, leaving no guard`,
+    ignore,
+  }, async () => {
+    await withLab(
+      "firewall",
+      "firewall",
+      ["--attempt-timeout", "2"],
+      async (lab, clientA, clientB) => {
+        const started = performance.now();
+        const responder = clientB.respond({
+          id: "alone",
+          technique,
+          srcIp: lab.hostB.ip,
+          srcPorts: [33000],
+          dstIp: lab.hostA.ip,
+          dstPorts: [23000],
+          extra: "prime1",
+        });
+        const initiator = clientA.initiate({
+          id: "unheard",
+          technique,
+          srcIp: lab.hostA.ip,
+          srcPorts: [23001],
+          dstIp: lab.hostB.ip,
+          dstPorts: [33001],
+        });
+        const [b, a] = await Promise.allSettled([responder.socket, initiator.socket]);
+        const elapsed = performance.now() - started;
+        for (const outcome of [a, b]) {
+          if (outcome.status === "fulfilled") outcome.value.close();
+          assertEquals(outcome.status, "rejected");
+        }
+        assertMatch(String((b as PromiseRejectedResult).reason), /timed out after 2000 ms/);
+        assertMatch(
+          String((a as PromiseRejectedResult).reason),
+          /timed out after 2000 ms \(last: waiting for the responder's "primed1"\)/,
+        );
+        assert(elapsed < 2000 + 3000, `took ${elapsed} ms`);
+        assertEquals(await punchdGuards(lab, lab.hostA.ns), []);
+        assertEquals(await punchdGuards(lab, lab.hostB.ns), []);
+      },
+    );
   });
 }
