@@ -1,7 +1,8 @@
 /**
  * The client library for Deno applications: connect to punchd, start or
  * answer attempts, receive progress data to forward to the peer, and get the
- * connected socket (received with SCM_RIGHTS) as a `Socket` with streams.
+ * connected socket (received with SCM_RIGHTS and MSG_CMSG_CLOEXEC, so it has
+ * close-on-exec set) as a `Socket` with streams.
  *
  * ```ts
  * const punchd = await PunchdClient.connect("/run/punchd/punchd.socket");
@@ -59,7 +60,7 @@ export interface Attempt {
   readonly id: string;
   /** Progress data, in order, to forward to the peer; ends when the attempt ends. */
   readonly progress: AsyncIterable<string>;
-  /** The connected socket, or a PunchdError. */
+  /** The connected socket (close-on-exec set), or a PunchdError. */
   readonly socket: Promise<Socket>;
   /**
    * For `auto` and list requests: which technique connected, after how many
