@@ -47,12 +47,12 @@
  * match is missed with probability (1 - 256/64512)^2048, about 0.03 %.
  * Both sides `h`: it gives up at once, since nothing can be predicted.
  *
- * Every side classifies its NAT when the daemon has two probe servers of
- * the family (plain `udp` too, to give up at once when a side is `h`). A
- * side's first punches have a low TTL, so that they cannot reach an
- * answering NAT on the peer's side before the peer's own mapping exists,
- * and a side announces itself (offer, answer) only after its first punches
- * have left; `udp_policy.ts` has the rules and when an attempt gives up.
+ * The initiator's first punches have a low TTL (`spec.lowTtl`, else 2), so
+ * that they cannot reach an answering NAT on the peer's side before the
+ * peer's own mapping exists; a side announces itself (offer, answer) only
+ * after its first punches have left, and a birthday hard side opens its
+ * ports before that. `udp_policy.ts` has the rules, and when an attempt
+ * gives up early (telling the peer with the progress line `udp2x:CODE`).
  *
  * @module
  */
@@ -333,6 +333,8 @@ export class Udp implements Technique {
       return "e";
     });
   }
+
+  /** Punches until the peer's punch arrives, confirms, and hands over a connected socket. */
   async #punch(p: Plan, context: AttemptContext): Promise<Socket> {
     // Senders stop once the peer is found; the attempt's own signal ends everything.
     const found = new AbortController();
@@ -585,7 +587,7 @@ export class Udp implements Technique {
     context: AttemptContext,
   ): Promise<void> {
     const target = p.peers[0];
-    if (target === undefined) return await new Promise(() => {});
+    if (target === undefined) throw new RangeError("Cannot probe without a destination port");
     // The answers come from whichever port the hard side's NAT gave the socket that got the probe.
     p.peer.anyPort = true;
     context.log.info("birthday probing: probing random ports", {
