@@ -76,7 +76,7 @@ export interface TcpPrimeOptions {
   retryMs?: number;
   /** Milliseconds one initiator connect may wait before it is made afresh (default 3000). */
   connectMs?: number;
-  /** Connects per port, on either side, at most (default 30). */
+  /** Connects per port, on either side, at most (default 10: 3 s of refusals ends the attempt). */
   maxConnects?: number;
 }
 
@@ -94,7 +94,7 @@ export class TcpPrime implements Technique {
     this.#hops = options.hops ?? new HopFinder();
     this.#retryMs = options.retryMs ?? 300;
     this.#connectMs = options.connectMs ?? 3000;
-    this.#maxConnects = options.maxConnects ?? 30;
+    this.#maxConnects = options.maxConnects ?? 10;
   }
 
   validate(spec: AttemptSpec): void {
@@ -187,7 +187,11 @@ export class TcpPrime implements Technique {
           context.noteError(
             `connect to ${formatAddress(peer)}: no answer in ${this.#connectMs} ms`,
           );
-          if (round >= this.#maxConnects) throw new TechniqueError("no answer", { cause: error });
+          if (round >= this.#maxConnects) {
+            throw new TechniqueError(`no answer from ${formatAddress(peer)} to ${round} connects`, {
+              cause: error,
+            });
+          }
           continue;
         }
         await this.#afterFailure(error, peer, round, context);

@@ -376,3 +376,33 @@ for (const technique of ["tcp-prime", "udp-prime"] as const) {
     );
   });
 }
+
+Deno.test({
+  name:
+    "tcp-prime: an initiator whose SYNs are refused (nothing primed, nothing listening) gives up after 10 connects, long before the deadline",
+  ignore,
+}, async () => {
+  await withLab("firewall", "none", [], async (lab, clientA) => {
+    const started = performance.now();
+    const initiator = clientA.initiate({
+      id: "refused",
+      technique: "tcp-prime",
+      srcIp: lab.hostA.ip,
+      srcPorts: [24000],
+      dstIp: lab.hostB.ip,
+      dstPorts: [34000],
+    });
+    const first = await initiator.progress[Symbol.asyncIterator]().next();
+    assertEquals(first.value, "prime1");
+    // As if a responder had primed: host B has no socket on the port, so its kernel refuses.
+    await initiator.peer("primed1");
+    const error = await initiator.socket.then((s) => {
+      s.close();
+      return null;
+    }, (e) => e as Error);
+    const elapsed = performance.now() - started;
+    assertMatch(String(error), /tcp-prime failed: .*ECONNREFUSED/);
+    assert(elapsed < 8000, `took ${elapsed} ms (the deadline is 10 s)`);
+    assertEquals(await punchdGuards(lab, lab.hostA.ns), []);
+  });
+});
