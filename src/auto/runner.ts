@@ -314,9 +314,9 @@ export class AutoAttempt {
     if (!wasQuiet && this.#ending === null && this.#winner === null) {
       this.#o.events.progress(encodeStepMessage({ type: "ended", step: k }));
     }
-    if (this.#winner === k) {
-      this.#end(`${step.planned.technique} failed after the initiator took it: ${reason}`);
-      return;
+    if (this.#winner === k && this.#ending === null) {
+      // #end reports once the other steps have released.
+      return this.#end(`${step.planned.technique} failed after the initiator took it: ${reason}`);
     }
     if (this.#role === "initiate" && !step.planned.parallel) this.#next();
     this.#check();

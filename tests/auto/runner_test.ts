@@ -49,10 +49,10 @@ class FakeTechniques {
           !n.startsWith(side) && s.spec.technique === spec.technique && !s.done
         )?.[1];
         if (other !== undefined && !other.done) {
-          const outcome = this.behaviour(spec);
           setTimeout(() => {
             for (const s of [step, other]) {
               if (s.done) continue;
+              const outcome = this.behaviour(s.spec);
               if (outcome === "connect") {
                 s.done = true;
                 s.events.connected(this.#nextFd++, "l", "r");
@@ -237,4 +237,14 @@ Deno.test("the attempt's time limit ends a plan whose steps hang", async () => {
   const [a] = await run(fake, hello("initiate"), hello("respond"), { timeoutMs: 300 });
   assertMatch(a.error ?? "", /^auto: timed out after 300 ms/);
   for (const step of fake.steps.values()) assert(step.done);
+});
+
+Deno.test("a responder whose taken step never connects still reports when the time is up", async () => {
+  // The initiator connects; the responder's side of that step hangs (a connection it refused).
+  const fake = new FakeTechniques((spec) => spec.role === "initiate" ? "connect" : "hang");
+  const [a, b] = await run(fake, hello("initiate", { mapping: "none" }), hello("respond"), {
+    timeoutMs: 400,
+  });
+  assertEquals(a.ok?.technique, "tcp-direct");
+  assertMatch(b.error ?? "", /^auto: timed out after 400 ms/);
 });
