@@ -36,6 +36,8 @@ Deno.test({
         hows.set(reply.source, (hows.get(reply.source) ?? 0) + 1);
       }
       assertEquals(Object.fromEntries(hows), { random: REQUESTS }, protocol);
+      const two = await clientA.endpoint(`r${protocol}2`, protocol, lab.hostA.ip, [22000, 22001]);
+      assertEquals([two.source, two.ports.length], ["random", 2]);
     }
   });
 });
@@ -72,18 +74,21 @@ Deno.test({
       assertEquals(reply.ip, lab.publicA);
       assertEquals(reply.source, "delta+1", `${protocol} ${JSON.stringify(reply)}`);
       assertEquals(reply.ports.length, 2);
-      if (protocol === "tcp") continue;
-      // A new destination from the same local port: the rendezvous server's main port (UDP observe).
-      const observed = await lab.exec(lab.hostA.ns, [
-        Deno.execPath(),
-        "run",
-        "--allow-ffi",
-        "--allow-read",
-        OBSERVE_UDP,
-        `${lab.hostA.ip}:${port}`,
-        `${lab.serverIp}:${RENDEZVOUS_PORT}`,
-      ]);
-      assertEquals(Number(observed.trim()), reply.ports[0]);
+      if (protocol === "udp") {
+        // A new destination from the same local port: the rendezvous server's main port (UDP observe).
+        const observed = await lab.exec(lab.hostA.ns, [
+          Deno.execPath(),
+          "run",
+          "--allow-ffi",
+          "--allow-read",
+          OBSERVE_UDP,
+          `${lab.hostA.ip}:${port}`,
+          `${lab.serverIp}:${RENDEZVOUS_PORT}`,
+        ]);
+        assertEquals(Number(observed.trim()), reply.ports[0]);
+      }
+      const two = await clientA.endpoint(`s${i}2`, protocol, lab.hostA.ip, [22000 + i, 23000 + i]);
+      assertEquals([two.source, two.ports.length], ["delta+1", 2]);
     }
   });
 });
