@@ -106,28 +106,34 @@ Deno.test({
 
 Deno.test({
   name:
-    "when the peer's punches keep coming from a port it did not announce, udp gives up after 1-4 s, and so does the peer",
+    "when the peer's punches keep coming from a port it did not announce, udp gives up after 1-4 s, and so does the peer on its notice",
   ignore: needsRoot,
 }, async () => {
   // A public A whose first punches reach B's answering NAT (a TTL that does
   // not stop them): B's NAT moves B's flow to another port, and A sees B's
   // real punches come from there. B sees nothing of A's.
-  await withLab("none", "answering", ["--nutss-ttl", "64"], async (lab, clientA, clientB) => {
-    const started = performance.now();
-    const error = await punchFailure(clientA, clientB, lab, "udp", 0);
-    const elapsed = performance.now() - started;
-    // A's own reason, before its deadline (a timeout would say "timed out after 10000 ms").
-    assertMatch(error.reason, /udp gave up: for \d+ ms the peer's punches came from port \d+/);
-    const ms = Number(error.reason.match(/for (\d+) ms/)?.[1]);
-    assert(ms >= 1000 && ms < 4000, `${ms} ms`);
-    // punchFailure returns once both sides have ended: B ended on A's notice, not at 10 s.
-    assert(elapsed < 8000, `the attempts took ${Math.round(elapsed)} ms`);
-  });
+  await withLab(
+    "none",
+    "answering",
+    ["--nutss-ttl", "64", "--attempt-timeout", "20"],
+    async (lab, clientA, clientB) => {
+      const started = performance.now();
+      const error = await punchFailure(clientA, clientB, lab, "udp", 0);
+      const elapsed = performance.now() - started;
+      // A's own reason, before its deadline (a timeout would say "timed out after 20000 ms").
+      assertMatch(error.reason, /udp gave up: for \d+ ms the peer's punches came from port \d+/);
+      const ms = Number(error.reason.match(/for (\d+) ms/)?.[1]);
+      assert(ms >= 1000 && ms < 4000, `${ms} ms`);
+      // punchFailure returns once both sides have ended: B ended on A's notice, not at 20 s.
+      note(`NOTE: both sides ended after ${Math.round(elapsed)} ms`);
+      assert(elapsed < 12000, `the attempts took ${Math.round(elapsed)} ms`);
+    },
+  );
 });
 
 Deno.test({
   name:
-    "when birthday probing has sent every probe without an answer, both sides give up within 8 s",
+    "when birthday probing has sent every probe without an answer, both sides give up long before the deadline",
   ignore: needsRoot,
 }, async () => {
   // The hard side's punches at TTL 64 reach the easy side's answering NAT,
@@ -135,7 +141,7 @@ Deno.test({
   await withLab(
     "symmetric",
     "answering",
-    ["--nutss-ttl", "64", "--attempt-timeout", "10"],
+    ["--nutss-ttl", "64", "--attempt-timeout", "20"],
     async (lab, clientA, clientB) => {
       const started = performance.now();
       const error = await punchFailure(clientA, clientB, lab, "udp-birthday", 0);
@@ -145,7 +151,9 @@ Deno.test({
         error.reason,
         /udp gave up: the peer gave up: the peer's birthday probes hit none of this side's ports/,
       );
-      assert(elapsed < 8000, `the attempts took ${Math.round(elapsed)} ms`);
+      // Probing takes about 2 s, the grace 1 s; the deadline is 20 s.
+      note(`NOTE: both sides ended after ${Math.round(elapsed)} ms`);
+      assert(elapsed < 12000, `the attempts took ${Math.round(elapsed)} ms`);
     },
   );
 });
