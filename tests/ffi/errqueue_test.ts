@@ -92,3 +92,23 @@ Deno.test("waiting for a queued error honours the signal", async () => {
     (error) => assertEquals((error as Error).message, "stop"),
   );
 });
+
+Deno.test("IPv6: a datagram to a closed ::1 port queues an ICMPv6 port unreachable naming its sender", async () => {
+  const probe = Socket.create("inet6", "datagram");
+  let port: number;
+  try {
+    probe.bind(inetAddress("::1", 0));
+    const address = probe.localAddress();
+    port = address.family === "unix" ? 0 : address.port;
+  } finally {
+    probe.close();
+  }
+  using socket = Socket.create("inet6", "datagram");
+  socket.bind(inetAddress("::1", 0));
+  enableErrorQueue(socket);
+  await socket.sendTo(new TextEncoder().encode("probe6"), inetAddress("::1", port));
+  const queued = await nextQueuedError(socket, AbortSignal.timeout(5000));
+  assertEquals([queued.origin, queued.type, queued.code], ["icmp6", 1, 4]);
+  assertEquals(queued.offender, "::1");
+  assertEquals(queued.destination, { family: "inet6", address: "::1", port });
+});
