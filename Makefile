@@ -5,6 +5,9 @@
 # ignored) and uses that. Nothing is downloaded at run time.
 
 DENO_VERSION := 2.9.6
+# `deno run` checks for a newer Deno in the background (DNS and HTTPS to deno.land): a root
+# daemon must not reach out on its own, and in the lab the queries take a NAT's ports.
+export DENO_NO_UPDATE_CHECK := 1
 TOOLS := $(CURDIR)/.tools
 LOCAL_DENO := $(TOOLS)/node_modules/deno/deno
 
