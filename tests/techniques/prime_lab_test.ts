@@ -406,3 +406,86 @@ Deno.test({
     assertEquals(await punchdGuards(lab, lab.hostA.ns), []);
   });
 });
+
+for (const technique of ["tcp-prime", "udp-prime"] as const) {
+  Deno.test({
+    name:
+      `${technique}: no socket or guard outlives an attempt: success with nc and with punchd, bad peer data, timeout, cancel`,
+    ignore,
+  }, async () => {
+    const setup = SETUPS[1] as Setup;
+    await withLab(
+      "firewall",
+      "firewall",
+      ["--attempt-timeout", "3"],
+      async (lab, clientA, clientB, services) => {
+        // Warm up both workers so that their own fds are in the baseline (only sockets count).
+        await punchdAttempt(lab, clientA, clientB, setup, technique, 0);
+        await new Promise((r) => setTimeout(r, 300));
+        const baseline = [services.a.socketFdCount(), services.b.socketFdCount()];
+        const settled = async (what: string) => {
+          assertEquals(await punchdGuards(lab, lab.hostA.ns), [], what);
+          assertEquals(await punchdGuards(lab, lab.hostB.ns), [], what);
+          assertEquals(
+            [
+              await services.a.settledSocketFdCount(baseline[0] ?? 0),
+              await services.b.settledSocketFdCount(baseline[1] ?? 0),
+            ],
+            baseline,
+            what,
+          );
+        };
+        await punchdAttempt(lab, clientA, clientB, setup, technique, 1);
+        await settled("after success with punchd");
+        await ncAttempt(lab, clientB, setup, technique, 2);
+        await settled("after success with nc");
+
+        const initiate = (n: number) =>
+          clientA.initiate({
+            id: `x${n}`,
+            technique,
+            srcIp: lab.hostA.ip,
+            srcPorts: [20000 + n],
+            dstIp: lab.hostB.ip,
+            dstPorts: [30000 + n],
+          });
+        const respond = (n: number) =>
+          clientB.respond({
+            id: `y${n}`,
+            technique,
+            srcIp: lab.hostB.ip,
+            srcPorts: [30000 + n],
+            dstIp: lab.hostA.ip,
+            dstPorts: [20000 + n],
+            extra: "prime1",
+          });
+        // Each outcome gets its handler when the attempt starts: it may end while the test waits.
+        const outcome = (attempt: Attempt) =>
+          attempt.socket.then((s) => (s.close(), null), (e) => e);
+
+        const confused = initiate(3);
+        const confusedEnd = outcome(confused);
+        await confused.progress[Symbol.asyncIterator]().next();
+        await confused.peer("bogus");
+        assertMatch(String(await confusedEnd), /expects the peer data "primed1"/);
+        await settled("after bad peer data");
+
+        const lonely = respond(4);
+        assertMatch(String(await outcome(lonely)), /timed out after 3000 ms/);
+        await settled("after a timeout");
+
+        const waiting = initiate(5);
+        const waitingEnd = outcome(waiting);
+        await waiting.progress[Symbol.asyncIterator]().next();
+        const primedOne = respond(6);
+        const primedEnd = outcome(primedOne);
+        await primed(primedOne);
+        await Promise.all([waiting.cancel(), primedOne.cancel()]);
+        for (const end of await Promise.all([waitingEnd, primedEnd])) {
+          assertMatch(String(end), /cancelled: by client/);
+        }
+        await settled("after cancel");
+      },
+    );
+  });
+}
