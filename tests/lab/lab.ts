@@ -353,6 +353,12 @@ export class Lab {
   async #build(): Promise<void> {
     for (const ns of this.namespaces) {
       await must("ip", ["netns", "add", ns]);
+      // No duplicate address detection, for link-local addresses too (`nodad` covers only the
+      // global ones): a router whose fe80:: address is still tentative delays its neighbour
+      // discovery by about a second and holds the first IPv6 packets of a fresh lab.
+      for (const key of ["all", "default"]) {
+        await this.exec(ns, ["sysctl", "-qw", `net.ipv6.conf.${key}.accept_dad=0`]);
+      }
       await this.exec(ns, ["ip", "link", "set", "lo", "up"]);
     }
     const { hostA, hostB, routerA, routerB, internet } = this;
