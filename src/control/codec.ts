@@ -51,8 +51,8 @@ export type TechniqueName = typeof TECHNIQUES[number];
 
 /** What `auto` tries when the application names no list, per protocol. */
 export const AUTO_TECHNIQUES = {
-  tcp: ["tcp-direct", "tcp-nutss", "tcp-syni"],
-  udp: ["udp"],
+  tcp: ["tcp-direct", "tcp-nutss", "tcp-syni", "tcp-prime"],
+  udp: ["udp", "udp-prime"],
 } as const satisfies Record<string, readonly TechniqueName[]>;
 /** At most this many techniques in one list. */
 export const MAX_LIST_TECHNIQUES = 8;

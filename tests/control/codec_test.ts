@@ -273,13 +273,13 @@ Deno.test("TECHNIQUE may be auto, auto-udp or an ordered list of one protocol", 
   assertEquals(parseChoice("auto"), {
     kind: "auto",
     protocol: "tcp",
-    techniques: ["tcp-direct", "tcp-nutss", "tcp-syni"],
+    techniques: ["tcp-direct", "tcp-nutss", "tcp-syni", "tcp-prime"],
     explicit: false,
   });
   assertEquals(parseChoice("auto-udp"), {
     kind: "auto",
     protocol: "udp",
-    techniques: ["udp"],
+    techniques: ["udp", "udp-prime"],
     explicit: false,
   });
   assertEquals(parseChoice("tcp-syni,tcp-nutss"), {
