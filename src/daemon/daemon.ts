@@ -620,15 +620,17 @@ export class Daemon {
       this.#options.log.info("punchd stopping");
       this.#server.stop();
       this.#workers.shutdown();
-      // Give the cancellation replies a moment to reach their clients.
+      // Give the cancellation replies a moment to reach their clients: an attempt that held
+      // firewall guards reports once they are removed, so wait for that too (bounded).
       let timer: ReturnType<typeof setTimeout> | undefined;
       await Promise.race([
-        Promise.allSettled(
-          [...this.#clients].map((c) =>
+        Promise.allSettled([
+          this.#workers.cleaned(),
+          ...[...this.#clients].map((c) =>
             c.connection.reply({ type: "error", id: "-", reason: "daemon shutting down" })
           ),
-        ),
-        new Promise((resolve) => timer = setTimeout(resolve, 500)),
+        ]).then(() => Promise.allSettled([...this.#clients].map((c) => c.connection.flushed()))),
+        new Promise((resolve) => timer = setTimeout(resolve, 2000)),
       ]);
       clearTimeout(timer);
       for (const client of this.#clients) client.connection.close();

@@ -10,7 +10,8 @@ import {
   spawnPunchd,
   startDaemon,
 } from "../helpers/daemon.ts";
-import { hasIpv6Loopback, skipUnless } from "../helpers/skip.ts";
+import { hasIpv6Loopback, isRoot, skipUnless } from "../helpers/skip.ts";
+import { VOID_LOCAL, VOID_PEER, withVoidNamespace } from "../helpers/void_ns.ts";
 
 const bytes = (s: string) => new TextEncoder().encode(s);
 
@@ -364,6 +365,32 @@ Deno.test("SIGTERM cancels running attempts, tells their clients, and exits 0", 
   } finally {
     raw.close();
   }
+});
+
+const GUARDED_STOP = "SIGTERM tells the client of an attempt that held firewall guards too";
+Deno.test({
+  name: GUARDED_STOP,
+  ignore: skipUnless(isRoot(), GUARDED_STOP, "needs root (network namespace, nftables)"),
+}, async () => {
+  await withVoidNamespace("stop", async (ns) => {
+    const daemon = await startDaemon([], undefined, ["ip", "netns", "exec", ns]);
+    const raw = await rawConnect(daemon.socketPath);
+    try {
+      // tcp-nutss holds guards while it waits for a peer in the void.
+      await raw.write(bytes(`initiate|g1|tcp-nutss|${VOID_LOCAL}|41000|${VOID_PEER}|42000\n`));
+      assertMatch((await readLines(raw, 1))[0] ?? "", /^progress\|g1\|nutss2:/);
+      await new Promise((r) => setTimeout(r, 200));
+      const stopping = daemon.stop();
+      const lines = await readLines(raw, 2);
+      assertEquals(lines.sort(), [
+        "error|-|daemon shutting down",
+        "error|g1|cancelled: daemon shutting down",
+      ]);
+      assertEquals(await stopping, 0);
+    } finally {
+      raw.close();
+    }
+  });
 });
 
 Deno.test("a client that never reads its replies stalls nobody else", async () => {
