@@ -92,6 +92,7 @@ import {
   isIcmpError,
   type Mode,
   MovedPeer,
+  RefusedPunches,
   sendPunch,
 } from "./udp_policy.ts";
 
@@ -341,6 +342,12 @@ export class Udp implements Technique {
     const sending = AbortSignal.any([context.signal, found.signal]);
     const strays = new StrayLog(context.log);
     const moved = new MovedPeer(this.#o.movedMs);
+    const refused = new RefusedPunches(this.#o.movedMs);
+    // The responder's offer left after the initiator's first punches: that mapping exists.
+    const state: { peerMapped: boolean; theirs: Mode | null } = {
+      peerMapped: p.role === "R",
+      theirs: null,
+    };
     const puncher = new Puncher(p.key, p.role);
     const share = PortShare.acquire(p.local);
     let unregister = () => {};
@@ -368,6 +375,13 @@ export class Udp implements Technique {
         unregister = share.register({
           offer: (bytes, from) => take(bytes, from, p.local),
           refused: (reason, from) => strays.note(reason, from),
+          icmp: (error) => {
+            if (done || !state.peerMapped || p.peer.anyPort) return;
+            // While birthday probing, refusals of the plain punches are expected.
+            if (p.birthday && (p.mine === "h" || state.theirs !== "e")) return;
+            const reason = refused.note(error, { ip: p.peer.ip, endpoints: p.peers });
+            if (reason !== null) reject(new GiveUp("refused", reason));
+          },
         });
         const listen = async (socket: Socket) => {
           const buf = new Uint8Array(128);
@@ -387,7 +401,7 @@ export class Udp implements Technique {
         };
         const watch = (socket: Socket) =>
           void listen(socket).catch((e) => sending.aborted ? undefined : reject(e));
-        this.#senders(p, share.socket, extra, () => puncher.next(), watch, sending, context)
+        this.#senders(p, state, share.socket, extra, () => puncher.next(), watch, sending, context)
           .catch((e) => sending.aborted ? undefined : reject(e));
         this.#notices(p, context).catch((e) => sending.aborted ? undefined : reject(e));
         context.signal.addEventListener("abort", () => reject(context.signal.reason), {
@@ -489,6 +503,7 @@ export class Udp implements Technique {
    */
   async #senders(
     p: Plan,
+    state: { peerMapped: boolean; theirs: Mode | null },
     main: Socket,
     extra: Socket[],
     punch: () => Uint8Array<ArrayBuffer>,
@@ -499,8 +514,6 @@ export class Udp implements Technique {
     let theirs: Mode | null = null;
     let answer: unknown = null;
     p.theirs.then((m) => theirs = m, (e) => answer = e ?? new Error("no answer"));
-    // The responder's offer left after the initiator's first punches: that mapping exists.
-    let peerMapped = p.role === "R";
     const hard = p.birthday && p.mine === "h";
     if (hard) await this.#openHardPorts(p, extra, punch, watch, signal, context);
     let probing = false;
@@ -513,11 +526,12 @@ export class Udp implements Technique {
           `udp gave up: birthday probing sent ${this.#o.easyProbes} probes to random ports of the peer's address and none was answered`,
         );
       }
-      if (theirs !== null && !peerMapped) {
-        peerMapped = true;
+      state.theirs = theirs;
+      if (theirs !== null && !state.peerMapped) {
+        state.peerMapped = true;
         context.log.debug("the peer's mapping exists: punching at full TTL");
       }
-      const ttl = peerMapped && !hard ? null : p.lowTtl;
+      const ttl = state.peerMapped && !hard ? null : p.lowTtl;
       for (const peer of p.peers) await sendPunch(main, punch(), peer, ttl, signal);
       if (round === 0) p.announce();
       if (theirs !== null) {
@@ -599,8 +613,8 @@ export class Udp implements Technique {
     const ports = crypto.getRandomValues(new Uint16Array(this.#o.easyProbes));
     for (let i = 0; i < ports.length; i += batch) {
       for (const port of ports.subarray(i, i + batch)) {
-        await main.sendTo(punch(), { ...target, port: 1024 + (port % (65536 - 1024)) }, signal)
-          .catch(() => {});
+        const to = { ...target, port: 1024 + (port % (65536 - 1024)) };
+        await sendPunch(main, punch(), to, null, signal);
       }
       await delay(pause, signal);
     }

@@ -30,17 +30,27 @@
  *   address but another port for `movedMs`: the peer's NAT gave this flow
  *   another port, so punches to the announced one cannot reach it;
  * - birthday probing, the easy side has sent all its probes and no answer
- *   came within a grace period: no mapping of the hard side was hit.
+ *   came within a grace period: no mapping of the hard side was hit;
+ * - once the peer's mapping exists (the responder from the start, the
+ *   initiator once it holds the answer), its address keeps answering this
+ *   side's punches to the announced endpoint with ICMP port unreachable for
+ *   `movedMs`: an answering NAT without a flow for them, so one of the NATs
+ *   gave its flow another port than announced.
  * A side that gives up on its own evidence tells the peer with the progress
  * line `udp2x:CODE` (the application forwards it like the others), and the
- * peer gives up too instead of waiting for its deadline. An ICMP error is
- * no evidence: an answering NAT refuses early punches as a matter of course.
+ * peer gives up too instead of waiting for its deadline. An ICMP error by
+ * itself is no evidence (an answering NAT refuses early punches as a matter
+ * of course, and low-TTL punches come back as time exceeded): only refusals
+ * that persist after the peer's mapping exists count, and no ICMP error
+ * ends a receive or a send.
  *
  * @module
  */
 
+import { SO_ERROR, SOL_SOCKET } from "../../ffi/constants.ts";
 import type { Socket } from "../../ffi/socket.ts";
 import type { SocketAddress } from "../../ffi/structs.ts";
+import type { ExtendedError, QueuedError } from "../../ffi/errqueue.ts";
 import { TechniqueError } from "../errors.ts";
 import { errorCode } from "./delay.ts";
 
@@ -82,6 +92,8 @@ const NOTICES = {
   moved:
     "its punches reached the peer from another port than announced (this side's NAT moved the flow)",
   probes: "the peer's birthday probes hit none of this side's ports",
+  refused:
+    "this side's NAT refused the peer's punches (ICMP port unreachable): one of the NATs gave its flow another port than announced",
 } as const;
 
 /** A code of the `udp2x:CODE` progress line. */
@@ -117,7 +129,9 @@ export class GiveUp extends TechniqueError {
  * Sends one punch. With `ttl`, it leaves with that TTL (hop limit) or not at
  * all: the socket's TTL is set and restored around one non-blocking send,
  * so attempts that share the socket never send at each other's TTL. Send
- * errors are dropped (a punch is one of many).
+ * errors are dropped (a punch is one of many). A pending socket error (an
+ * ICMP error on a socket that queues them) is cleared first: the kernel
+ * would otherwise fail this send with it instead of sending.
  */
 export async function sendPunch(
   socket: Socket,
@@ -126,6 +140,7 @@ export async function sendPunch(
   ttl: number | null,
   signal: AbortSignal,
 ): Promise<void> {
+  socket.getOption(SOL_SOCKET, SO_ERROR);
   if (ttl === null) {
     await socket.sendTo(data, to, signal).catch(() => {});
     return;
@@ -144,33 +159,86 @@ export async function sendPunch(
   await sent.catch(() => {});
 }
 
+/** Evidence that lasts: at least 3 observations spanning `spanMs`. */
+export class Persistent {
+  readonly #spanMs: number;
+  readonly #now: () => number;
+  #first = -1;
+  #count = 0;
+
+  /** `now` is a clock in milliseconds (injected in tests). */
+  constructor(spanMs: number, now: () => number = () => performance.now()) {
+    this.#spanMs = spanMs;
+    this.#now = now;
+  }
+
+  /** Notes one observation; returns how long the evidence has lasted once it suffices, else null. */
+  note(): number | null {
+    const now = this.#now();
+    if (this.#first < 0) this.#first = now;
+    this.#count++;
+    if (this.#count < 3 || now - this.#first < this.#spanMs) return null;
+    return Math.round(now - this.#first);
+  }
+}
+
 /**
  * Evidence that the peer's NAT moved its flow: punches that carry the
  * attempt's MAC from the peer's address but a port it did not announce.
  */
 export class MovedPeer {
-  readonly #movedMs: number;
-  readonly #now: () => number;
-  #first = -1;
-  #count = 0;
-  #port = 0;
+  readonly #evidence: Persistent;
 
   /** `movedMs`: how long such punches must keep coming; `now`: a clock in milliseconds. */
   constructor(movedMs: number, now: () => number = () => performance.now()) {
-    this.#movedMs = movedMs;
-    this.#now = now;
+    this.#evidence = new Persistent(movedMs, now);
   }
 
   /** Notes one such punch; returns the reason to give up once the evidence suffices, else null. */
   note(from: SocketAddress): string | null {
     if (from.family === "unix") return null;
-    const now = this.#now();
-    if (this.#first < 0) this.#first = now;
-    this.#count++;
-    this.#port = from.port;
-    if (this.#count < 3 || now - this.#first < this.#movedMs) return null;
-    return `udp gave up: for ${
-      Math.round(now - this.#first)
-    } ms the peer's punches came from port ${this.#port}, not from its announced port: its NAT gave this flow another port (one taken by an earlier flow, or a mapping per destination), so punches to the announced port cannot reach it`;
+    const ms = this.#evidence.note();
+    if (ms === null) return null;
+    return `udp gave up: for ${ms} ms the peer's punches came from port ${from.port}, not from its announced port: its NAT gave this flow another port (one taken by an earlier flow, or a mapping per destination), so punches to the announced port cannot reach it`;
+  }
+}
+
+/** True for an ICMP (or ICMPv6) port unreachable. */
+export function isPortUnreachable(e: ExtendedError): boolean {
+  return (e.origin === "icmp" && e.type === 3 && e.code === 3) ||
+    (e.origin === "icmp6" && e.type === 1 && e.code === 4);
+}
+
+/**
+ * Evidence that the peer's NAT refuses this side's punches although the
+ * peer's mapping exists: ICMP port unreachable from the peer's address for
+ * punches to its announced endpoint. Either NAT gave its flow another port
+ * than announced (this side's maps per destination, or either moved a flow).
+ */
+export class RefusedPunches {
+  readonly #evidence: Persistent;
+
+  /** `refusedMs`: how long the refusals must keep coming; `now`: a clock in milliseconds. */
+  constructor(refusedMs: number, now: () => number = () => performance.now()) {
+    this.#evidence = new Persistent(refusedMs, now);
+  }
+
+  /**
+   * Notes one queued error if it is such a refusal (`peer`: the peer's
+   * address and announced endpoints); returns the reason to give up once
+   * the evidence suffices, else null.
+   */
+  note(e: QueuedError, peer: { ip: string; endpoints: readonly SocketAddress[] }): string | null {
+    const to = e.destination;
+    if (!isPortUnreachable(e) || e.offender !== peer.ip || to === null || to.family === "unix") {
+      return null;
+    }
+    const announced = peer.endpoints.some((p) =>
+      p.family === to.family && p.address === to.address && p.port === to.port
+    );
+    if (!announced) return null;
+    const ms = this.#evidence.note();
+    if (ms === null) return null;
+    return `udp gave up: for ${ms} ms the peer's NAT refused this side's punches to port ${to.port} (ICMP port unreachable) although the peer's mapping exists: one of the NATs gave its flow another port than announced`;
   }
 }

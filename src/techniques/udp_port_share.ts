@@ -7,9 +7,15 @@
  * address and a MAC under its key) takes it, and when none does each
  * attempt hears why it refused.
  *
+ * The socket queues ICMP errors (IP_RECVERR): every attempt hears each one,
+ * with the destination of the datagram that provoked it and the address of
+ * the node that sent it. Each wake-up drains the error queue before the
+ * datagrams, so a queued error can never keep the socket readable in vain.
+ *
  * @module
  */
 
+import { enableErrorQueue, type QueuedError, readErrorQueue } from "../../ffi/errqueue.ts";
 import { Socket } from "../../ffi/socket.ts";
 import { formatAddress, type InetAddress, type SocketAddress } from "../../ffi/structs.ts";
 import type { PunchRejection } from "./udp_punch.ts";
@@ -21,6 +27,8 @@ export interface ShareReceiver {
   offer(bytes: Uint8Array, from: SocketAddress): PunchRejection | null;
   /** Told when no attempt took a datagram, with this attempt's own reason. */
   refused(reason: PunchRejection, from: SocketAddress): void;
+  /** Told of every ICMP error a datagram sent from the socket provoked. */
+  icmp?(error: QueuedError): void;
 }
 
 /** A shared socket; acquire, register, and release it. */
@@ -49,6 +57,7 @@ export class PortShare {
       });
       try {
         socket.bind(local);
+        enableErrorQueue(socket);
       } catch (error) {
         socket.close();
         throw error;
@@ -75,30 +84,41 @@ export class PortShare {
 
   async #loop(): Promise<void> {
     const buf = new Uint8Array(128);
+    // A receive that never waits: it takes what is queued or rejects at once.
+    const now = AbortSignal.abort();
     try {
       for (;;) {
-        let got: { length: number; from: SocketAddress };
-        try {
-          got = await this.socket.receiveFrom(buf);
-        } catch (error) {
-          // An ICMP error (IP_RECVERR, or a kernel that reports it here) was read and cleared.
-          if (this.socket.isOpen && isIcmpError(error)) continue;
-          throw error;
+        await this.socket.readable();
+        for (let e = readErrorQueue(this.socket); e !== null; e = readErrorQueue(this.socket)) {
+          for (const receiver of this.#receivers) receiver.icmp?.(e);
         }
-        const { length, from } = got;
-        const bytes = buf.subarray(0, length);
-        const refusals: [ShareReceiver, PunchRejection][] = [];
-        for (const receiver of this.#receivers) {
-          const reason = receiver.offer(bytes, from);
-          if (reason === null) break;
-          refusals.push([receiver, reason]);
-        }
-        if (refusals.length === this.#receivers.size) {
-          for (const [receiver, reason] of refusals) receiver.refused(reason, from);
+        // A bounded batch, then the error queue again.
+        for (let i = 0; i < 64; i++) {
+          let got: { length: number; from: SocketAddress };
+          try {
+            got = await this.socket.receiveFrom(buf, now);
+          } catch (error) {
+            // The error the last ICMP error left (its details are queued): read, and so cleared.
+            if (isIcmpError(error)) continue;
+            if (error === now.reason) break;
+            throw error;
+          }
+          this.#deliver(buf.subarray(0, got.length), got.from);
         }
       }
     } catch {
       // Closed by the last release.
     }
+  }
+
+  /** Offers a datagram to the attempts in turn; when none takes it, each hears why. */
+  #deliver(bytes: Uint8Array, from: SocketAddress): void {
+    const refusals: [ShareReceiver, PunchRejection][] = [];
+    for (const receiver of this.#receivers) {
+      const reason = receiver.offer(bytes, from);
+      if (reason === null) return;
+      refusals.push([receiver, reason]);
+    }
+    for (const [receiver, reason] of refusals) receiver.refused(reason, from);
   }
 }

@@ -157,3 +157,33 @@ Deno.test({
     },
   );
 });
+
+/** One plain udp attempt between an endpoint-dependent NAT and an answering one, which cannot connect. */
+async function refusedByAnsweringNat(natA: NatProfile, natB: NatProfile): Promise<void> {
+  await withLab(natA, natB, ["--attempt-timeout", "20"], async (lab, clientA, clientB) => {
+    const started = performance.now();
+    const error = await punchFailure(clientA, clientB, lab, "udp", 0);
+    const elapsed = performance.now() - started;
+    // The side whose punches the answering NAT refuses gives up; the other on its notice.
+    assertMatch(
+      error.reason,
+      natA === "symmetric"
+        ? /udp gave up: for \d+ ms the peer's NAT refused this side's punches to port 30000 \(ICMP port unreachable\)/
+        : /udp gave up: the peer gave up: this side's NAT refused the peer's punches/,
+    );
+    note(`NOTE: both sides ended after ${Math.round(elapsed)} ms`);
+    assert(elapsed < 12000, `the attempts took ${Math.round(elapsed)} ms`);
+  });
+}
+
+Deno.test({
+  name:
+    "plain udp from an endpoint-dependent NAT to an answering one gives up on the refusals, long before the deadline",
+  ignore: needsRoot,
+}, () => refusedByAnsweringNat("symmetric", "answering"));
+
+Deno.test({
+  name:
+    "plain udp from an answering NAT to an endpoint-dependent one gives up on the refusals, long before the deadline",
+  ignore: needsRoot,
+}, () => refusedByAnsweringNat("answering", "symmetric"));

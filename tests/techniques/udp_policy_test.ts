@@ -1,4 +1,5 @@
 import { assert, assertEquals } from "../assert.ts";
+import type { QueuedError } from "../../ffi/errqueue.ts";
 import { Socket } from "../../ffi/socket.ts";
 import { inetAddress } from "../../ffi/structs.ts";
 import { TechniqueError } from "../../src/errors.ts";
@@ -8,7 +9,10 @@ import {
   GiveUp,
   hopeless,
   isIcmpError,
+  isPortUnreachable,
   MovedPeer,
+  Persistent,
+  RefusedPunches,
   sendPunch,
 } from "../../src/techniques/udp_policy.ts";
 
@@ -90,4 +94,62 @@ Deno.test("a low-TTL punch leaves and the socket's own TTL is restored", async (
   assertEquals([first.length, buf[0]], [1, 7]);
   const second = await receiver.receiveFrom(buf, signal);
   assertEquals([second.length, buf[0]], [1, 8]);
+});
+
+/** A queued error as the kernel reports an answering NAT's refusal of a punch to 172.16.2.2:30000. */
+function refusal(over: Partial<QueuedError> = {}): QueuedError {
+  return {
+    errno: 111,
+    origin: "icmp",
+    type: 3,
+    code: 3,
+    info: 0,
+    offender: "172.16.2.2",
+    destination: inetAddress("172.16.2.2", 30000),
+    payload: new Uint8Array(),
+    ...over,
+  };
+}
+
+Deno.test("ICMP and ICMPv6 port unreachable are told from other errors", () => {
+  assert(isPortUnreachable(refusal()));
+  assert(isPortUnreachable(refusal({ origin: "icmp6", type: 1, code: 4 })));
+  assert(!isPortUnreachable(refusal({ type: 11, code: 0 })), "time exceeded");
+  assert(!isPortUnreachable(refusal({ code: 1 })), "host unreachable");
+  assert(!isPortUnreachable(refusal({ origin: "icmp6", type: 3, code: 0 })));
+  assert(!isPortUnreachable(refusal({ origin: "local" })));
+});
+
+Deno.test("only lasting port unreachables from the peer's address for its announced endpoint count", () => {
+  let now = 0;
+  const refused = new RefusedPunches(1000, () => now);
+  const peer = { ip: "172.16.2.2", endpoints: [inetAddress("172.16.2.2", 30000)] };
+  const others = [
+    refusal({ type: 11, code: 0, offender: "172.16.0.1" }),
+    refusal({ offender: "172.16.0.1" }),
+    refusal({ destination: inetAddress("172.16.2.2", 30001) }),
+    refusal({ destination: null }),
+  ];
+  for (now = 0; now <= 3000; now += 50) {
+    for (const other of others) assertEquals(refused.note(other, peer), null);
+  }
+  now = 5000;
+  assertEquals(refused.note(refusal(), peer), null);
+  now = 5500;
+  assertEquals(refused.note(refusal(), peer), null);
+  assertEquals(refused.note(refusal(), peer), null, "three, but over 500 ms");
+  now = 6000;
+  assertEquals(
+    refused.note(refusal(), peer),
+    "udp gave up: for 1000 ms the peer's NAT refused this side's punches to port 30000 (ICMP port unreachable) although the peer's mapping exists: one of the NATs gave its flow another port than announced",
+  );
+});
+
+Deno.test("lasting evidence needs 3 observations over the whole span", () => {
+  let now = 0;
+  const evidence = new Persistent(1000, () => now);
+  assertEquals(evidence.note(), null);
+  now = 5000;
+  assertEquals(evidence.note(), null);
+  assertEquals(evidence.note(), 5000);
 });
