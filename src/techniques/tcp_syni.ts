@@ -84,7 +84,7 @@ import type { AttemptSpec } from "./protocol.ts";
 import type { AttemptContext, Technique } from "./technique.ts";
 import { assertAttemptToken, confirmPeer, newAttemptToken } from "./tcp_confirm.ts";
 import { FlowGuard, presetIsn, randomIsn } from "./tcp_flow_guard.ts";
-import { DEFAULT_LOW_TTL } from "./tcp_nutss.ts";
+import { HopFinder } from "../discovery/hop_limit.ts";
 import { assertLocalAddress, assertOwnFlow } from "./tcp_raw.ts";
 import { PacketWarning } from "./tcp_warn_limit.ts";
 
@@ -196,6 +196,8 @@ function sameOptions(a: TcpOptions, b: TcpOptions): boolean {
 export interface TcpSyniOptions {
   /** Milliseconds the peer's confirmation may take (default 8000). */
   confirmMs?: number;
+  /** Finds the low TTL when the attempt has none (default: a new finder). */
+  hops?: HopFinder;
 }
 
 /** One flow of the initiator: its own socket and ISN towards one of the responder's ports. */
@@ -213,10 +215,12 @@ export class TcpSyni implements Technique {
   readonly name = "tcp-syni";
   readonly needsFirewall = true;
   readonly #confirmMs: number;
+  readonly #hops: HopFinder;
 
   /** Builds the technique with its tunables. */
   constructor(options: TcpSyniOptions = {}) {
     this.#confirmMs = options.confirmMs ?? 8000;
+    this.#hops = options.hops ?? new HopFinder();
   }
 
   validate(spec: AttemptSpec): void {
@@ -230,7 +234,18 @@ export class TcpSyni implements Technique {
   async run(spec: AttemptSpec, context: AttemptContext): Promise<Socket> {
     const local = inetAddress(spec.srcIp, spec.srcPorts[0] ?? 0);
     const peers = spec.dstPorts.map((port) => inetAddress(spec.dstIp, port));
-    const lowTtl = spec.lowTtl ?? DEFAULT_LOW_TTL;
+    // Both sides' first packets (A's SYN, B's priming SYN) must cross their own NATs only.
+    const choice = await this.#hops.hopLimit(
+      spec.lowTtl,
+      { source: spec.srcIp, destination: spec.dstIp },
+      context.signal,
+    );
+    context.log.info("low TTL of the first SYN", {
+      ttl: choice.hopLimit,
+      how: choice.how,
+      reason: choice.reason,
+    });
+    const lowTtl = choice.hopLimit;
     return spec.role === "initiate"
       ? await this.#initiate(local, peers, lowTtl, newAttemptToken(), context)
       : await this.#respond(local, peers, lowTtl, decodeSynInfo(spec.extra ?? ""), context);
