@@ -84,7 +84,7 @@ import type { AttemptSpec } from "./protocol.ts";
 import type { AttemptContext, Technique } from "./technique.ts";
 import { assertAttemptToken, confirmPeer, newAttemptToken } from "./tcp_confirm.ts";
 import { FlowGuard, presetIsn, randomIsn } from "./tcp_flow_guard.ts";
-import { HopFinder } from "../discovery/hop_limit.ts";
+import { DEFAULT_HOP_LIMIT, HopFinder } from "../discovery/hop_limit.ts";
 import { assertLocalAddress, assertOwnFlow } from "./tcp_raw.ts";
 import { PacketWarning } from "./tcp_warn_limit.ts";
 
@@ -234,9 +234,12 @@ export class TcpSyni implements Technique {
   async run(spec: AttemptSpec, context: AttemptContext): Promise<Socket> {
     const local = inetAddress(spec.srcIp, spec.srcPorts[0] ?? 0);
     const peers = spec.dstPorts.map((port) => inetAddress(spec.dstIp, port));
-    // Both sides' first packets (A's SYN, B's priming SYN) must cross their own NATs only.
+    // B's priming SYN must cross every NAT of B's (and no more): B finds the TTL. A's SYN is
+    // re-injected at full TTL, so a low TTL that dies inside A's own NATs costs nothing, and A
+    // does not probe (hop probes are new flows: behind a NAT that allocates ports in sequence they
+    // would take the ports A's peer was told to expect).
     const choice = await this.#hops.hopLimit(
-      spec.lowTtl,
+      spec.role === "initiate" ? spec.lowTtl ?? DEFAULT_HOP_LIMIT : spec.lowTtl,
       { source: spec.srcIp, destination: spec.dstIp },
       context.signal,
     );

@@ -48,8 +48,10 @@ Deno.test({
           b.close();
         }
       }
-      const double = natA === "double" ? services.a.logs() : services.b.logs();
-      assertMatch(double, /low TTL of the first SYN .*ttl=3 how=(discovered|cached)/);
+      // The responder finds its TTL; the initiator's SYN is re-injected at full TTL anyway.
+      if (natB === "double") {
+        assertMatch(services.b.logs(), /low TTL of the first SYN .*ttl=3 how=(discovered|cached)/);
+      }
     });
   }
 });
