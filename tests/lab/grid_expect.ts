@@ -186,6 +186,11 @@ export function expect(pair: GridPair, technique: GridTechnique): Expectation {
     if (!b.simultaneousOpen) {
       return fail("B's NAT drops A's inbound SYN on the flow B's priming SYN opened");
     }
+    if (b.natHops > 1) {
+      return fail(
+        "B's SYN has the fixed low TTL (hop discovery serves tcp-nutss): it dies in B's carrier-grade NAT",
+      );
+    }
     return ok("B's low-TTL SYN opens B's mapping; A's SYN passes it");
   }
   if (technique === "tcp-prime" || technique === "udp-prime") {

@@ -36,6 +36,13 @@ Deno.test("expectations: simultaneous open decides tcp-syni by the responder's N
   assertEquals(expect(v4("preserving", "nosimopen"), "udp-prime").expected, "ok");
 });
 
+Deno.test("expectations: a carrier-grade NAT needs the discovered hop count, which tcp-syni lacks", () => {
+  assertEquals(expect(v4("double", "preserving"), "tcp-nutss").expected, "ok");
+  assertMatch(expect(v4("double", "preserving"), "tcp-nutss").reason, /discovered hop count/);
+  assertEquals(expect(v4("preserving", "double"), "tcp-syni").expected, "fail");
+  assertEquals(expect(v4("preserving", "double"), "udp-prime").expected, "ok");
+});
+
 Deno.test("expectations: sequential mappings are not decided by the behaviours alone", () => {
   for (const t of GRID_TECHNIQUES) {
     if (t === "auto" || t === "auto-udp") continue;
