@@ -7,7 +7,9 @@
  * Both roles:
  * - listen on SRC_IP:SRC_PORT (SO_REUSEADDR and SO_REUSEPORT, so the outgoing
  *   sockets can bind the same port);
- * - accept connections, keeping only one from DST_IP and one of DST_PORTS.
+ * - accept connections from DST_IP at any port (a peer behind a NAT with
+ *   random mapping arrives from a port nobody could publish), never from
+ *   another address.
  * The responder, every `retryMs`, connects from SRC_IP:SRC_PORT to each
  * DST_IP:DST_PORT (ECONNREFUSED while the peer is not listening yet just
  * retries). The initiator primes instead, when punchd's firewall is there:
@@ -31,13 +33,23 @@
  * new ISN that the NAT's connection tracking finds out of window, so the NAT
  * lets it out untranslated.
  *
- * The first established connection wins; when both sides connect at the same
- * moment the kernel forms one connection by simultaneous open, and a connect
- * that finds the 4-tuple already taken by an accepted connection
- * (EADDRNOTAVAIL) leaves the accept path to win.
+ * Every connection that forms, accepted or connected, must pass the
+ * confirmation of tcp_confirm.ts (three 16-byte messages keyed by TOKEN)
+ * before it counts: the first one that confirms wins, one that fails is
+ * closed and the attempt goes on (accepting, connecting) until its
+ * deadline. At most {@linkcode MAX_PENDING} confirmations run at once;
+ * connections beyond them are closed, so a flood from DST_IP cannot pile
+ * up sockets. Without it, a NATed side whose connect the public peer's
+ * kernel accepted reported ok on a socket the peer's punchd had rejected,
+ * and anyone at DST_IP who hit the port got the socket. When both sides
+ * connect at the same moment the kernel forms one connection by
+ * simultaneous open; a connect that finds the 4-tuple taken by an accepted
+ * connection (EADDRNOTAVAIL) waits `retryMs` and tries again, while the
+ * accepted one is confirmed.
  *
- * Wire: the initiator's progress data is `direct1` (a version tag); a
- * responder requires it as EXTRA. Nothing else crosses the rendezvous path.
+ * Wire: the initiator's progress data is `direct2:TOKEN` (TOKEN: 32 hex
+ * digits, random per attempt); a responder requires it as EXTRA. Nothing
+ * else crosses the rendezvous path.
  *
  * @module
  */
@@ -54,35 +66,69 @@ import { HopFinder } from "../discovery/hop_limit.ts";
 import { TechniqueError } from "../errors.ts";
 import { delay, errorCode, RETRYABLE_CONNECT_ERRORS } from "./delay.ts";
 import type { AttemptSpec } from "./protocol.ts";
+import { assertAttemptToken, confirmPeer, newAttemptToken } from "./tcp_confirm.ts";
 import { flowOf } from "./tcp_flow_guard.ts";
 import type { AttemptContext, Technique } from "./technique.ts";
 
-/** The progress data a `tcp-direct` initiator sends and a responder expects. */
-export const TCP_DIRECT_TAG = "direct1";
+/** The version tag that starts a `tcp-direct` initiator's progress data. */
+export const TCP_DIRECT_TAG = "direct2";
+
+/** Confirmations of candidate connections that may run at once. */
+export const MAX_PENDING = 4;
+
+/** The initiator's progress data: `direct2:TOKEN`. */
+export function encodeDirectInfo(token: string): string {
+  assertAttemptToken(token);
+  return `${TCP_DIRECT_TAG}:${token}`;
+}
+
+/** Parses {@linkcode encodeDirectInfo}'s text to its token; throws SyntaxError. */
+export function decodeDirectInfo(text: string): string {
+  const token = text.startsWith(`${TCP_DIRECT_TAG}:`) ? text.slice(TCP_DIRECT_TAG.length + 1) : "";
+  try {
+    assertAttemptToken(token);
+  } catch (error) {
+    throw new SyntaxError(
+      `tcp-direct expects EXTRA ${TCP_DIRECT_TAG}:TOKEN (the peer's punchd may be older)`,
+      { cause: error },
+    );
+  }
+  return token;
+}
 
 /** Tunables (injected in tests). */
 export interface TcpDirectOptions {
   /** Milliseconds between connect rounds (default 200). */
   retryMs?: number;
+  /** Milliseconds the peer's confirmation may take on one connection (default 5000). */
+  confirmMs?: number;
   /** Finds the initiator's priming TTL when the attempt has none (default: a new finder). */
   hops?: HopFinder;
 }
 
-function isExpectedPeer(address: SocketAddress, spec: AttemptSpec): boolean {
-  return address.family !== "unix" && address.address === spec.dstIp &&
-    spec.dstPorts.includes(address.port);
+function fromPeerAddress(address: SocketAddress, spec: AttemptSpec): boolean {
+  return address.family !== "unix" && address.address === spec.dstIp;
 }
+
+/**
+ * Hands a connection that formed to the confirmation; resolves true when
+ * it won the attempt, false when it was closed (confirmation failed, too
+ * many pending, or another one won).
+ */
+type Candidate = (socket: Socket, from: string) => Promise<boolean>;
 
 /** The `tcp-direct` technique. */
 export class TcpDirect implements Technique {
   readonly name = "tcp-direct";
   readonly needsFirewall = false;
   readonly #retryMs: number;
+  readonly #confirmMs: number;
   readonly #hops: HopFinder;
 
   /** Builds the technique with its tunables. */
   constructor(options: TcpDirectOptions = {}) {
     this.#retryMs = options.retryMs ?? 200;
+    this.#confirmMs = options.confirmMs ?? 5000;
     this.#hops = options.hops ?? new HopFinder();
   }
 
@@ -90,9 +136,7 @@ export class TcpDirect implements Technique {
     if (spec.srcPorts.length !== 1) {
       throw new RangeError("tcp-direct takes exactly one source port");
     }
-    if (spec.role === "respond" && spec.extra !== TCP_DIRECT_TAG) {
-      throw new SyntaxError(`tcp-direct expects EXTRA "${TCP_DIRECT_TAG}"`);
-    }
+    if (spec.role === "respond") decodeDirectInfo(spec.extra ?? "");
     const ttl = spec.lowTtl;
     if (ttl !== undefined && (!Number.isInteger(ttl) || ttl < 1 || ttl > 255)) {
       throw new RangeError("tcp-direct low TTL must be 1-255");
@@ -102,7 +146,9 @@ export class TcpDirect implements Technique {
   async run(spec: AttemptSpec, context: AttemptContext): Promise<Socket> {
     const local = inetAddress(spec.srcIp, spec.srcPorts[0] ?? 0);
     const peers = spec.dstPorts.map((port) => inetAddress(spec.dstIp, port));
-    // Winner selection: the first connection that completes; everything else is closed.
+    const initiate = spec.role === "initiate";
+    const token = initiate ? newAttemptToken() : decodeDirectInfo(spec.extra ?? "");
+    // Winner selection: the first connection that confirms; everything else is closed.
     const done = new AbortController();
     const signal = AbortSignal.any([context.signal, done.signal]);
     const listener = Socket.create(local.family, "stream", { reuseAddress: true, reusePort: true });
@@ -110,29 +156,61 @@ export class TcpDirect implements Technique {
       listener.bind(local);
       listener.listen(8);
       context.log.debug("listening", { local: formatAddress(local) });
-      const lowTtl = spec.role === "initiate" ? await this.#primingTtl(spec, peers, context) : null;
+      const lowTtl = initiate ? await this.#primingTtl(spec, peers, context) : null;
       const winner = await new Promise<Socket>((resolve, reject) => {
         let settled = false;
-        const win = (socket: Socket) => {
-          if (settled) return socket.close();
-          settled = true;
-          resolve(socket);
-        };
+        let pending = 0;
         const lose = (error: unknown) => {
           if (settled) return;
           settled = true;
           reject(error);
         };
-        this.#acceptLoop(listener, spec, signal, context).then(win, lose);
+        const candidate: Candidate = async (socket, from) => {
+          if (settled || pending >= MAX_PENDING) {
+            if (!settled) context.log.debug("too many connections confirming; closed", { from });
+            socket.close();
+            return false;
+          }
+          pending++;
+          try {
+            await confirmPeer(socket, {
+              token,
+              technique: this.name,
+              role: initiate ? "initiator" : "responder",
+              signal,
+              timeoutMs: this.#confirmMs,
+            });
+          } catch (error) {
+            socket.close();
+            if (!signal.aborted) {
+              context.noteError(`${from}: ${(error as Error).message}`);
+              context.log.warn("connection failed confirmation; closed", {
+                from,
+                error: (error as Error).message,
+              });
+            }
+            return false;
+          } finally {
+            pending--;
+          }
+          if (settled) {
+            socket.close();
+            return false;
+          }
+          settled = true;
+          resolve(socket);
+          return true;
+        };
+        this.#acceptLoop(listener, spec, candidate, signal, context).catch(lose);
         if (lowTtl === null) {
-          this.#connectLoop(local, peers, signal, context).then((s) => s && win(s), lose);
+          this.#connectLoop(local, peers, candidate, signal, context).catch(lose);
         } else {
           // Each loop's first SYN leaves before its first await: the progress follows them.
           for (const peer of peers) {
-            this.#primeLoop(local, peer, lowTtl, signal, context).then((s) => s && win(s), lose);
+            this.#primeLoop(local, peer, lowTtl, candidate, signal, context).catch(lose);
           }
         }
-        if (spec.role === "initiate") context.progress(TCP_DIRECT_TAG);
+        if (initiate) context.progress(encodeDirectInfo(token));
       });
       return winner;
     } catch (error) {
@@ -144,15 +222,20 @@ export class TcpDirect implements Technique {
     }
   }
 
+  /** Accepts until the attempt ends; each connection from DST_IP (any port) goes to confirmation. */
   async #acceptLoop(
     listener: Socket,
     spec: AttemptSpec,
+    candidate: Candidate,
     signal: AbortSignal,
     context: AttemptContext,
-  ): Promise<Socket> {
+  ): Promise<never> {
     for (;;) {
       const { socket, address } = await listener.accept(signal);
-      if (isExpectedPeer(address, spec)) return socket;
+      if (fromPeerAddress(address, spec)) {
+        candidate(socket, `accepted from ${formatAddress(address)}`);
+        continue;
+      }
       context.log.warn("rejected connection from unexpected address", {
         from: formatAddress(address),
       });
@@ -199,19 +282,22 @@ export class TcpDirect implements Technique {
 
   /**
    * The initiator's connects to `peer`: each leaves with TTL `lowTtl` (the
-   * normal TTL is restored right after connect() sent the SYN), and one that
-   * fails is made again after `retryMs`. Resolves null when accept won the
-   * 4-tuple.
+   * normal TTL is restored right after connect() sent the SYN). A connect
+   * that fails, or a connection that fails confirmation, is made again
+   * after `retryMs`; so is one that finds the 4-tuple taken by an accepted
+   * connection. Ends (never resolving) when it hands over a winner.
    */
   async #primeLoop(
     local: InetAddress,
     peer: InetAddress,
     lowTtl: number,
+    candidate: Candidate,
     signal: AbortSignal,
     context: AttemptContext,
-  ): Promise<Socket | null> {
+  ): Promise<void> {
     for (;;) {
       const socket = Socket.create(local.family, "stream", { reuseAddress: true, reusePort: true });
+      let connected = false;
       try {
         socket.bind(local);
         const normalTtl = socket.hopLimit();
@@ -219,32 +305,41 @@ export class TcpDirect implements Technique {
         const connecting = socket.connect(peer, signal);
         socket.setHopLimit(normalTtl);
         await connecting;
-        return socket;
+        connected = true;
       } catch (error) {
         socket.close();
         if (signal.aborted) throw signal.reason;
         const code = errorCode(error);
-        if (code === "EADDRNOTAVAIL" || code === "EADDRINUSE") return new Promise<never>(() => {});
-        if (!RETRYABLE_CONNECT_ERRORS.has(code)) {
-          throw new TechniqueError(`Cannot connect: ${(error as Error).message}`, { cause: error });
+        if (code !== "EADDRNOTAVAIL" && code !== "EADDRINUSE") {
+          if (!RETRYABLE_CONNECT_ERRORS.has(code)) {
+            throw new TechniqueError(`Cannot connect: ${(error as Error).message}`, {
+              cause: error,
+            });
+          }
+          context.noteError(`connect: ${code}`);
         }
-        context.noteError(`connect: ${code}`);
         context.log.debug("priming connect failed; priming again", {
           to: formatAddress(peer),
           error: code,
         });
-        await delay(this.#retryMs, signal);
       }
+      if (connected && await candidate(socket, `connected to ${formatAddress(peer)}`)) return;
+      await delay(this.#retryMs, signal);
     }
   }
 
-  /** Connect rounds until one connects; resolves null when accept won the 4-tuple. */
+  /**
+   * Connect rounds until one connection wins; a connection that fails
+   * confirmation, or a round that connects nowhere, is followed by another
+   * round after `retryMs`.
+   */
   async #connectLoop(
     local: InetAddress,
     peers: InetAddress[],
+    candidate: Candidate,
     signal: AbortSignal,
     context: AttemptContext,
-  ): Promise<Socket | null> {
+  ): Promise<void> {
     let lastError = "";
     for (;;) {
       const round = peers.map(async (peer) => {
@@ -255,24 +350,20 @@ export class TcpDirect implements Technique {
         try {
           socket.bind(local);
           await socket.connect(peer, signal);
-          return socket;
         } catch (error) {
           socket.close();
           throw error;
         }
+        return await candidate(socket, `connected to ${formatAddress(peer)}`);
       });
       const results = await Promise.allSettled(round);
-      const connected = results.flatMap((r) => r.status === "fulfilled" ? [r.value] : []);
-      if (connected.length > 0) {
-        for (const extra of connected.slice(1)) extra.close();
-        return connected[0] ?? null;
-      }
+      if (results.some((r) => r.status === "fulfilled" && r.value)) return;
       if (signal.aborted) throw signal.reason;
       for (const r of results) {
         if (r.status !== "rejected") continue;
         const code = errorCode(r.reason);
         // The peer's connection was accepted on our port: the accept loop has it.
-        if (code === "EADDRNOTAVAIL" || code === "EADDRINUSE") return new Promise<never>(() => {});
+        if (code === "EADDRNOTAVAIL" || code === "EADDRINUSE") continue;
         if (!RETRYABLE_CONNECT_ERRORS.has(code)) {
           throw new TechniqueError(`Cannot connect: ${(r.reason as Error).message}`, {
             cause: r.reason,
