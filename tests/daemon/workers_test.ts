@@ -38,7 +38,13 @@ function outcome(): Outcome {
   };
 }
 
-function spec(id: string, src: number, dst: number, role: "initiate" | "respond"): AttemptSpec {
+function spec(
+  id: string,
+  src: number,
+  dst: number,
+  role: "initiate" | "respond",
+  extra = "",
+): AttemptSpec {
   const s: AttemptSpec = {
     technique: "tcp-direct",
     role,
@@ -50,7 +56,7 @@ function spec(id: string, src: number, dst: number, role: "initiate" | "respond"
     dstPorts: [dst],
     timeoutMs: 5000,
   };
-  if (role === "respond") s.extra = "direct1";
+  if (role === "respond") s.extra = extra;
   return s;
 }
 
@@ -80,7 +86,11 @@ Deno.test("a crashed technique worker fails its attempts, releases its fds, and 
     const a = outcome();
     const b = outcome();
     workers.start(spec("a", p1, p2, "initiate"), a.events);
-    workers.start(spec("b", p2, p1, "respond"), b.events);
+    // The responder needs the initiator's progress (direct2:TOKEN) as EXTRA.
+    for (let i = 0; i < 500 && a.progress.length === 0; i++) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    workers.start(spec("b", p2, p1, "respond", a.progress[0]), b.events);
     const [ra, rb] = await Promise.all([a.result, b.result]);
     assert("fd" in ra && "fd" in rb, JSON.stringify([ra, rb]));
     new Socket(ra.fd).close();
