@@ -37,9 +37,11 @@
  * confirmation of tcp_confirm.ts (three 16-byte messages keyed by TOKEN)
  * before it counts: the first one that confirms wins, one that fails is
  * closed and the attempt goes on (accepting, connecting) until its
- * deadline. At most {@linkcode MAX_PENDING} confirmations run at once;
- * connections beyond them are closed, so a flood from DST_IP cannot pile
- * up sockets. Without it, a NATed side whose connect the public peer's
+ * deadline. At most {@linkcode MAX_PENDING} confirmations of accepted
+ * connections run at once; a new one beyond them closes the oldest, so a
+ * flood from DST_IP can neither pile up sockets nor hold the slots until
+ * the peer's connection comes (this side's own connects, one per DST_PORT,
+ * always get their confirmation). Without it, a NATed side whose connect the public peer's
  * kernel accepted reported ok on a socket the peer's punchd had rejected,
  * and anyone at DST_IP who hit the port got the socket. When both sides
  * connect at the same moment the kernel forms one connection by
@@ -73,7 +75,7 @@ import type { AttemptContext, Technique } from "./technique.ts";
 /** The version tag that starts a `tcp-direct` initiator's progress data. */
 export const TCP_DIRECT_TAG = "direct2";
 
-/** Confirmations of candidate connections that may run at once. */
+/** Confirmations of accepted connections that may run at once. */
 export const MAX_PENDING = 4;
 
 /** The initiator's progress data: `direct2:TOKEN`. */
@@ -112,10 +114,10 @@ function fromPeerAddress(address: SocketAddress, spec: AttemptSpec): boolean {
 
 /**
  * Hands a connection that formed to the confirmation; resolves true when
- * it won the attempt, false when it was closed (confirmation failed, too
- * many pending, or another one won).
+ * it won the attempt, false when it was closed (confirmation failed, pushed
+ * out by newer accepted ones, or another one won).
  */
-type Candidate = (socket: Socket, from: string) => Promise<boolean>;
+type Candidate = (socket: Socket, from: string, accepted: boolean) => Promise<boolean>;
 
 /** The `tcp-direct` technique. */
 export class TcpDirect implements Technique {
@@ -159,25 +161,33 @@ export class TcpDirect implements Technique {
       const lowTtl = initiate ? await this.#primingTtl(spec, peers, context) : null;
       const winner = await new Promise<Socket>((resolve, reject) => {
         let settled = false;
-        let pending = 0;
+        // The confirmations of accepted connections under way, oldest first.
+        const pending: AbortController[] = [];
         const lose = (error: unknown) => {
           if (settled) return;
           settled = true;
           reject(error);
         };
-        const candidate: Candidate = async (socket, from) => {
-          if (settled || pending >= MAX_PENDING) {
-            if (!settled) context.log.debug("too many connections confirming; closed", { from });
+        const candidate: Candidate = async (socket, from, accepted) => {
+          if (settled) {
             socket.close();
             return false;
           }
-          pending++;
+          const own = new AbortController();
+          if (accepted) {
+            if (pending.length >= MAX_PENDING) {
+              pending.shift()?.abort(
+                new TechniqueError(`more than ${MAX_PENDING} accepted connections confirming`),
+              );
+            }
+            pending.push(own);
+          }
           try {
             await confirmPeer(socket, {
               token,
               technique: this.name,
               role: initiate ? "initiator" : "responder",
-              signal,
+              signal: AbortSignal.any([signal, own.signal]),
               timeoutMs: this.#confirmMs,
             });
           } catch (error) {
@@ -191,7 +201,8 @@ export class TcpDirect implements Technique {
             }
             return false;
           } finally {
-            pending--;
+            const index = pending.indexOf(own);
+            if (index >= 0) pending.splice(index, 1);
           }
           if (settled) {
             socket.close();
@@ -233,7 +244,7 @@ export class TcpDirect implements Technique {
     for (;;) {
       const { socket, address } = await listener.accept(signal);
       if (fromPeerAddress(address, spec)) {
-        candidate(socket, `accepted from ${formatAddress(address)}`);
+        candidate(socket, `accepted from ${formatAddress(address)}`, true);
         continue;
       }
       context.log.warn("rejected connection from unexpected address", {
@@ -323,7 +334,9 @@ export class TcpDirect implements Technique {
           error: code,
         });
       }
-      if (connected && await candidate(socket, `connected to ${formatAddress(peer)}`)) return;
+      if (connected && await candidate(socket, `connected to ${formatAddress(peer)}`, false)) {
+        return;
+      }
       await delay(this.#retryMs, signal);
     }
   }
@@ -354,7 +367,7 @@ export class TcpDirect implements Technique {
           socket.close();
           throw error;
         }
-        return await candidate(socket, `connected to ${formatAddress(peer)}`);
+        return await candidate(socket, `connected to ${formatAddress(peer)}`, false);
       });
       const results = await Promise.allSettled(round);
       if (results.some((r) => r.status === "fulfilled" && r.value)) return;

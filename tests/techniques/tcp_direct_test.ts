@@ -3,7 +3,12 @@ import { Socket } from "../../ffi/socket.ts";
 import { inetAddress } from "../../ffi/structs.ts";
 import { Logger } from "../../src/log.ts";
 import type { AttemptSpec } from "../../src/techniques/protocol.ts";
-import { decodeDirectInfo, encodeDirectInfo, TcpDirect } from "../../src/techniques/tcp_direct.ts";
+import {
+  decodeDirectInfo,
+  encodeDirectInfo,
+  MAX_PENDING,
+  TcpDirect,
+} from "../../src/techniques/tcp_direct.ts";
 import type { AttemptContext } from "../../src/techniques/technique.ts";
 
 const base: AttemptSpec = {
@@ -164,3 +169,71 @@ for (const victim of ["initiate", "respond"] as const) {
     }
   });
 }
+
+Deno.test("silent connections from the peer's address beyond the limit do not hold off the peer", async () => {
+  const signal = AbortSignal.timeout(15_000);
+  const [portA, portB, unpublished] = [freePort(), freePort(), freePort()];
+  // The initiator connects to B from portA, a port B was not told (like a random-mapping NAT's).
+  const initiatorSpec: AttemptSpec = {
+    technique: "tcp-direct",
+    role: "initiate",
+    id: "a",
+    client: 1,
+    srcIp: "127.0.0.1",
+    srcPorts: [portA],
+    dstIp: "127.0.0.1",
+    dstPorts: [portB],
+    timeoutMs: 15_000,
+  };
+  const { promise: progressed, resolve: progress } = Promise.withResolvers<string>();
+  // Its first connect is refused (B is not up yet), the next one comes 1.5 s later.
+  const initiatorSide = new TcpDirect({ retryMs: 1500, confirmMs: 8000 });
+  // B's own connects go nowhere and are not retried within the test.
+  const responderSide = new TcpDirect({ retryMs: 60_000, confirmMs: 8000 });
+  const silent: Socket[] = [];
+  let a: Socket | undefined;
+  let b: Socket | undefined;
+  try {
+    const started = performance.now();
+    const initiator = initiatorSide.run(initiatorSpec, context(signal, progress));
+    const responder = responderSide.run({
+      ...initiatorSpec,
+      role: "respond",
+      id: "b",
+      srcPorts: [portB],
+      dstPorts: [unpublished],
+      extra: await progressed,
+    }, context(signal, () => {}));
+    // Twice MAX_PENDING silent connections from 127.0.0.1 fill B's confirmations first.
+    const target = inetAddress("127.0.0.1", portB);
+    for (let i = 0; i < 2 * MAX_PENDING; i++) {
+      const s = Socket.create("inet", "stream");
+      silent.push(s);
+      for (let tries = 0;; tries++) {
+        try {
+          await s.connect(target, signal);
+          break;
+        } catch (error) {
+          if (tries > 100) throw error;
+          await new Promise((r) => setTimeout(r, 5));
+        }
+      }
+    }
+    assert(performance.now() - started < 1000, "the silent connections came too late");
+    // The newer ones pushed the oldest out at once: at most MAX_PENDING are held.
+    const soon = AbortSignal.any([signal, AbortSignal.timeout(1000)]);
+    for (const s of silent.slice(0, MAX_PENDING)) assertEquals(await readToEnd(s, soon), 0);
+    [a, b] = await Promise.all([initiator, responder]);
+    const ms = performance.now() - started;
+    // Had they held B's slots, the peer would wait for their 8 s confirmation deadline.
+    assert(ms < 5000, `the peer won after ${Math.round(ms)} ms`);
+    assertEquals(b.peerAddress(), inetAddress("127.0.0.1", portA));
+    await a.write(new TextEncoder().encode("ping"), signal);
+    assertEquals(await readExactly(b, 4, signal), "ping");
+    for (const s of silent) assertEquals(await readToEnd(s, signal), 0);
+  } finally {
+    a?.close();
+    b?.close();
+    for (const s of silent) s.close();
+  }
+});
