@@ -141,6 +141,11 @@ export function expect(pair: GridPair, technique: GridTechnique): Expectation {
     if (sequential !== null) {
       return maybe(`birthday probing or the prediction finds ${sequential}'s sequential mapping`);
     }
+  } else if (technique === "tcp-direct" && (!a.stateful || !b.stateful) && random !== null) {
+    // tcp-direct confirms the peer with the attempt token and accepts it from any port of its address.
+    return ok(
+      `the public side accepts ${random}'s connection from any port, confirmed by the token`,
+    );
   } else if (random !== null) {
     // punchd accepts the peer only from the endpoint it published, even where nothing filters.
     return fail(`${random}'s NAT maps each flow to a random port: not the endpoint it published`);
