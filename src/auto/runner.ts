@@ -73,7 +73,8 @@ export interface AutoOptions {
   followerSlackMs?: number;
 }
 
-type StepState = "idle" | "running" | "connected" | "ended";
+/** `waiting`: a responder's step whose earlier steps are still releasing (they share the 4-tuple). */
+type StepState = "idle" | "waiting" | "running" | "connected" | "ended";
 
 interface StepRun {
   planned: PlannedStep;
@@ -87,6 +88,8 @@ interface StepRun {
   quiet?: boolean;
   /** The step was started (it appears in a failure's list). */
   ran?: boolean;
+  /** A waiting step's EXTRA and the peer data that arrived meanwhile. */
+  queued?: { extra: string; data: string[] };
 }
 
 /** At most this many characters of an error reply go to step reasons. */
@@ -167,13 +170,15 @@ export class AutoAttempt {
     switch (message.type) {
       case "step":
         if (this.#role === "respond" && step.state === "idle") this.#follow(step, message.data);
+        else if (step.state === "waiting") step.queued?.data.push(message.data);
         else if (step.state === "running" && step.key !== undefined) {
           this.#o.host.peer(step.key, message.data);
         }
         return true;
       case "ended":
-        if (step.state === "idle") this.#markEnded(step, "ended by the peer", true);
-        else if (step.state === "running") this.#cancelStep(step, "the peer's side ended");
+        if (step.state === "idle" || step.state === "waiting") {
+          this.#markEnded(step, "ended by the peer", true);
+        } else if (step.state === "running") this.#cancelStep(step, "the peer's side ended");
         this.#check();
         return true;
       case "won":
@@ -253,13 +258,39 @@ export class AutoAttempt {
   #follow(step: StepRun, extra: string): void {
     if (this.#ending !== null || this.#winner !== null) return;
     if (!step.planned.parallel) {
-      for (const other of this.#steps) {
-        if (other.planned.parallel || other.planned.index >= step.planned.index) continue;
-        if (other.state === "idle") this.#markEnded(other, "skipped: the initiator moved on", true);
+      for (const other of this.#earlier(step)) {
+        if (other.state === "idle" || other.state === "waiting") {
+          this.#markEnded(other, "skipped: the initiator moved on", true);
+        }
         if (other.state === "running") this.#cancelStep(other, "the initiator moved on");
+      }
+      // Steps in turn use the same 4-tuple: start once the earlier ones have let go of it.
+      if (this.#earlier(step).some((o) => o.state === "running" || o.state === "connected")) {
+        step.state = "waiting";
+        step.queued = { extra, data: [] };
+        return;
       }
     }
     this.#run(step, this.#specFor(step, extra));
+  }
+
+  /** The steps in turn before `step`. */
+  #earlier(step: StepRun): StepRun[] {
+    return this.#steps.filter((o) => !o.planned.parallel && o.planned.index < step.planned.index);
+  }
+
+  /** Responder: starts a waiting step once its earlier steps have released. */
+  #startWaiting(): void {
+    for (const step of this.#steps) {
+      if (step.state !== "waiting" || step.queued === undefined) continue;
+      if (this.#earlier(step).some((o) => o.state === "running" || o.state === "connected")) {
+        continue;
+      }
+      const { extra, data } = step.queued;
+      delete step.queued;
+      this.#run(step, this.#specFor(step, extra));
+      for (const d of data) if (step.key !== undefined) this.#o.host.peer(step.key, d);
+    }
   }
 
   #run(step: StepRun, spec: AttemptSpec): void {
@@ -319,6 +350,9 @@ export class AutoAttempt {
       return this.#end(`${step.planned.technique} failed after the initiator took it: ${reason}`);
     }
     if (this.#role === "initiate" && !step.planned.parallel) this.#next();
+    if (this.#role === "respond" && this.#ending === null && this.#winner === null) {
+      this.#startWaiting();
+    }
     this.#check();
   }
 
@@ -345,7 +379,9 @@ export class AutoAttempt {
       if (step.planned.index === k) continue;
       if (step.state === "running") this.#cancelStep(step, reason);
       else if (step.state === "connected") this.#drop(step, reason);
-      else if (step.state === "idle") this.#markEnded(step, "not needed", true);
+      else if (step.state === "idle" || step.state === "waiting") {
+        this.#markEnded(step, "not needed", true);
+      }
     }
   }
 
@@ -357,7 +393,9 @@ export class AutoAttempt {
     for (const step of this.#steps) {
       if (step.state === "running") this.#cancelStep(step, reason);
       else if (step.state === "connected") this.#drop(step, reason);
-      else if (step.state === "idle") this.#markEnded(step, "not started", true);
+      else if (step.state === "idle" || step.state === "waiting") {
+        this.#markEnded(step, "not started", true);
+      }
     }
     this.#check();
   }
@@ -366,6 +404,7 @@ export class AutoAttempt {
   #check(): void {
     if (this.#reported) return;
     const busy = this.#steps.filter((s) => s.state === "running" || s.state === "connected");
+    const waiting = this.#steps.some((s) => s.state === "waiting");
     if (this.#ending !== null) {
       if (busy.length > 0) return;
       return this.#report(null, this.#ending.reason);
@@ -375,7 +414,7 @@ export class AutoAttempt {
       if (win?.state !== "connected" || busy.length > 1) return;
       return this.#report(win, "");
     }
-    if (this.#plan === null || busy.length > 0) return;
+    if (this.#plan === null || busy.length > 0 || waiting) return;
     if (this.#steps.every((s) => s.state === "ended")) this.#report(null, "every step failed");
     else if (this.#role === "initiate") this.#next();
   }

@@ -23,6 +23,8 @@ interface FakeStep {
   events: StepEvents;
   cancelled: boolean;
   done: boolean;
+  /** The host reported the step's end (after a cancel, some time later). */
+  released: boolean;
 }
 
 /** Both sides' step hosts: a step connects (or fails) when both sides run it. */
@@ -40,7 +42,23 @@ class FakeTechniques {
         const key = this.#nextKey++;
         const name = `${side}:${spec.technique}:${spec.dstIp}`;
         keys.set(key, name);
-        const step: FakeStep = { spec, events, cancelled: false, done: false };
+        const step: FakeStep = {
+          spec,
+          events: {
+            progress: (d) => events.progress(d),
+            connected: (fd, l, r) => {
+              step.released = true;
+              events.connected(fd, l, r);
+            },
+            failed: (reason) => {
+              step.released = true;
+              events.failed(reason);
+            },
+          },
+          cancelled: false,
+          done: false,
+          released: false,
+        };
         this.steps.set(name, step);
         if (spec.role === "initiate") queueMicrotask(() => events.progress(`hi-${spec.technique}`));
         const other = this.steps.get(
@@ -247,4 +265,31 @@ Deno.test("a responder whose taken step never connects still reports when the ti
   });
   assertEquals(a.ok?.technique, "tcp-direct");
   assertMatch(b.error ?? "", /^auto: timed out after 400 ms/);
+});
+
+Deno.test("the responder starts a step in turn only after the earlier one has released the 4-tuple", async () => {
+  // Step 0 fails at once on the initiator and hangs on the responder until cancelled.
+  const fake = new FakeTechniques((spec) =>
+    spec.technique === "tcp-nutss" ? (spec.role === "initiate" ? "fail" : "hang") : "connect"
+  );
+  const overlaps: string[] = [];
+  const original = fake.host.bind(fake);
+  fake.host = (side) => {
+    const host = original(side);
+    if (side === "a") return host;
+    return {
+      ...host,
+      start: (spec, events) => {
+        const busy = [...fake.steps.entries()].filter(([n, s]) =>
+          n.startsWith("b:") && !s.released
+        );
+        if (busy.length > 0) overlaps.push(`${spec.technique} while ${busy.map(([n]) => n)}`);
+        return host.start(spec, events);
+      },
+    };
+  };
+  const [a, b] = await run(fake, hello("initiate"), hello("respond"));
+  assertEquals(a.ok?.technique, "tcp-syni");
+  assertEquals(b.ok?.technique, "tcp-syni");
+  assertEquals(overlaps, []);
 });
