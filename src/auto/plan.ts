@@ -37,6 +37,11 @@ export interface PlannedStep {
   budgetMs: number;
   /** Birthday probing allowed (`udp` with exactly one random side). */
   birthday: boolean;
+  /**
+   * tcp-direct to a public side: which side is public (it only listens; the other connects
+   * from a port of the kernel's, off the punching steps' 4-tuple). Absent: both connect.
+   */
+  publicSide?: "initiate" | "respond";
   /** Why the step is in the plan (for the log). */
   why: string;
 }
@@ -141,8 +146,10 @@ export function planSteps(initiator: Hello, responder: Hello, totalMs: number): 
           });
         }
         if (noNat !== undefined || unknown !== undefined) {
+          const bothPublic = initiator.mapping === "none" && responder.mapping === "none";
           inTurn.push({
             ...base,
+            ...(noNat !== undefined && !bothPublic ? { publicSide: noNat.role } : {}),
             technique,
             why: noNat !== undefined
               ? `the ${SIDE[noNat.role]} is not behind NAT`

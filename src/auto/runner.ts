@@ -241,6 +241,9 @@ export class AutoAttempt {
       }
     }
     if (planned.birthday) spec.birthday = true;
+    if (planned.publicSide !== undefined) {
+      spec.directMode = planned.publicSide === this.#role ? "listen" : "ephemeral";
+    }
     if (extra !== undefined) spec.extra = extra;
     return spec;
   }

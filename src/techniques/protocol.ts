@@ -45,6 +45,12 @@ export interface AttemptSpec extends Endpoints {
   probes?: string[];
   /** Birthday probing allowed for `udp` (daemon flag --udp-birthday). */
   birthday?: boolean;
+  /**
+   * tcp-direct under `auto` towards a public peer: `listen` (the public side only accepts),
+   * `ephemeral` (the side behind NAT connects from a kernel-chosen port); default both connect
+   * from SRC_PORT.
+   */
+  directMode?: "both" | "listen" | "ephemeral";
 }
 
 /** Daemon to worker. */

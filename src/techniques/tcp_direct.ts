@@ -158,7 +158,14 @@ export class TcpDirect implements Technique {
       listener.bind(local);
       listener.listen(8);
       context.log.debug("listening", { local: formatAddress(local) });
-      const lowTtl = initiate ? await this.#primingTtl(spec, peers, context) : null;
+      // `auto` towards a public peer: only the side behind NAT connects, from a port of the
+      // kernel's, and the public side only listens; nothing of this step touches the 4-tuple
+      // the punching steps after it use (a SYN with another ISN would stay in the NATs'
+      // connection tracking and make theirs look out of window).
+      const mode = spec.directMode ?? "both";
+      const lowTtl = initiate && mode === "both"
+        ? await this.#primingTtl(spec, peers, context)
+        : null;
       const winner = await new Promise<Socket>((resolve, reject) => {
         let settled = false;
         // The confirmations of accepted connections under way, oldest first.
@@ -213,7 +220,12 @@ export class TcpDirect implements Technique {
           return true;
         };
         this.#acceptLoop(listener, spec, candidate, signal, context).catch(lose);
-        if (lowTtl === null) {
+        if (mode === "listen") {
+          // The peer connects; this side only accepts (and confirms).
+        } else if (mode === "ephemeral") {
+          const from = inetAddress(spec.srcIp, 0);
+          this.#connectLoop(from, peers, candidate, signal, context).catch(lose);
+        } else if (lowTtl === null) {
           this.#connectLoop(local, peers, candidate, signal, context).catch(lose);
         } else {
           // Each loop's first SYN leaves before its first await: the progress follows them.
@@ -354,6 +366,7 @@ export class TcpDirect implements Technique {
     context: AttemptContext,
   ): Promise<void> {
     let lastError = "";
+    let rounds = 0;
     for (;;) {
       const round = peers.map(async (peer) => {
         const socket = Socket.create(local.family, "stream", {
@@ -386,7 +399,9 @@ export class TcpDirect implements Technique {
         context.noteError(`connect: ${code}`);
       }
       context.log.debug("connect round failed; retrying", { error: lastError });
-      await delay(this.#retryMs, signal);
+      // A refusal right at the start is usually a peer that is not listening yet: the first
+      // rounds follow quickly (25, 50, 100 ms), then every retryMs.
+      await delay(Math.min(this.#retryMs, 25 * 2 ** rounds++), signal);
     }
   }
 }

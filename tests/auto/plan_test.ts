@@ -120,3 +120,16 @@ Deno.test("two hosts behind one public address race a connection inside the site
   assertEquals(plan.steps[0]?.lan?.responder, "10.0.2.2");
   assert(describePlan(plan).includes("behind one public address"));
 });
+
+Deno.test("towards a public side, only the side behind NAT connects (off the punching 4-tuple)", () => {
+  const plan = planSteps(hello("initiate"), hello("respond", { mapping: "none" }), 10000);
+  assertEquals(plan.steps[0]?.publicSide, "respond");
+  const both = planSteps(
+    hello("initiate", { mapping: "none" }),
+    hello("respond", { mapping: "none" }),
+    10000,
+  );
+  assertEquals(both.steps[0]?.publicSide, undefined);
+  const unknown = planSteps(hello("initiate", { mapping: "unk" }), hello("respond"), 10000);
+  assertEquals(unknown.steps[0]?.publicSide, undefined);
+});
