@@ -145,16 +145,21 @@ export function planSteps(initiator: Hello, responder: Hello, totalMs: number): 
             why: lanWhy(lan),
           });
         }
-        if (noNat !== undefined || unknown !== undefined) {
+        // With a LAN step racing already, a second listener on the port would share its
+        // connections at random (SO_REUSEPORT): the LAN step covers reachability.
+        if (lan === null && (noNat !== undefined || unknown !== undefined)) {
           const bothPublic = initiator.mapping === "none" && responder.mapping === "none";
-          inTurn.push({
-            ...base,
-            ...(noNat !== undefined && !bothPublic ? { publicSide: noNat.role } : {}),
-            technique,
-            why: noNat !== undefined
-              ? `the ${SIDE[noNat.role]} is not behind NAT`
-              : `the ${SIDE[(unknown ?? initiator).role]}'s NAT is unknown`,
-          });
+          const why = noNat !== undefined
+            ? `the ${SIDE[noNat.role]} is not behind NAT`
+            : `the ${SIDE[(unknown ?? initiator).role]}'s NAT is unknown`;
+          if (noNat !== undefined && !bothPublic) {
+            // Off the punching 4-tuple (the public side listens, the other connects from a
+            // kernel port), so it races beside the punching steps: a public side that is
+            // really reachable answers at once, one behind a firewall costs nothing.
+            parallel.push({ ...base, technique, parallel: true, publicSide: noNat.role, why });
+          } else {
+            inTurn.push({ ...base, technique, why });
+          }
         } else if (lan === null) {
           skipped.push({ technique, why: "no shared subnet and both sides behind NAT" });
         }
@@ -187,6 +192,23 @@ export function planSteps(initiator: Hello, responder: Hello, totalMs: number): 
       default:
         if (random.length > 0) skipped.push({ technique, why: randomWhy });
         else inTurn.push({ ...base, technique, why: "both sides' ports are predictable" });
+    }
+  }
+  // The low-TTL packet is safest from a side without NAT (its hop count is one firewall at
+  // most): tcp-nutss lets the initiator send it, tcp-prime the responder. With only the
+  // responder public, tcp-prime goes first (behind a double NAT of unknown depth the
+  // initiator's TTL can be too small, and it then waits for the kernel's retransmission).
+  if (responder.mapping === "none" && initiator.mapping !== "none") {
+    const prime = inTurn.findIndex((s) => s.technique === "tcp-prime");
+    const nutss = inTurn.findIndex((s) => s.technique === "tcp-nutss");
+    if (prime > nutss && nutss >= 0) {
+      const [step] = inTurn.splice(prime, 1);
+      if (step !== undefined) {
+        inTurn.splice(nutss, 0, {
+          ...step,
+          why: `${step.why}; the responder, not behind NAT, primes`,
+        });
+      }
     }
   }
   const usable = Math.max(0, totalMs - RESERVE_MS);

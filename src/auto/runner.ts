@@ -211,7 +211,9 @@ export class AutoAttempt {
     if (this.#role === "respond") return;
     const raced = this.#steps.filter((s) => s.planned.parallel);
     for (const step of raced) this.#lead(step);
-    if (raced.length === 0) this.#next();
+    // A LAN connection gets a head start (it would make punching needless); a connection to a
+    // public side runs on another 4-tuple and needs none.
+    if (!raced.some((s) => s.planned.target === "lan")) this.#next();
     else this.#stagger = setTimeout(() => this.#next(), this.#o.staggerMs ?? 50);
   }
 

@@ -77,7 +77,12 @@ Deno.test({
   ignore: needsRoot,
   fn: () =>
     withLab("preserving", "none", [], async (lab, a, b) => {
-      for (let n = 0; n < 3; n++) assertEquals(await connects(a, b, lab, "auto", n), "tcp-direct");
+      // The connection from a kernel port to the public side races tcp-prime (the public side
+      // primes); either wins within a round trip or two.
+      for (let n = 0; n < 3; n++) {
+        const winner = await connects(a, b, lab, "auto", n);
+        assert(["tcp-direct", "tcp-prime"].includes(winner), `won: ${winner}`);
+      }
     }),
 });
 

@@ -133,3 +133,19 @@ Deno.test("towards a public side, only the side behind NAT connects (off the pun
   const unknown = planSteps(hello("initiate", { mapping: "unk" }), hello("respond"), 10000);
   assertEquals(unknown.steps[0]?.publicSide, undefined);
 });
+
+Deno.test("with only the responder public, tcp-prime (the responder primes) comes before tcp-nutss", () => {
+  const techniques = ["tcp-direct", "tcp-nutss", "tcp-syni", "tcp-prime"] as const;
+  const plan = planSteps(
+    hello("initiate", { techniques: [...techniques] }),
+    hello("respond", { techniques: [...techniques], mapping: "none" }),
+    10000,
+  );
+  assertEquals(names(plan), ["tcp-direct", "tcp-prime", "tcp-nutss", "tcp-syni"]);
+  const other = planSteps(
+    hello("initiate", { techniques: [...techniques], mapping: "none" }),
+    hello("respond", { techniques: [...techniques] }),
+    10000,
+  );
+  assertEquals(names(other), ["tcp-direct", "tcp-nutss", "tcp-syni", "tcp-prime"]);
+});
