@@ -155,3 +155,10 @@ Deno.test("the report marks each cell against its expectation and escapes text i
   assertEquals(html.includes("<timed out>"), false);
   assertMatch(renderMarkdown(grid), /\| p:q \| ❌ 0\/10 \|/);
 });
+
+Deno.test("expectations: a public A in B's private block leaves B's priming TTL at 2", () => {
+  assertEquals(expect(v4("none", "double"), "tcp-syni").expected, "fail");
+  assertEquals(expect(v4("firewall", "double"), "udp-prime").expected, "fail");
+  assertEquals(expect(v4("none", "double"), "tcp-prime").expected, "ok");
+  assertEquals(expect(v4("preserving", "double"), "tcp-syni").expected, "ok");
+});
