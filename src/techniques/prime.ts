@@ -26,6 +26,7 @@
 
 import type { HopFinder } from "../discovery/hop_limit.ts";
 import type { AttemptSpec } from "./protocol.ts";
+import { assertLowTtl, findLowTtl } from "./low_ttl.ts";
 import type { AttemptContext } from "./technique.ts";
 import { TechniqueError } from "../errors.ts";
 
@@ -46,26 +47,13 @@ export async function primingHopLimit(
   hops: HopFinder,
   context: AttemptContext,
 ): Promise<number> {
-  const choice = await hops.hopLimit(
-    spec.lowTtl,
-    { source: spec.srcIp, destination: spec.dstIp },
-    context.signal,
-  );
-  context.log.info("hop limit of the priming packet", {
-    hops: choice.hopLimit,
-    how: choice.how,
-    reason: choice.reason,
-  });
-  return choice.hopLimit;
+  return await findLowTtl(hops, spec, context, "hop limit of the priming packet");
 }
 
 /** The checks both priming techniques share; throws RangeError with a client-facing reason. */
 export function validatePrimeSpec(spec: AttemptSpec, name: string): void {
   if (spec.srcPorts.length !== 1) throw new RangeError(`${name} takes exactly one source port`);
-  const ttl = spec.lowTtl;
-  if (ttl !== undefined && (!Number.isInteger(ttl) || ttl < 1 || ttl > 255)) {
-    throw new RangeError(`${name} low TTL must be 1-255`);
-  }
+  assertLowTtl(spec, name);
 }
 
 /**

@@ -68,6 +68,7 @@ import { HopFinder } from "../discovery/hop_limit.ts";
 import { TechniqueError } from "../errors.ts";
 import { delay, errorCode, RETRYABLE_CONNECT_ERRORS } from "./delay.ts";
 import type { AttemptSpec } from "./protocol.ts";
+import { assertLowTtl, findLowTtl } from "./low_ttl.ts";
 import { assertAttemptToken, confirmPeer, newAttemptToken } from "./tcp_confirm.ts";
 import { flowOf } from "./tcp_flow_guard.ts";
 import type { AttemptContext, Technique } from "./technique.ts";
@@ -139,10 +140,7 @@ export class TcpDirect implements Technique {
       throw new RangeError("tcp-direct takes exactly one source port");
     }
     if (spec.role === "respond") decodeDirectInfo(spec.extra ?? "");
-    const ttl = spec.lowTtl;
-    if (ttl !== undefined && (!Number.isInteger(ttl) || ttl < 1 || ttl > 255)) {
-      throw new RangeError("tcp-direct low TTL must be 1-255");
-    }
+    assertLowTtl(spec, this.name);
   }
 
   async run(spec: AttemptSpec, context: AttemptContext): Promise<Socket> {
@@ -290,17 +288,7 @@ export class TcpDirect implements Technique {
       });
       return null;
     }
-    const choice = await this.#hops.hopLimit(
-      spec.lowTtl,
-      { source: spec.srcIp, destination: spec.dstIp },
-      context.signal,
-    );
-    context.log.debug("priming TTL", {
-      ttl: choice.hopLimit,
-      how: choice.how,
-      reason: choice.reason,
-    });
-    return choice.hopLimit;
+    return await findLowTtl(this.#hops, spec, context, "priming TTL");
   }
 
   /**

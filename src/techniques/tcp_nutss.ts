@@ -70,6 +70,7 @@ import { DEFAULT_HOP_LIMIT, HopFinder } from "../discovery/hop_limit.ts";
 import { TechniqueError } from "../errors.ts";
 import { delay, errorCode, RETRYABLE_CONNECT_ERRORS } from "./delay.ts";
 import type { AttemptSpec } from "./protocol.ts";
+import { assertLowTtl, findLowTtl } from "./low_ttl.ts";
 import { assertAttemptToken, confirmPeer, newAttemptToken } from "./tcp_confirm.ts";
 import {
   closeQuietly,
@@ -172,10 +173,7 @@ export class TcpNutss implements Technique {
   validate(spec: AttemptSpec): void {
     if (spec.srcPorts.length !== 1) throw new RangeError("tcp-nutss takes exactly one source port");
     if (spec.role === "respond") decodeNutssInfo(spec.extra ?? "");
-    const ttl = spec.lowTtl;
-    if (ttl !== undefined && (!Number.isInteger(ttl) || ttl < 1 || ttl > 255)) {
-      throw new RangeError("tcp-nutss low TTL must be 1-255");
-    }
+    assertLowTtl(spec, this.name);
   }
 
   async run(spec: AttemptSpec, attempt: AttemptContext): Promise<Socket> {
@@ -197,7 +195,9 @@ export class TcpNutss implements Technique {
             FlowGuard.install(context, local, peer, isns[i] ?? 0, initiate ? ["time-exceeded"] : [])
           ),
         ),
-        initiate ? this.#lowTtl(spec, context) : Promise.resolve(DEFAULT_LOW_TTL),
+        initiate
+          ? findLowTtl(this.#hops, spec, context, "low TTL of the first SYN")
+          : Promise.resolve(DEFAULT_LOW_TTL),
       ]);
       if (initiate) raw = RawSender.open(local.family);
       // Each loop sends its first SYN before its first await: the progress follows them.
@@ -229,21 +229,6 @@ export class TcpNutss implements Technique {
       done.abort(new TechniqueError("attempt finished"));
       raw?.close();
     }
-  }
-
-  /** The initiator's low TTL: the attempt's own, or found by hop discovery (logged either way). */
-  async #lowTtl(spec: AttemptSpec, context: AttemptContext): Promise<number> {
-    const choice = await this.#hops.hopLimit(
-      spec.lowTtl,
-      { source: spec.srcIp, destination: spec.dstIp },
-      context.signal,
-    );
-    context.log.info("low TTL of the first SYN", {
-      ttl: choice.hopLimit,
-      how: choice.how,
-      reason: choice.reason,
-    });
-    return choice.hopLimit;
   }
 
   /**

@@ -81,6 +81,7 @@ import { buildTcpPacket, parsePacket } from "../packet/packet.ts";
 import { FLAGS, type TcpOptions, type TcpSegment } from "../packet/tcp.ts";
 import { delay } from "./delay.ts";
 import type { AttemptSpec } from "./protocol.ts";
+import { findLowTtl } from "./low_ttl.ts";
 import type { AttemptContext, Technique } from "./technique.ts";
 import { assertAttemptToken, confirmPeer, newAttemptToken } from "./tcp_confirm.ts";
 import { FlowGuard, presetIsn, randomIsn } from "./tcp_flow_guard.ts";
@@ -238,17 +239,13 @@ export class TcpSyni implements Technique {
     // re-injected at full TTL, so a low TTL that dies inside A's own NATs costs nothing, and A
     // does not probe (hop probes are new flows: behind a NAT that allocates ports in sequence they
     // would take the ports A's peer was told to expect).
-    const choice = await this.#hops.hopLimit(
+    const lowTtl = await findLowTtl(
+      this.#hops,
+      spec,
+      context,
+      "low TTL of the first SYN",
       spec.role === "initiate" ? spec.lowTtl ?? DEFAULT_HOP_LIMIT : spec.lowTtl,
-      { source: spec.srcIp, destination: spec.dstIp },
-      context.signal,
     );
-    context.log.info("low TTL of the first SYN", {
-      ttl: choice.hopLimit,
-      how: choice.how,
-      reason: choice.reason,
-    });
-    const lowTtl = choice.hopLimit;
     return spec.role === "initiate"
       ? await this.#initiate(local, peers, lowTtl, newAttemptToken(), context)
       : await this.#respond(local, peers, lowTtl, decodeSynInfo(spec.extra ?? ""), context);
