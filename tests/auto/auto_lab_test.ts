@@ -123,31 +123,30 @@ Deno.test({
     }),
 });
 
+/** Three attempts between the two hosts behind the hairpin NAT; each socket's peer is the other host's LAN address. */
+async function insideTheSite(a: PunchdClient, b: PunchdClient, lab: Lab, choice: TechniqueChoice) {
+  for (let n = 0; n < 3; n++) {
+    const { a: sa, b: sb } = await punch(a, b, lab, choice, n);
+    try {
+      assertEquals(sa.peerAddress(), { family: "inet", address: lab.hostB.ip, port: 30000 + n });
+      assertEquals(sb.peerAddress(), { family: "inet", address: lab.hostA.ip, port: 20000 + n });
+      if (choice === "auto") {
+        await sa.write(bytes("x"));
+        assertEquals(await readExactly(sb, 1), "x");
+      }
+    } finally {
+      sa.close();
+      sb.close();
+    }
+  }
+}
+
 Deno.test({
   name: "auto connects two hosts behind one NAT inside the site, without punching",
   ignore: needsRoot,
   fn: () =>
     withLab("hairpin", "hairpin", [], async (lab, a, b) => {
-      for (let n = 0; n < 3; n++) {
-        const { a: sa, b: sb } = await punch(a, b, lab, "auto", n);
-        try {
-          assertEquals(sa.peerAddress(), {
-            family: "inet",
-            address: lab.hostB.ip,
-            port: 30000 + n,
-          });
-          assertEquals(sb.peerAddress(), {
-            family: "inet",
-            address: lab.hostA.ip,
-            port: 20000 + n,
-          });
-          await sa.write(bytes("x"));
-          assertEquals(await readExactly(sb, 1), "x");
-        } finally {
-          sa.close();
-          sb.close();
-        }
-      }
+      await insideTheSite(a, b, lab, "auto");
       assertEquals(await punchdGuards(lab, lab.hostA.ns), []);
     }),
 });
@@ -155,25 +154,5 @@ Deno.test({
 Deno.test({
   name: "auto-udp connects two hosts behind one NAT inside the site",
   ignore: needsRoot,
-  fn: () =>
-    withLab("hairpin", "hairpin", [], async (lab, a, b) => {
-      for (let n = 0; n < 3; n++) {
-        const { a: sa, b: sb } = await punch(a, b, lab, "auto-udp", n);
-        try {
-          assertEquals(sa.peerAddress(), {
-            family: "inet",
-            address: lab.hostB.ip,
-            port: 30000 + n,
-          });
-          assertEquals(sb.peerAddress(), {
-            family: "inet",
-            address: lab.hostA.ip,
-            port: 20000 + n,
-          });
-        } finally {
-          sa.close();
-          sb.close();
-        }
-      }
-    }),
+  fn: () => withLab("hairpin", "hairpin", [], (lab, a, b) => insideTheSite(a, b, lab, "auto-udp")),
 });
