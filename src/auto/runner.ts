@@ -88,9 +88,17 @@ interface StepRun {
   quiet?: boolean;
   /** The step was started (it appears in a failure's list). */
   ran?: boolean;
+  /** When the step connected, in order (the initiator takes the earliest, LAN first). */
+  order?: number;
   /** A waiting step's EXTRA and the peer data that arrived meanwhile. */
   queued?: { extra: string; data: string[] };
 }
+
+/**
+ * Milliseconds the initiator holds a connection while a LAN step still runs: a LAN path that
+ * is as fast (UDP's punches finish within a few ms of each other) is preferred.
+ */
+const LAN_GRACE_MS = 100;
 
 /** At most this many characters of an error reply go to step reasons. */
 const SUMMARY_CHARS = 380;
@@ -108,6 +116,9 @@ export class AutoAttempt {
   #ending: { reason: string } | null = null;
   #reported = false;
   #timer: ReturnType<typeof setTimeout> | undefined;
+  #connects = 0;
+  /** Set while the initiator holds a connection for a LAN step; true once the grace is over. */
+  #lanGrace: ReturnType<typeof setTimeout> | true | undefined;
   #stagger: ReturnType<typeof setTimeout> | undefined;
 
   /** Builds the attempt; nothing happens before start(). */
@@ -220,6 +231,8 @@ export class AutoAttempt {
   /** Initiator: starts the next step in turn, if any. */
   #next(): void {
     if (this.#ending !== null || this.#winner !== null) return;
+    // A connection held for a LAN step is about to win: start nothing new.
+    if (this.#steps.some((s) => s.state === "connected")) return;
     if (this.#steps.some((s) => !s.planned.parallel && s.state === "running")) return;
     const step = this.#steps.find((s) => !s.planned.parallel && s.state === "idle");
     if (step === undefined) return this.#check();
@@ -322,6 +335,7 @@ export class AutoAttempt {
     step.fd = fd;
     step.local = local;
     step.remote = remote;
+    step.order = this.#connects++;
     const k = step.planned.index;
     if (this.#ending !== null || (this.#winner !== null && this.#winner !== k)) {
       this.#drop(step, this.#ending !== null ? "attempt over" : "another step won");
@@ -332,15 +346,41 @@ export class AutoAttempt {
         s !== step && (s.state === "running" || s.state === "connected")
       );
       if (this.#role === "initiate") {
-        this.#winner = k;
-        this.#o.events.progress(encodeStepMessage({ type: "won", step: k }));
-        this.#cancelAllBut(k, "another step won");
+        this.#choose();
       } else if (!rival) {
         this.#winner = k;
       }
       // A responder with rivals keeps the socket until the initiator says which one it took.
     }
     this.#check();
+  }
+
+  /**
+   * Initiator: takes the earliest connection, a LAN one first; while a LAN step still runs,
+   * a connection elsewhere waits up to LAN_GRACE_MS for it.
+   */
+  #choose(): void {
+    if (this.#role !== "initiate" || this.#winner !== null || this.#ending !== null) return;
+    const connected = this.#steps.filter((s) => s.state === "connected")
+      .sort((a, b) => (a.order ?? 0) - (b.order ?? 0));
+    if (connected.length === 0) return;
+    const lan = connected.find((s) => s.planned.target === "lan");
+    const lanRunning = this.#steps.some((s) => s.planned.target === "lan" && s.state === "running");
+    if (lan === undefined && lanRunning && this.#lanGrace !== true) {
+      this.#lanGrace ??= setTimeout(() => {
+        this.#lanGrace = true;
+        this.#choose();
+        this.#check();
+      }, LAN_GRACE_MS);
+      return;
+    }
+    const win = lan ?? connected[0];
+    if (win === undefined) return;
+    if (this.#lanGrace !== true) clearTimeout(this.#lanGrace);
+    const k = win.planned.index;
+    this.#winner = k;
+    this.#o.events.progress(encodeStepMessage({ type: "won", step: k }));
+    this.#cancelAllBut(k, "another step won");
   }
 
   #failed(step: StepRun, reason: string): void {
@@ -354,6 +394,8 @@ export class AutoAttempt {
       // #end reports once the other steps have released.
       return this.#end(`${step.planned.technique} failed after the initiator took it: ${reason}`);
     }
+    // A connection held for a LAN step that has now failed is taken.
+    this.#choose();
     if (this.#role === "initiate" && !step.planned.parallel) this.#next();
     if (this.#role === "respond" && this.#ending === null && this.#winner === null) {
       this.#startWaiting();
@@ -395,6 +437,7 @@ export class AutoAttempt {
     if (this.#ending !== null || this.#reported) return;
     this.#ending = { reason };
     clearTimeout(this.#stagger);
+    if (this.#lanGrace !== true) clearTimeout(this.#lanGrace);
     for (const step of this.#steps) {
       if (step.state === "running") this.#cancelStep(step, reason);
       else if (step.state === "connected") this.#drop(step, reason);
@@ -428,6 +471,7 @@ export class AutoAttempt {
     this.#reported = true;
     clearTimeout(this.#timer);
     clearTimeout(this.#stagger);
+    if (this.#lanGrace !== true) clearTimeout(this.#lanGrace);
     const ms = Math.round(performance.now() - this.#started);
     if (win !== null && win.fd !== undefined) {
       this.#o.log.info("auto: connected", {

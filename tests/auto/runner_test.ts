@@ -33,7 +33,10 @@ class FakeTechniques {
   readonly closed: number[] = [];
   #nextFd = 100;
   #nextKey = 1;
-  constructor(readonly behaviour: (spec: AttemptSpec) => Behaviour) {}
+  constructor(
+    readonly behaviour: (spec: AttemptSpec) => Behaviour,
+    readonly delayMs: (spec: AttemptSpec) => number = () => 5,
+  ) {}
 
   host(side: "a" | "b"): StepHost {
     const keys = new Map<number, string>();
@@ -79,7 +82,7 @@ class FakeTechniques {
                 s.events.failed(`${s.spec.technique} refused`);
               }
             }
-          }, 5);
+          }, this.delayMs(spec));
         }
         return key;
       },
@@ -292,4 +295,17 @@ Deno.test("the responder starts a step in turn only after the earlier one has re
   assertEquals(a.ok?.technique, "tcp-syni");
   assertEquals(b.ok?.technique, "tcp-syni");
   assertEquals(overlaps, []);
+});
+
+Deno.test("a LAN connection a little slower than a punched one is still the one both sides take", async () => {
+  const fake = new FakeTechniques(
+    () => "connect",
+    (spec) => spec.dstIp.startsWith("192.168.") ? 80 : 5,
+  );
+  const lanA = hello("initiate", { locals: [{ ip: "192.168.1.2", prefixLength: 24 }] });
+  const lanB = hello("respond", { locals: [{ ip: "192.168.1.3", prefixLength: 24 }] });
+  const [a, b] = await run(fake, lanA, lanB);
+  assert(a.progress.includes("w0"), `the initiator took the LAN step: ${a.progress}`);
+  assertEquals(a.ok?.technique, "tcp-direct");
+  assertEquals(b.ok?.technique, "tcp-direct");
 });
