@@ -621,7 +621,8 @@ export class Daemon {
       this.#server.stop();
       this.#workers.shutdown();
       // Give the cancellation replies a moment to reach their clients: an attempt that held
-      // firewall guards reports once they are removed, so wait for that too (bounded).
+      // firewall guards reports once they are removed (an nft run, slow on a loaded host), so
+      // wait for that too, at most 5 s.
       let timer: ReturnType<typeof setTimeout> | undefined;
       await Promise.race([
         Promise.allSettled([
@@ -630,7 +631,7 @@ export class Daemon {
             c.connection.reply({ type: "error", id: "-", reason: "daemon shutting down" })
           ),
         ]).then(() => Promise.allSettled([...this.#clients].map((c) => c.connection.flushed()))),
-        new Promise((resolve) => timer = setTimeout(resolve, 2000)),
+        new Promise((resolve) => timer = setTimeout(resolve, 5000)),
       ]);
       clearTimeout(timer);
       for (const client of this.#clients) client.connection.close();
