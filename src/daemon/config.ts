@@ -44,13 +44,44 @@ export interface Config {
   allowPorts?: PortRange[];
   /** Source ports non-root clients may never use. */
   denyPorts?: PortRange[];
-  /** Probe servers for endpoint discovery, in order. */
+  /**
+   * Discovery servers for `endpoint`, in order: STUN servers (`--stun`) and
+   * punchd rendezvous probe ports (`--probe`, which speak STUN too), over
+   * UDP and TCP at the same port.
+   */
   probes: InetAddress[];
+  /** TURN server for the `relay` technique (RFC 6062 TCP allocations); undefined: no relay. */
+  turn?: TurnConfig;
+  /** Keepalive set on every TCP socket handed over; undefined: off. */
+  tcpKeepalive?: TcpKeepalive;
   /** TTL of the low-TTL SYNs (tcp-nutss, tcp-direct); undefined: discovered per destination (`auto`). */
   lowTtl?: number;
   /** Let `udp` fall back to birthday probing. */
   udpBirthday: boolean;
 }
+
+/** A TURN server and the long-term credentials punchd uses with it (never logged). */
+export interface TurnConfig {
+  server: InetAddress;
+  /** Static long-term credentials (`--turn-user` and `--turn-password-file`). */
+  user?: string;
+  password?: string;
+  /**
+   * Shared secret of the TURN REST API scheme (coturn's `static-auth-secret`):
+   * username `EXPIRY:USER`, password base64(HMAC-SHA1(secret, username)).
+   */
+  secret?: string;
+}
+
+/** TCP keepalive of handed-over sockets (SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT). */
+export interface TcpKeepalive {
+  idleSecs: number;
+  intervalSecs: number;
+  count: number;
+}
+
+/** The default `--tcp-keepalive`: a probe after 60 s idle, every 10 s, 6 unanswered ones end it. */
+export const DEFAULT_TCP_KEEPALIVE: TcpKeepalive = { idleSecs: 60, intervalSecs: 10, count: 6 };
 
 /** What the command line asks for. */
 export type Invocation = { kind: "help" } | { kind: "version" } | { kind: "run"; config: Config };
@@ -94,8 +125,22 @@ Options:
   --deny-ports RANGES      source ports non-root clients may never use
   --worker-idle SECS       stop a technique worker after this long without
                            attempts, returning its memory, 1-3600 (default 30)
-  --probe IP:PORT          probe server for endpoint discovery (repeatable;
-                           two or more show how the NAT maps ports)
+  --stun IP:PORT           STUN server (RFC 8489, UDP and TCP at that port) for
+                           endpoint discovery (repeatable; two or more show
+                           how the NAT maps ports; one with OTHER-ADDRESS also
+                           shows how it filters, RFC 5780)
+  --probe IP:PORT          a punchd rendezvous server's probe port (it speaks
+                           STUN: the same as --stun; --stun servers come first)
+  --turn IP:PORT           TURN server (RFC 5766/6062, TCP) for the relay
+                           technique, the last step of auto (default: none)
+  --turn-user NAME         TURN long-term credential user name
+  --turn-password-file PATH  file holding the TURN password (first line)
+  --turn-secret-file PATH  file holding a TURN REST API shared secret (coturn's
+                           static-auth-secret) instead of a password
+  --tcp-keepalive IDLE,INTERVAL,COUNT|off
+                           keepalive of every TCP socket handed over, seconds
+                           (default 60,10,6: keeps NAT mappings alive, ends a
+                           dead path within 2 minutes)
   --nutss-ttl N|auto       TTL of the low-TTL SYNs (tcp-nutss, tcp-direct), 1-255,
                            or auto (default): per destination, the hops to
                            leave the host's own NATs and firewalls, found by
@@ -141,6 +186,12 @@ export function parseCommandLine(args: readonly string[]): Invocation {
         "worker-idle": { type: "string" },
         "deny-ports": { type: "string" },
         probe: { type: "string", multiple: true },
+        stun: { type: "string", multiple: true },
+        turn: { type: "string" },
+        "turn-user": { type: "string" },
+        "turn-password-file": { type: "string" },
+        "turn-secret-file": { type: "string" },
+        "tcp-keepalive": { type: "string" },
         "nutss-ttl": { type: "string" },
         "udp-birthday": { type: "boolean" },
         help: { type: "boolean", short: "h" },
@@ -165,6 +216,7 @@ export function parseCommandLine(args: readonly string[]): Invocation {
     maxGuardsPerUser: 4096,
     workerIdleMs: 30_000,
     probes: [],
+    tcpKeepalive: DEFAULT_TCP_KEEPALIVE,
     udpBirthday: v["udp-birthday"] === true,
   };
   if (config.socketPath === "") throw new UsageError("--socket: the path is empty");
@@ -220,12 +272,22 @@ export function parseCommandLine(args: readonly string[]): Invocation {
   if (v["max-attempts"] !== undefined) {
     config.maxAttemptsPerClient = integer(v["max-attempts"], "max-attempts", 1, 65536);
   }
-  for (const probe of v.probe ?? []) {
-    try {
-      config.probes.push(parseHostPort(probe));
-    } catch (error) {
-      throw new UsageError(`--probe: ${(error as Error).message}`);
+  for (const flag of ["stun", "probe"] as const) {
+    for (const server of v[flag] ?? []) {
+      try {
+        config.probes.push(parseHostPort(server));
+      } catch (error) {
+        throw new UsageError(`--${flag}: ${(error as Error).message}`);
+      }
     }
+  }
+  if (config.probes.length > 8) throw new UsageError("--stun/--probe: at most 8 servers");
+  const turn = parseTurn(v);
+  if (turn !== undefined) config.turn = turn;
+  if (v["tcp-keepalive"] !== undefined) {
+    const keepalive = parseKeepalive(v["tcp-keepalive"]);
+    if (keepalive === undefined) delete config.tcpKeepalive;
+    else config.tcpKeepalive = keepalive;
   }
   if (v["nutss-ttl"] !== undefined && v["nutss-ttl"] !== "auto") {
     config.lowTtl = integer(v["nutss-ttl"], "nutss-ttl", 1, 255);
@@ -237,4 +299,75 @@ export function parseCommandLine(args: readonly string[]): Invocation {
     config.gid = gid;
   }
   return { kind: "run", config };
+}
+
+/** Reads the first line of a secret file; UsageError naming the flag when it cannot. */
+function readSecret(path: string, flag: string): string {
+  let text;
+  try {
+    text = Deno.readTextFileSync(path);
+  } catch (error) {
+    throw new UsageError(`--${flag}: cannot read ${path}: ${(error as Error).message}`);
+  }
+  const line = text.split(/\r?\n/)[0] ?? "";
+  if (line === "") throw new UsageError(`--${flag}: ${path} is empty`);
+  if (line.length > 512) {
+    throw new UsageError(`--${flag}: the secret is longer than 512 characters`);
+  }
+  return line;
+}
+
+function parseTurn(v: {
+  turn?: string | undefined;
+  "turn-user"?: string | undefined;
+  "turn-password-file"?: string | undefined;
+  "turn-secret-file"?: string | undefined;
+}): TurnConfig | undefined {
+  const credentials = v["turn-user"] ?? v["turn-password-file"] ?? v["turn-secret-file"];
+  if (v.turn === undefined) {
+    if (credentials !== undefined) {
+      throw new UsageError("--turn-user/--turn-password-file/--turn-secret-file need --turn");
+    }
+    return undefined;
+  }
+  let server;
+  try {
+    server = parseHostPort(v.turn);
+  } catch (error) {
+    throw new UsageError(`--turn: ${(error as Error).message}`);
+  }
+  const user = v["turn-user"];
+  if (user !== undefined && !/^[\x21-\x7e]{1,128}$/.test(user)) {
+    throw new UsageError("--turn-user: 1-128 printable ASCII characters without spaces");
+  }
+  const passwordFile = v["turn-password-file"];
+  const secretFile = v["turn-secret-file"];
+  if (passwordFile !== undefined && secretFile !== undefined) {
+    throw new UsageError("--turn-password-file and --turn-secret-file exclude each other");
+  }
+  if (passwordFile !== undefined) {
+    if (user === undefined) throw new UsageError("--turn-password-file needs --turn-user");
+    return { server, user, password: readSecret(passwordFile, "turn-password-file") };
+  }
+  if (secretFile !== undefined) {
+    return {
+      server,
+      ...(user !== undefined ? { user } : {}),
+      secret: readSecret(secretFile, "turn-secret-file"),
+    };
+  }
+  throw new UsageError("--turn needs --turn-user with --turn-password-file, or --turn-secret-file");
+}
+
+function parseKeepalive(text: string): TcpKeepalive | undefined {
+  if (text === "off") return undefined;
+  const parts = text.split(",");
+  if (parts.length !== 3) {
+    throw new UsageError(`--tcp-keepalive: expected IDLE,INTERVAL,COUNT or off, got "${text}"`);
+  }
+  return {
+    idleSecs: integer(parts[0] ?? "", "tcp-keepalive", 1, 32767),
+    intervalSecs: integer(parts[1] ?? "", "tcp-keepalive", 1, 32767),
+    count: integer(parts[2] ?? "", "tcp-keepalive", 1, 127),
+  };
 }

@@ -16,6 +16,7 @@ Deno.test("no flags run with the documented defaults", () => {
       maxGuardsPerUser: 4096,
       workerIdleMs: 30_000,
       probes: [],
+      tcpKeepalive: { idleSecs: 60, intervalSecs: 10, count: 6 },
       udpBirthday: false,
     },
   });
@@ -24,6 +25,32 @@ Deno.test("no flags run with the documented defaults", () => {
 Deno.test("--nutss-ttl auto (the default) leaves the TTL to hop discovery", () => {
   const run = parseCommandLine(["--nutss-ttl", "auto"]);
   assertEquals(run.kind === "run" && "lowTtl" in run.config, false);
+});
+
+/** A file holding `text`, removed when the process exits (tests only read it). */
+function secretFile(text: string): string {
+  const path = Deno.makeTempFileSync({ prefix: "punchd-secret-" });
+  Deno.writeTextFileSync(path, text);
+  globalThis.addEventListener("unload", () => Deno.removeSync(path));
+  return path;
+}
+
+Deno.test("--tcp-keepalive off hands TCP sockets over without keepalive", () => {
+  const run = parseCommandLine(["--tcp-keepalive", "off"]);
+  assertEquals(run.kind === "run" && "tcpKeepalive" in run.config, false);
+});
+
+Deno.test("--turn-secret-file reads a REST API shared secret", () => {
+  const run = parseCommandLine([
+    "--turn",
+    "[fd00::1]:3478",
+    "--turn-secret-file",
+    secretFile("s3cret\n"),
+  ]);
+  assertEquals(run.kind === "run" ? run.config.turn : undefined, {
+    server: { family: "inet6", address: "fd00::1", port: 3478 },
+    secret: "s3cret",
+  });
 });
 
 Deno.test("every flag is read", () => {
@@ -55,6 +82,16 @@ Deno.test("every flag is read", () => {
     "--probe",
     "172.16.0.1:3478",
     "--probe=[::1]:3479",
+    "--stun",
+    "172.16.0.9:3478",
+    "--turn",
+    "172.16.0.1:3478",
+    "--turn-user",
+    "alice",
+    "--turn-password-file",
+    secretFile("hunter2\nignored"),
+    "--tcp-keepalive",
+    "30,5,4",
     "--nutss-ttl",
     "3",
     "--udp-birthday",
@@ -75,9 +112,16 @@ Deno.test("every flag is read", () => {
       allowPorts: [{ first: 20000, last: 30000 }, { first: 7000, last: 7000 }],
       denyPorts: [{ first: 25000, last: 25000 }],
       probes: [
+        { family: "inet", address: "172.16.0.9", port: 3478 },
         { family: "inet", address: "172.16.0.1", port: 3478 },
         { family: "inet6", address: "::1", port: 3479 },
       ],
+      turn: {
+        server: { family: "inet", address: "172.16.0.1", port: 3478 },
+        user: "alice",
+        password: "hunter2",
+      },
+      tcpKeepalive: { idleSecs: 30, intervalSecs: 5, count: 4 },
       lowTtl: 3,
       udpBirthday: true,
       group: "root",
@@ -108,6 +152,20 @@ const BAD: [string[], RegExp][] = [
   [["--probe", "::1:3478"], /--probe: .*expected IP:PORT/],
   [["--probe", "10.0.0.1:0"], /--probe: .*out of range/],
   [["--nutss-ttl", "256"], /out of range 1-255/],
+  [["--stun", "stun.example.org:3478"], /--stun: Cannot parse IPv4 address/],
+  [["--turn-user", "alice"], /need --turn/],
+  [["--turn", "10.0.0.1:3478"], /--turn needs --turn-user/],
+  [["--turn", "10.0.0.1:3478", "--turn-password-file", "/dev/null"], /needs --turn-user/],
+  [
+    ["--turn", "10.0.0.1:3478", "--turn-user", "a", "--turn-password-file", "/nonexistent/p"],
+    /--turn-password-file: cannot read/,
+  ],
+  [
+    ["--turn", "10.0.0.1:3478", "--turn-user", "a b", "--turn-secret-file", "/dev/null"],
+    /--turn-user: 1-128 printable/,
+  ],
+  [["--tcp-keepalive", "60"], /expected IDLE,INTERVAL,COUNT or off/],
+  [["--tcp-keepalive", "60,0,3"], /out of range 1-32767/],
   [["--nutss-ttl", "Auto"], /not a whole number/],
 ];
 
