@@ -23,6 +23,8 @@ export const IPPROTO_IPV6 = 41;
 export const IPPROTO_RAW = 255;
 
 // SOL_SOCKET options.
+export const SO_KEEPALIVE = 9;
+export const SO_TYPE = 3;
 export const SO_REUSEADDR = 2;
 export const SO_ERROR = 4;
 export const SO_SNDBUF = 7;
@@ -37,6 +39,9 @@ export const IP_HDRINCL = 3;
 export const IPV6_UNICAST_HOPS = 16;
 export const IPV6_V6ONLY = 26;
 export const TCP_NODELAY = 1;
+export const TCP_KEEPIDLE = 4;
+export const TCP_KEEPINTVL = 5;
+export const TCP_KEEPCNT = 6;
 
 // send/recv flags.
 export const MSG_PEEK = 0x2;

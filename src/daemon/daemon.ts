@@ -7,7 +7,24 @@
 
 import { Socket } from "../../ffi/socket.ts";
 import { formatAddress, type InetAddress, inetAddress } from "../../ffi/structs.ts";
-import { close as closeFd, lockFile, readLink, unlink } from "../../ffi/syscalls.ts";
+import {
+  close as closeFd,
+  getIntOption,
+  lockFile,
+  readLink,
+  setIntOption,
+  unlink,
+} from "../../ffi/syscalls.ts";
+import {
+  IPPROTO_TCP,
+  SO_KEEPALIVE,
+  SO_TYPE,
+  SOCK_STREAM,
+  SOL_SOCKET,
+  TCP_KEEPCNT,
+  TCP_KEEPIDLE,
+  TCP_KEEPINTVL,
+} from "../../ffi/constants.ts";
 import { EAGAIN, SyscallError } from "../../ffi/errno.ts";
 import {
   decodeRequest,
@@ -37,6 +54,7 @@ import { buildHello } from "../auto/local.ts";
 import { decodeHello, type Hello } from "../auto/wire.ts";
 import { interfaceAddresses } from "../../ffi/ifaddrs.ts";
 import type { Logger } from "../log.ts";
+import type { TcpKeepalive } from "./config.ts";
 import type { AttemptSpec } from "../techniques/protocol.ts";
 import { TECHNIQUE_REGISTRY, type TechniqueEntry } from "../techniques/registry.ts";
 import { TechniqueWorkers, type WorkerLike } from "./workers.ts";
@@ -68,6 +86,8 @@ export interface DaemonOptions {
   probes?: InetAddress[];
   /** TTL of tcp-nutss's first SYN. */
   lowTtl?: number;
+  /** TCP keepalive set on handed-over TCP sockets (undefined: off). */
+  tcpKeepalive?: TcpKeepalive;
   /** Let `udp` fall back to birthday probing (as `udp-birthday` always does). */
   udpBirthday?: boolean;
   /** Techniques (tests substitute workers through `spawn`). */
@@ -488,6 +508,7 @@ export class Daemon {
         connected: (fd, local, remote, technique) => {
           release();
           client.attempts.delete(id);
+          this.#prepareHandover(fd, attemptLog);
           const ms = Math.round(performance.now() - started);
           attemptLog.info("attempt succeeded", { local, remote, technique, ms });
           connection.reply({ type: "ok", id, technique, ms }, fd)
@@ -509,6 +530,25 @@ export class Daemon {
     });
     attempt.start();
     return { peer: (data) => attempt.peer(data), cancel: (reason) => attempt.cancel(reason) };
+  }
+
+  /**
+   * Sets what every handed-over socket carries: TCP keepalive (`--tcp-keepalive`), which keeps
+   * NAT and firewall mappings of an idle connection alive and ends a dead path. A failure is
+   * logged and the socket goes over as it is.
+   */
+  #prepareHandover(fd: number, log: Logger): void {
+    const keepalive = this.#options.tcpKeepalive;
+    if (keepalive === undefined) return;
+    try {
+      if (getIntOption(fd, SOL_SOCKET, SO_TYPE) !== SOCK_STREAM) return;
+      setIntOption(fd, IPPROTO_TCP, TCP_KEEPIDLE, keepalive.idleSecs);
+      setIntOption(fd, IPPROTO_TCP, TCP_KEEPINTVL, keepalive.intervalSecs);
+      setIntOption(fd, IPPROTO_TCP, TCP_KEEPCNT, keepalive.count);
+      setIntOption(fd, SOL_SOCKET, SO_KEEPALIVE, 1);
+    } catch (error) {
+      log.warn("cannot set TCP keepalive", { error: (error as Error).message });
+    }
   }
 
   /** Remembers an endpoint answer for auto hellos from that port. */
@@ -537,6 +577,7 @@ export class Daemon {
       connected: (fd, local, remote) => {
         release();
         client.attempts.delete(id);
+        this.#prepareHandover(fd, attemptLog);
         attemptLog.info("attempt succeeded", {
           local,
           remote,

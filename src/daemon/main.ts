@@ -53,6 +53,7 @@ export async function main(args: readonly string[]): Promise<number> {
     probes: config.probes,
     ...(config.lowTtl !== undefined ? { lowTtl: config.lowTtl } : {}),
     udpBirthday: config.udpBirthday,
+    ...(config.tcpKeepalive !== undefined ? { tcpKeepalive: config.tcpKeepalive } : {}),
   };
   if (config.gid !== undefined) options.gid = config.gid;
   if (config.allowPorts !== undefined) {
