@@ -17,6 +17,8 @@ export interface KnownEndpoint {
   ports: number[];
   /** `preserved`, `consistent`, `delta+N`, `random`, `local` ... */
   how: string;
+  /** RFC 5780 `MAPPING,FILTERING` (e.g. `eim,apdf`), when a STUN server could tell. */
+  nat?: string;
 }
 
 /** The mapping an `endpoint` HOW stands for. */
@@ -29,6 +31,9 @@ export function mappingOf(
   if (known.how === "preserved") return "pre";
   if (known.how === "consistent") return "eim";
   if (known.how.startsWith("delta")) return "seq";
+  // RFC 5780's mapping test tells what one server's observations cannot (one STUN server with
+  // an alternate address): the same public endpoint toward every destination is predictable.
+  if (known.nat?.startsWith("eim,")) return "eim";
   if (known.how === "random") return "rnd";
   return "unk";
 }
@@ -72,6 +77,8 @@ export function buildHello(options: {
   interfaces: readonly InterfaceAddress[];
   known?: KnownEndpoint;
   hops?: number;
+  /** The daemon has a TURN server (`--turn`). */
+  relay?: boolean;
 }): Hello {
   const locals = localCandidates(options.srcIp, options.interfaces);
   const hello: Hello = {
@@ -86,5 +93,6 @@ export function buildHello(options: {
     hello.publicIp = options.known.ip;
   }
   if (options.hops !== undefined) hello.hops = options.hops;
+  if (options.relay === true) hello.relay = true;
   return hello;
 }

@@ -3,7 +3,7 @@
  * progress data the applications relay.
  *
  * ```
- * auto1i;p=tcp;t=tcp-direct.tcp-nutss;q=5000;l=10.0.1.2/24+fd00:1::2/64;m=pre;x=172.16.1.2;h=2
+ * auto1i;p=tcp;t=tcp-direct.tcp-nutss;q=5000;l=10.0.1.2/24+fd00:1::2/64;m=pre;x=172.16.1.2;h=2;r=1
  * auto1r;...                 the responder's hello (same fields)
  * s<K>;<DATA>                progress DATA of step K's technique
  * f<K>                       step K ended on the sender's side without a connection
@@ -14,7 +14,8 @@
  * interface addresses with prefix length (`+` separated, at most 4), `m` its
  * mapping (`none` no NAT, `pre` port preserving, `eim` one other port for every
  * destination, `seq` sequential, `rnd` random, `unk` unknown), `x` its public
- * address when known, `h` hops to leave its own NAT or firewall when known.
+ * address when known, `h` hops to leave its own NAT or firewall when known,
+ * `r=1` when its daemon has a TURN server for the `relay` technique.
  *
  * The codec is pure and strict: a hello that does not parse is refused whole.
  *
@@ -52,6 +53,8 @@ export interface Hello {
   publicIp?: string;
   /** Hops to leave the side's own NAT(s)/firewall(s), when known. */
   hops?: number;
+  /** The side's daemon has a TURN server (`--turn`): it can allocate for `relay`. */
+  relay?: boolean;
 }
 
 /** A message after the hellos. */
@@ -77,6 +80,7 @@ export function encodeHello(hello: Hello): string {
   fields.push(`m=${hello.mapping}`);
   if (hello.publicIp !== undefined) fields.push(`x=${hello.publicIp}`);
   if (hello.hops !== undefined) fields.push(`h=${hello.hops}`);
+  if (hello.relay === true) fields.push("r=1");
   return fields.join(";");
 }
 
@@ -117,7 +121,7 @@ export function decodeHello(data: string): Hello {
   for (const field of fields) {
     const eq = field.indexOf("=");
     const key = field.slice(0, eq);
-    if (eq < 1 || !"ptqlmxh".includes(key) || key.length !== 1 || values.has(key)) {
+    if (eq < 1 || !"ptqlmxhr".includes(key) || key.length !== 1 || values.has(key)) {
       throw new SyntaxError(`bad hello field "${field.slice(0, 20)}"`);
     }
     values.set(key, field.slice(eq + 1));
@@ -163,6 +167,9 @@ export function decodeHello(data: string): Hello {
   }
   const hops = values.get("h");
   if (hops !== undefined) hello.hops = parseNumber(hops, 64, "hop count");
+  const relay = values.get("r");
+  if (relay !== undefined && relay !== "1") throw new SyntaxError("bad hello relay flag");
+  if (relay === "1") hello.relay = true;
   return hello;
 }
 

@@ -53,6 +53,11 @@ export interface PublicEndpoint {
   ports: number[];
   /** How punchd learned it ("local" without probe servers). */
   source: string;
+  /**
+   * The NAT's RFC 5780 behaviour `MAPPING,FILTERING` (e.g. `eim,apdf`), when punchd could
+   * classify it (UDP, with a STUN server that has an alternate address).
+   */
+  nat?: string;
 }
 
 /** An attempt in flight. */
@@ -291,7 +296,12 @@ export class PunchdClient {
       case "endpoint": {
         const waiter = this.#endpoints.get(reply.id);
         this.#endpoints.delete(reply.id);
-        waiter?.resolve({ ip: reply.ip, ports: reply.ports, source: reply.source });
+        waiter?.resolve({
+          ip: reply.ip,
+          ports: reply.ports,
+          source: reply.source,
+          ...(reply.nat === undefined ? {} : { nat: reply.nat }),
+        });
         return;
       }
       case "error": {

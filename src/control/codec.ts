@@ -16,6 +16,8 @@
  * ok|ID                     sent in one sendmsg with the connected socket (SCM_RIGHTS)
  * ok|ID|TECHNIQUE|MS        the same, for `auto` and list requests: which technique won, after how long
  * endpoint|ID|IP|PORTS|HOW  the endpoint to publish for a coming attempt
+ * endpoint|ID|IP|PORTS|HOW|NAT  the same with the NAT's RFC 5780 behaviour (UDP, with a STUN
+ *                           server that has OTHER-ADDRESS): MAPPING,FILTERING, e.g. `eim,apdf`
  * error|ID|REASON           ID is "-" when the request had no usable ID
  * ```
  * TECHNIQUE is one technique name, `auto` (TCP), `auto-udp`, or an ordered
@@ -169,8 +171,11 @@ export type Request =
 export type Reply =
   | { type: "progress"; id: string; data: string }
   | { type: "ok"; id: string; technique?: TechniqueName; ms?: number }
-  | { type: "endpoint"; id: string; ip: string; ports: number[]; source: string }
+  | { type: "endpoint"; id: string; ip: string; ports: number[]; source: string; nat?: string }
   | { type: "error"; id: string; reason: string };
+
+/** The NAT field of an endpoint reply: RFC 5780 mapping and filtering behaviour. */
+const NAT_BEHAVIOR = /^(eim|adm|apdm),(eif|adf|apdf)$/;
 
 /** A request that could not be decoded, with the ID when one was readable. */
 export class RequestError extends Error {
@@ -360,8 +365,12 @@ function replyLine(reply: Reply): string {
         return `ok|${reply.id}|${reply.technique}|${Math.round(reply.ms ?? 0)}\n`;
       }
       return `ok|${reply.id}\n`;
-    case "endpoint":
-      return `endpoint|${reply.id}|${reply.ip}|${reply.ports.join(",")}|${reply.source}\n`;
+    case "endpoint": {
+      const line = `endpoint|${reply.id}|${reply.ip}|${reply.ports.join(",")}|${reply.source}`;
+      if (reply.nat === undefined) return `${line}\n`;
+      if (!NAT_BEHAVIOR.test(reply.nat)) throw new TypeError("Cannot encode endpoint: bad NAT");
+      return `${line}|${reply.nat}\n`;
+    }
     case "error":
       return `error|${reply.id}|${sanitizeReason(reply.reason)}\n`;
   }
@@ -439,15 +448,18 @@ function decodeReplyFields(fields: string[]): Reply {
     if (sanitizeReason(reason) !== reason) throw new SyntaxError("bad REASON");
     return { type, id, reason };
   }
-  if (type === "endpoint" && fields.length === 5) {
+  if (type === "endpoint" && (fields.length === 5 || fields.length === 6)) {
     const source = fields[4] ?? "";
     if (!isValidData(source)) throw new SyntaxError("bad HOW");
+    const nat = fields[5];
+    if (nat !== undefined && !NAT_BEHAVIOR.test(nat)) throw new SyntaxError("bad NAT");
     return {
       type,
       id,
       ip: parseAddress(fields[2] ?? "", "endpoint"),
       ports: parsePorts(fields[3] ?? ""),
       source,
+      ...(nat === undefined ? {} : { nat }),
     };
   }
   throw new SyntaxError("unknown reply type or wrong number of fields");

@@ -8,7 +8,7 @@ import { integerFlag, parseArgs } from "../cli.ts";
 import { lookupGroup } from "../../ffi/syscalls.ts";
 import type { InetAddress } from "../../ffi/structs.ts";
 import { type Level, LEVELS, parseLevel } from "../log.ts";
-import { parseHostPort } from "./discovery.ts";
+import { parseHostPort } from "../discovery/endpoint.ts";
 import { parsePortRanges, type PortRange } from "./ports.ts";
 import { DEFAULT_SOCKET_PATH } from "../control/server.ts";
 

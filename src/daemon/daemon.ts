@@ -47,14 +47,15 @@ import { AlreadyActiveError, StartupError } from "../errors.ts";
 import { createTable, deleteTable, TABLE } from "../firewall/nftables.ts";
 import { FirewallService } from "../firewall/service.ts";
 import { PortPolicy, type PortPolicyOptions, type Transport } from "./ports.ts";
-import { discoverEndpoint } from "./discovery.ts";
+import { discoverEndpoint } from "../discovery/endpoint.ts";
 import { EndpointCache } from "./endpoint_cache.ts";
+import { classifyNat, type NatBehavior, NatBehaviorCache } from "../discovery/nat_behavior.ts";
 import { AutoAttempt } from "../auto/runner.ts";
 import { buildHello } from "../auto/local.ts";
 import { decodeHello, type Hello } from "../auto/wire.ts";
 import { interfaceAddresses } from "../../ffi/ifaddrs.ts";
 import type { Logger } from "../log.ts";
-import type { TcpKeepalive } from "./config.ts";
+import type { TcpKeepalive, TurnConfig } from "./config.ts";
 import type { AttemptSpec } from "../techniques/protocol.ts";
 import { TECHNIQUE_REGISTRY, type TechniqueEntry } from "../techniques/registry.ts";
 import { TechniqueWorkers, type WorkerLike } from "./workers.ts";
@@ -88,6 +89,8 @@ export interface DaemonOptions {
   lowTtl?: number;
   /** TCP keepalive set on handed-over TCP sockets (undefined: off). */
   tcpKeepalive?: TcpKeepalive;
+  /** TURN server and credentials for the `relay` technique (undefined: no relay here). */
+  turn?: TurnConfig;
   /** Let `udp` fall back to birthday probing (as `udp-birthday` always does). */
   udpBirthday?: boolean;
   /** Techniques (tests substitute workers through `spawn`). */
@@ -128,6 +131,8 @@ export class Daemon {
   readonly #sessions = new Set<Promise<void>>();
   /** The latest endpoint answers, for auto hellos. */
   readonly #endpoints = new EndpointCache();
+  /** RFC 5780 classifications per discovery server. */
+  readonly #natBehaviors = new NatBehaviorCache();
   #serving: Promise<void> | null = null;
   #nextOwner = 1;
   /** Why techniques that need the firewall cannot run, or null when they can. */
@@ -483,6 +488,7 @@ export class Daemon {
       port,
       interfaces,
       ...(known === undefined ? {} : { known }),
+      relay: this.#options.turn !== undefined,
     });
     const started = performance.now();
     const { technique: _, extra: __, ...base } = spec;
@@ -558,6 +564,7 @@ export class Daemon {
       ip: reply.ip,
       ports: reply.ports,
       how: reply.source,
+      ...(reply.nat === undefined ? {} : { nat: reply.nat }),
     });
   }
 
@@ -644,14 +651,53 @@ export class Daemon {
       }
       return { type: "endpoint", id, ip: srcIp, ports: srcPorts, source: "local" };
     }
-    const signal = AbortSignal.timeout(5000);
+    const signal = AbortSignal.timeout(8000);
     try {
+      // RFC 5780 first, from a fresh port: its flows must not come between the prediction's.
+      const nat = protocol === "udp" ? await this.#natBehavior(srcIp, probes, signal) : null;
       const { ip, ports, how } = await discoverEndpoint(protocol, srcIp, srcPorts, probes, signal);
-      return { type: "endpoint", id, ip, ports, source: how };
+      const reply: Reply = { type: "endpoint", id, ip, ports, source: how };
+      if (nat !== null) reply.nat = `${nat.mapping},${nat.filtering}`;
+      return reply;
     } catch (error) {
       throw new RequestError(id, `cannot discover the endpoint: ${(error as Error).message}`, {
         cause: error,
       });
+    }
+  }
+
+  /**
+   * The NAT's RFC 5780 behaviour toward the first of `servers` (cached per server for 10 min);
+   * null when that server has no alternate address or the tests fail (logged: the endpoint
+   * answer goes on without it).
+   */
+  async #natBehavior(
+    srcIp: string,
+    servers: readonly InetAddress[],
+    signal: AbortSignal,
+  ): Promise<NatBehavior | null> {
+    const server = servers[0];
+    if (server === undefined) return null;
+    try {
+      const behavior = await this.#natBehaviors.get(
+        srcIp,
+        server,
+        () => classifyNat(srcIp, server, signal),
+      );
+      if (behavior !== null) {
+        this.#options.log.debug("NAT behaviour (RFC 5780)", {
+          server: formatAddress(server),
+          mapping: behavior.mapping,
+          filtering: behavior.filtering,
+        });
+      }
+      return behavior;
+    } catch (error) {
+      this.#options.log.info("cannot classify the NAT (RFC 5780)", {
+        server: formatAddress(server),
+        error: (error as Error).message,
+      });
+      return null;
     }
   }
 

@@ -34,7 +34,7 @@ import { canonicalIp } from "../../ffi/ip.ts";
 import type { Socket } from "../../ffi/socket.ts";
 import { formatAddress } from "../../ffi/structs.ts";
 import { parseChoice, type TechniqueChoice } from "../control/codec.ts";
-import { parseHostPort } from "../daemon/discovery.ts";
+import { parseHostPort } from "../discovery/endpoint.ts";
 import { RendezvousClient } from "../rendezvous/client.ts";
 import { PUNCH_MAGIC } from "../techniques/udp.ts";
 

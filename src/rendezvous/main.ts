@@ -15,7 +15,7 @@
  */
 
 import { integerFlag, parseArgs } from "../cli.ts";
-import { parseHostPort } from "../daemon/discovery.ts";
+import { parseHostPort } from "../discovery/endpoint.ts";
 import { Logger, parseLevel } from "../log.ts";
 import { isPeerId } from "./codec.ts";
 import { tokenFor } from "./credentials.ts";

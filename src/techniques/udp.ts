@@ -67,7 +67,7 @@ import {
   inetAddress,
   type SocketAddress,
 } from "../../ffi/structs.ts";
-import { observeUdp, parseHostPort } from "../daemon/discovery.ts";
+import { observeUdp, parseHostPort } from "../discovery/endpoint.ts";
 import { TechniqueError } from "../errors.ts";
 import { delay } from "./delay.ts";
 import type { AttemptSpec } from "./protocol.ts";

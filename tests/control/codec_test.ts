@@ -183,6 +183,20 @@ Deno.test("decodeReply reads what encodeReply writes", () => {
   assertThrows(() => decodeReply("ok|a|b"), SyntaxError);
 });
 
+Deno.test("an endpoint reply carries the NAT's RFC 5780 behaviour when it is known", () => {
+  const reply = {
+    type: "endpoint" as const,
+    id: "a",
+    ip: "172.16.1.2",
+    ports: [4000],
+    source: "preserved",
+    nat: "eim,apdf",
+  };
+  assertEquals(encodeReply(reply), "endpoint|a|172.16.1.2|4000|preserved|eim,apdf\n");
+  assertEquals(decodeReply("endpoint|a|172.16.1.2|4000|preserved|eim,apdf"), reply);
+  assertThrows(() => encodeReply({ ...reply, nat: "full-cone" }), TypeError);
+});
+
 Deno.test("isValidId refuses the reserved ID - that error replies use for no ID", () => {
   assertStrictEquals(isValidId("-"), false);
   assertStrictEquals(isValidId("-a"), true);
@@ -198,6 +212,8 @@ const BAD_REPLIES: [string, string][] = [
   ["an endpoint address that is no address", "endpoint|a|example.com|5|local"],
   ["an endpoint with an empty HOW", "endpoint|a|::1|5|"],
   ["an endpoint with a hex port", "endpoint|a|::1|0x10|local"],
+  ["an endpoint with an unknown NAT behaviour", "endpoint|a|::1|5|local|eim,full"],
+  ["an endpoint with an empty NAT behaviour", "endpoint|a|::1|5|local|"],
   ["an error reason with surrounding spaces", "error|a| why "],
   ["an empty error reason", "error|a|"],
   ["an error reason with a control character", "error|a|why\u0000"],

@@ -1,10 +1,10 @@
 /**
- * Endpoint discovery and port prediction against probe servers (the
- * rendezvous server's probe ports, see `src/rendezvous/`).
+ * Endpoint discovery and port prediction against STUN servers (`--stun`, or
+ * a punchd rendezvous server's probe ports, `--probe`, which speak STUN).
  *
- * From each local port in turn, punchd connects (TCP) or sends a datagram
- * (UDP) to every probe server, which answers `observed|IP|PORT`: the public
- * endpoint its NAT gave the flow. While that makes fewer than
+ * From each local port in turn, punchd sends a STUN Binding request over
+ * TCP (a fresh connection) or UDP to every server, whose response carries
+ * the public endpoint its NAT gave the flow (XOR-MAPPED-ADDRESS). While that makes fewer than
  * {@linkcode EVIDENCE} observations, it adds flows from a fresh local port
  * (kernel-chosen) to the probe servers. Each flow is a new mapping at the
  * NAT; all of them, in the order they were made, are the evidence for every
@@ -28,6 +28,7 @@
 import { Socket } from "../../ffi/socket.ts";
 import { formatAddress, type InetAddress, inetAddress } from "../../ffi/structs.ts";
 import { canonicalIp, parsePort } from "../../ffi/ip.ts";
+import { bindingTcp, bindingUdp } from "./stun_client.ts";
 
 /** One answer of a probe server. */
 export interface Observation {
@@ -58,27 +59,6 @@ export function parseHostPort(text: string): InetAddress {
     throw new SyntaxError(`Cannot parse "${text}": expected IP:PORT or [IPv6]:PORT`);
   }
   return inetAddress(canonicalIp(match[1] ?? ""), parsePort(match[2] ?? ""));
-}
-
-/** Parses a probe server's answer line `observed|IP|PORT`. */
-export function parseObservation(line: string): Observation {
-  const fields = line.trim().split("|");
-  if (fields.length !== 3 || fields[0] !== "observed") {
-    throw new SyntaxError(`Cannot parse probe answer "${line.slice(0, 80)}"`);
-  }
-  return { ip: canonicalIp(fields[1] ?? ""), port: parsePort(fields[2] ?? "") };
-}
-
-async function readAll(socket: Socket, signal: AbortSignal, limit = 256): Promise<string> {
-  const buf = new Uint8Array(limit);
-  let length = 0;
-  for (;;) {
-    const n = await socket.read(buf.subarray(length), signal);
-    if (n === 0 || length + n >= limit) {
-      return new TextDecoder().decode(buf.subarray(0, length + n));
-    }
-    length += n;
-  }
 }
 
 /**
@@ -116,14 +96,13 @@ export async function observeTcp(
 ): Promise<Mapping> {
   using socket = bound(local, "stream");
   await socket.connect(probe, signal);
-  // The server answers at once and closes first (the TIME_WAIT state stays on its side).
-  const observation = parseObservation(await readAll(socket, signal));
-  return { ...observation, localPort: localPortOf(socket) };
+  const { mapped } = await bindingTcp(socket, probe, signal);
+  return { ip: mapped.address, port: mapped.port, localPort: localPortOf(socket) };
 }
 
 /**
  * Observes the public endpoint of UDP datagrams from `local` (port 0: a
- * fresh one) to `probe` (3 tries, 500 ms apart).
+ * fresh one) to `probe` (3 tries, 500 ms, 1 s and 2 s apart).
  */
 export async function observeUdp(
   local: InetAddress,
@@ -131,23 +110,11 @@ export async function observeUdp(
   signal: AbortSignal,
 ): Promise<Mapping> {
   using socket = bound(local, "datagram");
-  const buf = new Uint8Array(256);
-  for (let attempt = 0; attempt < 3; attempt++) {
-    await socket.sendTo(new TextEncoder().encode("observe"), probe, signal);
-    const wait = AbortSignal.any([signal, AbortSignal.timeout(500)]);
-    try {
-      for (;;) {
-        const { length, from } = await socket.receiveFrom(buf, wait);
-        if (from.family !== "unix" && from.address === probe.address && from.port === probe.port) {
-          const observation = parseObservation(new TextDecoder().decode(buf.subarray(0, length)));
-          return { ...observation, localPort: localPortOf(socket) };
-        }
-      }
-    } catch (error) {
-      if (signal.aborted) throw error;
-    }
+  const result = await bindingUdp(socket, probe, signal);
+  if (result === null) {
+    throw new Error(`Cannot observe UDP endpoint: no answer from ${formatAddress(probe)}`);
   }
-  throw new Error(`Cannot observe UDP endpoint: no answer from ${formatAddress(probe)}`);
+  return { ip: result.mapped.address, port: result.mapped.port, localPort: localPortOf(socket) };
 }
 
 /** Observes one flow: `observeTcp` or `observeUdp`. */

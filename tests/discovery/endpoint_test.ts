@@ -7,7 +7,7 @@ import {
   type Observe,
   observeAll,
   predict,
-} from "../../src/daemon/discovery.ts";
+} from "../../src/discovery/endpoint.ts";
 import { withServer } from "../rendezvous/peers.ts";
 import { freePort } from "../helpers/daemon.ts";
 import { isRoot, skipUnless } from "../helpers/skip.ts";
