@@ -9,7 +9,7 @@
  * @module
  */
 
-import type { FdKind } from "../../ffi/fd_ledger.ts";
+import { fdIdentity, type FdKind } from "../../ffi/fd_ledger.ts";
 import type { FirewallService } from "../firewall/service.ts";
 import { assertGuard } from "../firewall/guards.ts";
 import { close as closeFd, trimHeap, write } from "../../ffi/syscalls.ts";
@@ -50,8 +50,8 @@ interface Running {
 interface Hosted {
   worker: WorkerLike;
   keys: Set<number>;
-  /** fds the worker owns right now, with their kind. */
-  fds: Map<number, FdKind>;
+  /** fds the worker owns right now, with their kind and identity (see fdIdentity). */
+  fds: Map<number, { kind: FdKind; identity?: string }>;
   /** Stops the worker once it has had no attempt for idleMs. */
   idle?: ReturnType<typeof setTimeout>;
 }
@@ -224,7 +224,12 @@ export class TechniqueWorkers {
         return;
       case "fd":
         if (message.kind === null) hosted.fds.delete(message.fd);
-        else hosted.fds.set(message.fd, message.kind);
+        else {
+          hosted.fds.set(message.fd, {
+            kind: message.kind,
+            ...(message.identity === undefined ? {} : { identity: message.identity }),
+          });
+        }
         return;
       case "guard":
       case "unguard":
@@ -313,9 +318,15 @@ export class TechniqueWorkers {
     hosted.worker.terminate();
     // Wake the worker's reactor first: its epoll_wait holds a runtime thread
     // until an event arrives, even after its fds are closed.
-    for (const [fd, kind] of hosted.fds) if (kind === "wake") wake(fd);
-    for (const fd of hosted.fds.keys()) closeQuietly(fd);
-    const sockets = [...hosted.fds.values()].filter((kind) => kind === "socket").length;
+    // Only fds that are still the files the worker opened: a worker that closed an fd just
+    // before it was terminated may not have told us yet, and the number may already belong to
+    // someone else (an nft pipe of the firewall queue was closed this way, and shutdown hung).
+    const own = [...hosted.fds].filter(([fd, entry]) =>
+      entry.identity === undefined || fdIdentity(fd) === entry.identity
+    );
+    for (const [fd, entry] of own) if (entry.kind === "wake") wake(fd);
+    for (const [fd] of own) closeQuietly(fd);
+    const sockets = own.filter(([, entry]) => entry.kind === "socket").length;
     if (sockets > 0) {
       this.#options.log.warn("closed sockets a retired worker held", { technique, sockets, why });
     }

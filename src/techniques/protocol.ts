@@ -66,6 +66,6 @@ export type FromWorker =
   | { type: "connected"; key: number; fd: number; local: string; remote: string }
   | { type: "failed"; key: number; reason: string }
   | { type: "log"; record: LogRecord }
-  | { type: "fd"; fd: number; kind: FdKind | null }
+  | { type: "fd"; fd: number; kind: FdKind | null; identity?: string }
   | { type: "guard"; key: number; request: number; guard: Guard }
   | { type: "unguard"; key: number; request: number; handle: number };

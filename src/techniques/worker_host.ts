@@ -48,7 +48,8 @@ export function hostTechnique(technique: Technique, port: WorkerPort): void {
       post(message);
     });
   observeFds({
-    opened: (fd, kind) => post({ type: "fd", fd, kind }),
+    opened: (fd, kind, identity) =>
+      post({ type: "fd", fd, kind, ...(identity === null ? {} : { identity }) }),
     released: (fd) => post({ type: "fd", fd, kind: null }),
   });
 

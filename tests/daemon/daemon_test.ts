@@ -10,7 +10,7 @@ import {
   spawnPunchd,
   startDaemon,
 } from "../helpers/daemon.ts";
-import { hasIpv6Loopback, skipUnless } from "../helpers/skip.ts";
+import { hasIpv6Loopback, isRoot, skipUnless } from "../helpers/skip.ts";
 import { VOID_LOCAL, VOID_PEER, withVoidNamespace } from "../helpers/void_ns.ts";
 
 const bytes = (s: string) => new TextEncoder().encode(s);
@@ -370,9 +370,9 @@ Deno.test("SIGTERM cancels running attempts, tells their clients, and exits 0", 
 const GUARDED_STOP = "SIGTERM tells the client of an attempt that held firewall guards too";
 Deno.test({
   name: GUARDED_STOP,
-  // Passes alone (6 of 6) but lost its cancelled reply in two full CI runs, with a 2 s and a
-  // 5 s wait: the cause is not found yet (see issue 9's closing note), so it is skipped, loudly.
-  ignore: skipUnless(false, GUARDED_STOP, "flaky in the full suite, cause under investigation"),
+  // It lost its cancelled reply (and the daemon hung) when retiring the worker closed an fd
+  // number the worker had closed already and an nft pipe had taken (workers_test.ts).
+  ignore: skipUnless(isRoot(), GUARDED_STOP, "network namespaces and nftables need root"),
 }, async () => {
   await withVoidNamespace("stop", async (ns) => {
     const daemon = await startDaemon([], undefined, ["ip", "netns", "exec", ns]);

@@ -1,6 +1,7 @@
 import { assert, assertEquals } from "../assert.ts";
 import { isOpen } from "../../ffi/syscalls.ts";
 import { Socket } from "../../ffi/socket.ts";
+import { fdIdentity } from "../../ffi/fd_ledger.ts";
 import { type AttemptEvents, TechniqueWorkers, type WorkerLike } from "../../src/daemon/workers.ts";
 import type { FromWorker, ToWorker } from "../../src/techniques/protocol.ts";
 import { Logger } from "../../src/log.ts";
@@ -190,6 +191,37 @@ Deno.test("retiring a worker closes every fd its ledger holds and wakes its reac
   // An fd the worker had already released is not the supervisor's to close.
   assertEquals(isOpen(released.fd), true);
   released.close();
+});
+
+// Found by the guarded-shutdown test: a worker closed a socket and was terminated before its
+// "released" note arrived; the number went to an nft pipe of the firewall queue, retiring the
+// worker closed that pipe, and the daemon's shutdown waited for nft forever.
+Deno.test("retiring a worker leaves alone an fd number that now belongs to another file", () => {
+  const fake = new FakeWorker();
+  const workers = new TechniqueWorkers({
+    registry,
+    log: new Logger("error", () => {}),
+    spawn: () => fake,
+  });
+  workers.start(spec("a", 1000, 1001, "initiate"), outcome().events);
+  // The worker's socket, closed by the worker without a word to the daemon ...
+  const socket = Socket.create("inet", "stream");
+  const number = socket.fd;
+  const identity = fdIdentity(number) ?? "";
+  fake.send({ type: "fd", fd: number, kind: "socket", identity });
+  socket.close();
+  // ... and its number taken by someone else's socket at once.
+  const other = Socket.create("inet", "datagram");
+  try {
+    assertEquals(other.fd, number);
+    const kept = Socket.create("inet", "stream").detach();
+    fake.send({ type: "fd", fd: kept, kind: "socket", identity: fdIdentity(kept) ?? "" });
+    workers.shutdown();
+    assertEquals(isOpen(number), true, "the other owner's fd stays open");
+    assertEquals(isOpen(kept), false, "the worker's own fd is closed");
+  } finally {
+    other.close();
+  }
 });
 
 Deno.test("a worker with no attempt for idleMs is stopped, and the next attempt starts a new one", async () => {
