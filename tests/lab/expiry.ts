@@ -26,8 +26,8 @@ import { punch, withLab } from "./punch.ts";
 
 /** Idle times tried, in seconds, per kind of path (the defaults are 30 s and 120 s). */
 const IDLE_SECS = {
-  single: [24, 28, 32, 36],
-  stream: [110, 116, 124, 130],
+  single: [26, 29, 31, 34],
+  stream: [114, 119, 121, 126],
 } as const;
 
 /** How long B waits for the datagram after the idle time. */
