@@ -33,6 +33,16 @@ const SHORT_TIMEOUTS = {
   "net.netfilter.nf_conntrack_udp_timeout_stream": 3,
 };
 
+/** A table for router B that drops the punched connection (host B's port 30000) both ways. */
+const CUT_PATH = `table inet cut {
+  chain forward {
+    type filter hook forward priority -10; policy accept;
+    tcp sport 30000 drop
+    tcp dport 30000 drop
+  }
+}
+`;
+
 async function shortenTimeouts(lab: Lab): Promise<void> {
   await writeSysctls(lab, lab.routerA.ns, SHORT_TIMEOUTS);
   await writeSysctls(lab, lab.routerB.ns, SHORT_TIMEOUTS);
@@ -106,6 +116,38 @@ Deno.test({
       }
       assertEquals(await carries(socketA, socketB, "ping"), "ping");
       assertEquals(await carries(socketB, socketA, "pong"), "pong");
+    } finally {
+      socketA.close();
+      socketB.close();
+    }
+  });
+});
+
+Deno.test({
+  name: "with --tcp-keepalive 1,1,3 a punched TCP connection whose path dies ends within seconds",
+  ignore: needsRoot,
+}, async () => {
+  await withLab("preserving", "preserving", ["--tcp-keepalive", "1,1,3"], async (lab, a, b) => {
+    const { a: socketA, b: socketB } = await punch(a, b, lab, "tcp-nutss", 0);
+    try {
+      assertEquals(await carries(socketA, socketB, "before"), "before");
+      // The path dies: router B drops everything of the connection, as after a NAT reboot.
+      await lab.exec(lab.routerB.ns, ["nft", "-f", "-"], CUT_PATH);
+      const started = performance.now();
+      const ends = async (socket: Socket) => {
+        const error = await socket.read(new Uint8Array(16), AbortSignal.timeout(20000)).then(
+          () => null,
+          (e: Error) => e,
+        );
+        return [error?.message ?? "no error", Math.round(performance.now() - started)] as const;
+      };
+      const [[errorA, msA], [errorB, msB]] = await Promise.all([ends(socketA), ends(socketB)]);
+      assertEquals([errorA, errorB], [
+        "Cannot recv: ETIMEDOUT (110)",
+        "Cannot recv: ETIMEDOUT (110)",
+      ]);
+      // Idle 1 s, then 3 probes 1 s apart: about 4 s; 12 s leaves room on a loaded machine.
+      assert(msA < 12000 && msB < 12000, `ended after ${msA} ms and ${msB} ms`);
     } finally {
       socketA.close();
       socketB.close();
