@@ -51,6 +51,8 @@ export interface UdpKeepalive extends Disposable {
   stop(): void;
   /** Keepalive datagrams sent so far. */
   readonly sent: number;
+  /** True until stopped, or until the socket was found closed (then nothing is sent on its old fd number). */
+  readonly active: boolean;
 }
 
 /**
@@ -109,6 +111,9 @@ export function keepUdpAlive(
     [Symbol.dispose]: stop,
     get sent() {
       return sent;
+    },
+    get active() {
+      return running;
     },
   };
 }

@@ -54,6 +54,7 @@ Deno.test("keepUdpAlive sends nothing once stopped, and stop is idempotent", asy
     const keepalive = keepUdpAlive(a, 50);
     await sleep(200);
     keepalive.stop();
+    assertEquals(keepalive.active, false);
     await drain(b, 100);
     const sent = keepalive.sent;
     assertEquals(await drain(b, 300), []);
@@ -69,10 +70,11 @@ Deno.test("keepUdpAlive stops by itself when the socket is closed", async () => 
   const [a, b] = udpPair();
   try {
     const keepalive = keepUdpAlive(a, 50);
+    assertEquals(keepalive.active, true);
     a.close();
     await sleep(200);
     assertEquals(keepalive.sent, 0);
-    // The interval is cleared: the test's timer sanitizer would fail otherwise.
+    assertEquals(keepalive.active, false);
   } finally {
     a.close();
     b.close();
