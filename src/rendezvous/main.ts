@@ -25,8 +25,11 @@ const HELP = `punchd-rendezvous: rendezvous and probe server for punchd peers
 
 Usage: rendezvous [options]
 
-  --listen IP:PORT     main TCP endpoint (also answers UDP observe); default 0.0.0.0:7000
-  --probe-port N       extra probe port on the same address, TCP and UDP (repeatable)
+  --listen IP:PORT     main TCP endpoint (UDP there: the UDP protocol and STUN Binding);
+                       default 0.0.0.0:7000
+  --probe-port N       extra probe port on the same address, TCP and UDP, that speaks STUN
+                       (RFC 8489 Binding; RFC 3489 clients too): punchd's --probe, or any
+                       STUN client (repeatable)
   --max-peers N        registered peers (and UDP registrations) at once, 1-1000000 (default 1000)
   --udp-expiry SECS    a UDP registration without keepalive expires after this, 5-3600 (default 60)
 

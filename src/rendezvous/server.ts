@@ -39,6 +39,8 @@ import { type AuthMode, CredentialPolicy } from "./credentials.ts";
 import { AddressCounter, addressKey, type Clock, sleep, TokenBucket } from "./limits.ts";
 import { UdpNames } from "./udp_names.ts";
 import { UdpService } from "./udp_server.ts";
+import { stunAnswer } from "./stun_answer.ts";
+import { frameLength } from "../stun/message.ts";
 
 /** How registrations are authenticated (see `credentials.ts`). */
 export type RendezvousAuth =
@@ -87,6 +89,10 @@ const MAX_REFUSED_NOTIFIES = 256;
 /** How often expired UDP names and credential bindings are swept, in milliseconds. */
 const SWEEP_INTERVAL_MS = 1000;
 const encoder = new TextEncoder();
+/** Milliseconds a probe-port TCP connection has to send its STUN request. */
+const PROBE_TIMEOUT_MS = 10_000;
+/** Probe-port TCP connections at once (more are closed at once). */
+const MAX_PROBE_CONNECTIONS = 1024;
 
 /** Writes what fits now into a socket's buffer, for a last word before closing. */
 function sendNow(socket: Socket, line: string): void {
@@ -123,6 +129,8 @@ export class RendezvousServer {
   readonly #udpService: UdpService;
   readonly #policy: CredentialPolicy;
   readonly #tasks = new Set<Promise<void>>();
+  /** Probe-port TCP connections open now. */
+  #probes = 0;
   readonly #stopped = new AbortController();
   #sweeper: ReturnType<typeof setInterval> | undefined;
   /** An fd held in reserve: closed to accept-and-close one connection when fds run out. */
@@ -296,13 +304,56 @@ export class RendezvousServer {
       backoffMs = 0;
       const { socket, address } = accepted;
       if (probeOnly) {
-        // Answer at once and close first: the TIME_WAIT stays on this side.
-        sendNow(socket, observedLine(address));
-        socket.close();
+        this.#probe(socket, address);
         continue;
       }
       this.#admit(socket, address);
     }
+  }
+
+  /**
+   * A probe port's TCP connection: one STUN Binding request (RFC 8489 stream framing) within
+   * {@linkcode PROBE_TIMEOUT_MS}, answered, then closed by this side (its TIME_WAIT stays here,
+   * not on the client's port). Anything that is not STUN, or too slow, is closed unanswered.
+   * At most {@linkcode MAX_PROBE_CONNECTIONS} at once.
+   */
+  #probe(socket: Socket, address: SocketAddress): void {
+    if (this.#probes >= MAX_PROBE_CONNECTIONS || address.family === "unix") {
+      socket.close();
+      return;
+    }
+    this.#probes++;
+    const task = (async () => {
+      try {
+        const signal = AbortSignal.any([
+          this.#stopped.signal,
+          AbortSignal.timeout(PROBE_TIMEOUT_MS),
+        ]);
+        const buf = new Uint8Array(512);
+        let length = 0;
+        for (;;) {
+          const total = frameLength(buf.subarray(0, length));
+          if (total !== null && total > buf.length) return;
+          if (total !== null && length >= total) {
+            const local = socket.localAddress();
+            if (local.family === "unix") return;
+            const answer = stunAnswer(buf.subarray(0, total), address, local);
+            if (answer !== null) await socket.write(new Uint8Array(answer), signal);
+            return;
+          }
+          const n = await socket.read(buf.subarray(length), signal);
+          if (n === 0) return;
+          length += n;
+        }
+      } catch {
+        // Not STUN, too slow, or gone: closing is the answer.
+      } finally {
+        socket.close();
+        this.#probes--;
+      }
+    })();
+    this.#tasks.add(task);
+    void task.finally(() => this.#tasks.delete(task));
   }
 
   #admit(socket: Socket, address: SocketAddress): void {

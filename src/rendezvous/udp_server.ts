@@ -1,7 +1,11 @@
 /**
  * The UDP side of the rendezvous server (see `codec.ts` for the protocol):
  * names registered by endpoint, keepalives, connects that tell both sides
- * each other's endpoint, and `observed` answers on the probe ports.
+ * each other's endpoint, and STUN Binding answers (`stun_answer.ts`) on the
+ * probe ports and the main port (a datagram that starts like STUN is STUN).
+ * Each source address gets at most {@linkcode STUN_PER_SECOND} STUN answers
+ * a second (burst {@linkcode STUN_BURST}), so a forged source makes the
+ * server a weak reflector at most.
  *
  * Each socket is read one datagram per reactor turn, and replies never wait
  * for room in the socket buffer (a full buffer drops them, as the network
@@ -16,10 +20,19 @@ import * as sys from "../../ffi/syscalls.ts";
 import type { Logger } from "../log.ts";
 import { isCredential, isPeerId, observedLine } from "./codec.ts";
 import type { CredentialPolicy } from "./credentials.ts";
-import { addressKey, type Clock, sleep } from "./limits.ts";
+import { addressKey, type Clock, sleep, TokenBucket } from "./limits.ts";
+import { looksLikeStun } from "../stun/message.ts";
+import { classicAnswer, isClassicBinding, stunAnswer } from "./stun_answer.ts";
 import type { UdpNames } from "./udp_names.ts";
 
 const encoder = new TextEncoder();
+
+/** STUN answers per second to one source address (discovery sends a few per request). */
+export const STUN_PER_SECOND = 200;
+/** ... and the burst. */
+export const STUN_BURST = 400;
+/** Source addresses whose STUN rate is tracked at once (the oldest is forgotten first). */
+const STUN_SOURCES = 4096;
 
 function endpointText(address: SocketAddress): string {
   return address.family === "unix" ? "-|-" : `${address.address}|${address.port}`;
@@ -39,6 +52,7 @@ export class UdpService {
   readonly #policy: CredentialPolicy;
   readonly #clock: Clock;
   readonly #log: Logger;
+  readonly #stunRates = new Map<string, TokenBucket>();
 
   /** A service over the server's name table and registration policy. */
   constructor(options: UdpServiceOptions) {
@@ -65,14 +79,20 @@ export class UdpService {
         await sleep(10, signal);
         continue;
       }
-      // Probe ports answer anything with the observed endpoint; the main port speaks the UDP protocol.
-      const replies = main
-        ? this.request(decoder.decode(buf.subarray(0, Math.min(length, 512))).trim(), from)
-        : [{ to: from, text: observedLine(from).trimEnd() }];
+      // STUN on every port; the main port also speaks the text protocol, probe ports nothing else.
+      const datagram = buf.subarray(0, length);
+      let replies: { to: SocketAddress; bytes: Uint8Array }[] = [];
+      if (looksLikeStun(datagram) || isClassicBinding(datagram)) {
+        const answer = this.#stun(socket, datagram, from);
+        if (answer !== null) replies = [{ to: from, bytes: answer }];
+      } else if (main) {
+        replies = this.request(decoder.decode(datagram.subarray(0, 512)).trim(), from)
+          .map((r) => ({ to: r.to, bytes: encoder.encode(r.text) }));
+      }
       for (const reply of replies) {
         try {
           // A full socket buffer drops the reply, as the network could: never wait for room.
-          sys.sendTo(socket.fd, encoder.encode(reply.text), reply.to);
+          sys.sendTo(socket.fd, new Uint8Array(reply.bytes), reply.to);
         } catch (error) {
           this.#log.debug("udp reply failed", {
             to: formatAddress(reply.to),
@@ -81,6 +101,26 @@ export class UdpService {
         }
       }
     }
+  }
+
+  /** The STUN answer to `datagram`, or null (not a request, or over the source's rate). */
+  #stun(socket: Socket, datagram: Uint8Array, from: SocketAddress): Uint8Array | null {
+    const local = socket.localAddress();
+    if (from.family === "unix" || local.family === "unix") return null;
+    const key = addressKey(from);
+    let bucket = this.#stunRates.get(key);
+    if (bucket === undefined) {
+      bucket = new TokenBucket(STUN_PER_SECOND, STUN_BURST, this.#clock);
+      this.#stunRates.set(key, bucket);
+      if (this.#stunRates.size > STUN_SOURCES) {
+        const oldest = this.#stunRates.keys().next().value;
+        if (oldest !== undefined) this.#stunRates.delete(oldest);
+      }
+    }
+    if (!bucket.take()) return null;
+    return looksLikeStun(datagram)
+      ? stunAnswer(datagram, from, local)
+      : classicAnswer(datagram, from, local);
   }
 
   /**

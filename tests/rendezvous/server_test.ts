@@ -1,4 +1,5 @@
-import { assertEquals, assertMatch } from "../assert.ts";
+import { assertEquals, assertMatch, assertRejects } from "../assert.ts";
+import { bindingTcp, bindingUdp } from "../../src/discovery/stun_client.ts";
 import { Socket } from "../../ffi/socket.ts";
 import { inetAddress } from "../../ffi/structs.ts";
 import type { RendezvousServer } from "../../src/rendezvous/server.ts";
@@ -148,7 +149,7 @@ Deno.test("the number of registered peers is limited", async () => {
   });
 });
 
-Deno.test("observe reports the endpoint the server sees, over TCP, probe ports and UDP", async () => {
+Deno.test("the server reports the endpoint it sees: observe (TCP, UDP main port) and STUN (probe ports, UDP main port)", async () => {
   const probePort = (() => {
     using s = Socket.create("inet", "stream");
     s.bind(inetAddress("127.0.0.1", 0));
@@ -162,24 +163,36 @@ Deno.test("observe reports the endpoint the server sees, over TCP, probe ports a
     } finally {
       peer.close();
     }
-    // A probe port answers without a request and closes the connection itself.
+    // A probe port speaks STUN over TCP: it answers the request and closes the connection itself.
     using probe = Socket.create("inet", "stream");
-    await probe.connect(inetAddress("127.0.0.1", probePort));
-    const [line] = await readLines(probe, 1, 5000);
-    assertEquals(line, `observed|127.0.0.1|${(probe.localAddress() as { port: number }).port}`);
+    const probeAddress = inetAddress("127.0.0.1", probePort);
+    await probe.connect(probeAddress);
+    const { mapped, responseOrigin } = await bindingTcp(
+      probe,
+      probeAddress,
+      AbortSignal.timeout(5000),
+    );
+    assertEquals(mapped, probe.localAddress());
+    assertEquals(responseOrigin, probeAddress);
     assertEquals(await probe.read(new Uint8Array(16), AbortSignal.timeout(5000)), 0);
-    // UDP, on the main port and on the probe port.
+    // UDP: the main port speaks the text protocol and STUN, the probe port STUN only.
     using udp = Socket.create("inet", "datagram");
     udp.bind(inetAddress("127.0.0.1", 0));
     const me = (udp.localAddress() as { port: number }).port;
+    await udp.sendTo(bytes("observe"), server.address);
+    const buf = new Uint8Array(100);
+    const { length } = await udp.receiveFrom(buf, AbortSignal.timeout(5000));
+    assertEquals(new TextDecoder().decode(buf.subarray(0, length)), `observed|127.0.0.1|${me}`);
     for (const port of [server.address.port, probePort]) {
-      await udp.sendTo(bytes("observe"), inetAddress("127.0.0.1", port));
-      const buf = new Uint8Array(100);
-      const { length } = await udp.receiveFrom(buf, AbortSignal.timeout(5000));
-      assertMatch(
-        new TextDecoder().decode(buf.subarray(0, length)),
-        new RegExp(`^observed\\|127\\.0\\.0\\.1\\|${me}$`),
+      const result = await bindingUdp(
+        udp,
+        inetAddress("127.0.0.1", port),
+        AbortSignal.timeout(5000),
       );
+      assertEquals(result?.mapped, udp.localAddress());
     }
+    // The probe port ignores text datagrams (it no longer answers "observe").
+    await udp.sendTo(bytes("observe"), inetAddress("127.0.0.1", probePort));
+    await assertRejects(() => udp.receiveFrom(buf, AbortSignal.timeout(300)));
   });
 });
