@@ -11,6 +11,7 @@
  * | tcp-direct, public         | a side has no NAT, or a side's mapping is unknown | first, in turn |
  * | tcp-nutss, tcp-syni, tcp-prime, udp-prime | neither side maps randomly    | in turn        |
  * | udp, udp-birthday          | not both sides map randomly (birthday when one does) | in turn  |
+ * | relay                      | a side's daemon has a TURN server (`r=1`)      | last, in turn  |
  *
  * Steps in turn share the attempt's time by weight; a step that cannot
  * succeed ends early (each technique says when), and the next one starts.
@@ -61,6 +62,7 @@ const WEIGHT: Readonly<Record<string, number>> = {
   udp: 4,
   "udp-birthday": 6,
   "udp-prime": 3,
+  relay: 3,
 };
 
 /** Milliseconds kept back from the attempt's time for the handover. */
@@ -189,6 +191,12 @@ export function planSteps(initiator: Hello, responder: Hello, totalMs: number): 
           });
         }
         break;
+      case "relay":
+        if (initiator.relay === true || responder.relay === true) {
+          const side = initiator.relay === true ? "initiator" : "responder";
+          inTurn.push({ ...base, technique, why: `through the ${side}'s TURN server` });
+        } else skipped.push({ technique, why: "neither side has a TURN server" });
+        break;
       default:
         if (random.length > 0) skipped.push({ technique, why: randomWhy });
         else inTurn.push({ ...base, technique, why: "both sides' ports are predictable" });
@@ -211,6 +219,9 @@ export function planSteps(initiator: Hello, responder: Hello, totalMs: number): 
       }
     }
   }
+  // The relay of last resort comes after every punching step, whatever the application's order.
+  const relay = inTurn.findIndex((s) => s.technique === "relay");
+  if (relay >= 0) inTurn.push(...inTurn.splice(relay, 1));
   const usable = Math.max(0, totalMs - RESERVE_MS);
   const weight = (t: TechniqueName) => WEIGHT[t] ?? 3;
   const weights = inTurn.reduce((sum, s) => sum + weight(s.technique), 0);

@@ -36,7 +36,7 @@ import {
 /** What a step reports (the daemon's worker supervisor calls these). */
 export interface StepEvents {
   progress(data: string): void;
-  connected(fd: number, local: string, remote: string): void;
+  connected(fd: number, local: string, remote: string, via?: string): void;
   failed(reason: string): void;
 }
 
@@ -50,7 +50,13 @@ export interface StepHost {
 /** What the attempt reports to the daemon; exactly one of connected/failed, once. */
 export interface AutoEvents {
   progress(data: string): void;
-  connected(fd: number, local: string, remote: string, technique: TechniqueName): void;
+  connected(
+    fd: number,
+    local: string,
+    remote: string,
+    technique: TechniqueName,
+    via?: string,
+  ): void;
   failed(reason: string): void;
 }
 
@@ -83,6 +89,8 @@ interface StepRun {
   fd?: number;
   local?: string;
   remote?: string;
+  /** The TURN server of a relayed connection. */
+  via?: string;
   reason?: string;
   /** Ended because of the peer or the plan (no `f<K>` is sent for it). */
   quiet?: boolean;
@@ -322,7 +330,7 @@ export class AutoAttempt {
             this.#o.events.progress(encodeStepMessage({ type: "step", step: k, data }));
           }
         },
-        connected: (fd, local, remote) => this.#connected(step, fd, local, remote),
+        connected: (fd, local, remote, via) => this.#connected(step, fd, local, remote, via),
         failed: (reason) => this.#failed(step, reason),
       });
     } catch (error) {
@@ -330,11 +338,12 @@ export class AutoAttempt {
     }
   }
 
-  #connected(step: StepRun, fd: number, local: string, remote: string): void {
+  #connected(step: StepRun, fd: number, local: string, remote: string, via?: string): void {
     step.state = "connected";
     step.fd = fd;
     step.local = local;
     step.remote = remote;
+    if (via !== undefined) step.via = via;
     step.order = this.#connects++;
     const k = step.planned.index;
     if (this.#ending !== null || (this.#winner !== null && this.#winner !== k)) {
@@ -479,7 +488,13 @@ export class AutoAttempt {
         technique: win.planned.technique,
         ms,
       });
-      this.#o.events.connected(win.fd, win.local ?? "", win.remote ?? "", win.planned.technique);
+      this.#o.events.connected(
+        win.fd,
+        win.local ?? "",
+        win.remote ?? "",
+        win.planned.technique,
+        win.via,
+      );
       return;
     }
     this.#o.events.failed(this.#summary(reason));

@@ -68,10 +68,11 @@ export interface Attempt {
   /** The connected socket (close-on-exec set), or a PunchdError. */
   readonly socket: Promise<Socket>;
   /**
-   * For `auto` and list requests: which technique connected, after how many
-   * milliseconds (from punchd's `ok|ID|TECHNIQUE|MS`); null otherwise or on failure.
+   * For `auto` and list requests, and relayed connections: which technique connected, after
+   * how many milliseconds, and for a relayed one through which TURN server (`via`, `IP:PORT`;
+   * from punchd's `ok|ID|TECHNIQUE|MS[|via=IP:PORT]`); null otherwise or on failure.
    */
-  readonly winner: Promise<{ technique: TechniqueName; ms: number } | null>;
+  readonly winner: Promise<{ technique: TechniqueName; ms: number; via?: string } | null>;
   /** Forwards later data from the peer (`peer|ID|DATA`). */
   peer(data: string): Promise<void>;
   /** Asks punchd to cancel; `socket` then rejects. */
@@ -126,7 +127,7 @@ export interface ConnectOptions {
 
 interface Pending {
   progress: ProgressQueue;
-  won: (winner: { technique: TechniqueName; ms: number } | null) => void;
+  won: (winner: { technique: TechniqueName; ms: number; via?: string } | null) => void;
   resolve: (socket: Socket) => void;
   reject: (error: Error) => void;
 }
@@ -234,7 +235,9 @@ export class PunchdClient {
       reject = rej;
     });
     let won!: Pending["won"];
-    const winner = new Promise<{ technique: TechniqueName; ms: number } | null>((res) => won = res);
+    const winner = new Promise<{ technique: TechniqueName; ms: number; via?: string } | null>((
+      res,
+    ) => won = res);
     this.#attempts.set(id, { progress, resolve, reject, won });
     this.#send(line).catch((error) => this.#settle(id, error));
     return {
@@ -275,7 +278,11 @@ export class PunchdClient {
         return;
       case "ok": {
         if (reply.technique !== undefined) {
-          this.#attempts.get(reply.id)?.won({ technique: reply.technique, ms: reply.ms ?? 0 });
+          this.#attempts.get(reply.id)?.won({
+            technique: reply.technique,
+            ms: reply.ms ?? 0,
+            ...(reply.via === undefined ? {} : { via: reply.via }),
+          });
         }
         const fd = this.#fds.shift();
         if (fd === undefined) {

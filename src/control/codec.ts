@@ -15,6 +15,8 @@
  * progress|ID|DATA          forward DATA to the peer (it becomes EXTRA or a peer message)
  * ok|ID                     sent in one sendmsg with the connected socket (SCM_RIGHTS)
  * ok|ID|TECHNIQUE|MS        the same, for `auto` and list requests: which technique won, after how long
+ * ok|ID|relay|MS|via=IP:PORT  the same for a relayed connection (also for a single `relay`
+ *                           request): through which TURN server
  * endpoint|ID|IP|PORTS|HOW  the endpoint to publish for a coming attempt
  * endpoint|ID|IP|PORTS|HOW|NAT  the same with the NAT's RFC 5780 behaviour (UDP, with a STUN
  *                           server that has OTHER-ADDRESS): MAPPING,FILTERING, e.g. `eim,apdf`
@@ -47,13 +49,14 @@ export const TECHNIQUES = [
   "udp",
   "udp-birthday",
   "udp-prime",
+  "relay",
 ] as const;
 /** A technique name. */
 export type TechniqueName = typeof TECHNIQUES[number];
 
 /** What `auto` tries when the application names no list, per protocol. */
 export const AUTO_TECHNIQUES = {
-  tcp: ["tcp-direct", "tcp-nutss", "tcp-syni", "tcp-prime"],
+  tcp: ["tcp-direct", "tcp-nutss", "tcp-syni", "tcp-prime", "relay"],
   udp: ["udp", "udp-prime"],
 } as const satisfies Record<string, readonly TechniqueName[]>;
 /** At most this many techniques in one list. */
@@ -170,7 +173,7 @@ export type Request =
 /** Any reply. */
 export type Reply =
   | { type: "progress"; id: string; data: string }
-  | { type: "ok"; id: string; technique?: TechniqueName; ms?: number }
+  | { type: "ok"; id: string; technique?: TechniqueName; ms?: number; via?: string }
   | { type: "endpoint"; id: string; ip: string; ports: number[]; source: string; nat?: string }
   | { type: "error"; id: string; reason: string };
 
@@ -362,7 +365,10 @@ function replyLine(reply: Reply): string {
       return `progress|${reply.id}|${reply.data}\n`;
     case "ok":
       if (reply.technique !== undefined) {
-        return `ok|${reply.id}|${reply.technique}|${Math.round(reply.ms ?? 0)}\n`;
+        const line = `ok|${reply.id}|${reply.technique}|${Math.round(reply.ms ?? 0)}`;
+        if (reply.via === undefined) return `${line}\n`;
+        if (!isValidData(reply.via)) throw new TypeError("Cannot encode ok: bad via");
+        return `${line}|via=${reply.via}\n`;
       }
       return `ok|${reply.id}\n`;
     case "endpoint": {
@@ -433,10 +439,16 @@ function decodeReplyFields(fields: string[]): Reply {
   const [type, id = ""] = fields;
   if (!isValidId(id) && !(type === "error" && id === "-")) throw new SyntaxError("bad ID");
   if (type === "ok" && fields.length === 2) return { type, id };
-  if (type === "ok" && fields.length === 4) {
+  if (type === "ok" && (fields.length === 4 || fields.length === 5)) {
     const ms = fields[3] ?? "";
     if (!/^(0|[1-9][0-9]{0,8})$/.test(ms)) throw new SyntaxError("bad MS");
-    return { type, id, technique: technique(fields[2] ?? ""), ms: Number(ms) };
+    const reply: Reply = { type, id, technique: technique(fields[2] ?? ""), ms: Number(ms) };
+    const via = fields[4];
+    if (via !== undefined) {
+      if (!/^via=\S+$/.test(via) || !isValidData(via)) throw new SyntaxError("bad via");
+      reply.via = via.slice(4);
+    }
+    return reply;
   }
   if (type === "progress" && fields.length === 3) {
     const data = fields[2] ?? "";

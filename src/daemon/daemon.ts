@@ -364,6 +364,15 @@ export class Daemon {
     if (this.#options.lowTtl !== undefined) spec.lowTtl = this.#options.lowTtl;
     if (this.#options.probes !== undefined) spec.probes = this.#options.probes.map(formatAddress);
     if (this.#options.udpBirthday) spec.birthday = true;
+    const turn = this.#options.turn;
+    if (turn !== undefined) {
+      spec.turn = {
+        server: formatAddress(turn.server),
+        ...(turn.user === undefined ? {} : { user: turn.user }),
+        ...(turn.password === undefined ? {} : { password: turn.password }),
+        ...(turn.secret === undefined ? {} : { secret: turn.secret }),
+      };
+    }
     // Validate the whole request before anything starts.
     let auto: { techniques: TechniqueName[]; peerHello?: Hello } | undefined;
     try {
@@ -511,13 +520,15 @@ export class Daemon {
         progress: (data) => {
           connection.reply({ type: "progress", id, data }).catch(() => {});
         },
-        connected: (fd, local, remote, technique) => {
+        connected: (fd, local, remote, technique, via) => {
           release();
           client.attempts.delete(id);
           this.#prepareHandover(fd, attemptLog);
           const ms = Math.round(performance.now() - started);
-          attemptLog.info("attempt succeeded", { local, remote, technique, ms });
-          connection.reply({ type: "ok", id, technique, ms }, fd)
+          attemptLog.info("attempt succeeded", { local, remote, technique, ms, via });
+          const ok: Reply = { type: "ok", id, technique, ms };
+          if (via !== undefined) ok.via = via;
+          connection.reply(ok, fd)
             .catch((error) =>
               attemptLog.warn("cannot pass socket to client", { error: (error as Error).message })
             )
@@ -581,16 +592,17 @@ export class Daemon {
       progress: (data) => {
         connection.reply({ type: "progress", id, data }).catch(() => {});
       },
-      connected: (fd, local, remote) => {
+      connected: (fd, local, remote, via) => {
         release();
         client.attempts.delete(id);
         this.#prepareHandover(fd, attemptLog);
-        attemptLog.info("attempt succeeded", {
-          local,
-          remote,
-          ms: Math.round(performance.now() - started),
-        });
-        connection.reply({ type: "ok", id }, fd)
+        const ms = Math.round(performance.now() - started);
+        attemptLog.info("attempt succeeded", { local, remote, ms, via });
+        // A relayed connection says so (and through which server), even for a single request.
+        const ok: Reply = via === undefined
+          ? { type: "ok", id }
+          : { type: "ok", id, technique: spec.technique, ms, via };
+        connection.reply(ok, fd)
           .catch((error) =>
             attemptLog.warn("cannot pass socket to client", { error: (error as Error).message })
           )

@@ -54,6 +54,7 @@ export async function main(args: readonly string[]): Promise<number> {
     ...(config.lowTtl !== undefined ? { lowTtl: config.lowTtl } : {}),
     udpBirthday: config.udpBirthday,
     ...(config.tcpKeepalive !== undefined ? { tcpKeepalive: config.tcpKeepalive } : {}),
+    ...(config.turn !== undefined ? { turn: config.turn } : {}),
   };
   if (config.gid !== undefined) options.gid = config.gid;
   if (config.allowPorts !== undefined) {

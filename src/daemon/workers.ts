@@ -21,8 +21,11 @@ import type { TechniqueEntry } from "../techniques/registry.ts";
 /** What the daemon learns about one attempt. Exactly one of connected/failed is called, once. */
 export interface AttemptEvents {
   progress(data: string): void;
-  /** The daemon now owns `fd` and must close it after passing it on. */
-  connected(fd: number, local: string, remote: string): void;
+  /**
+   * The daemon now owns `fd` and must close it after passing it on; `via` is the TURN server
+   * of a relayed connection.
+   */
+  connected(fd: number, local: string, remote: string, via?: string): void;
   failed(reason: string): void;
 }
 
@@ -54,6 +57,8 @@ interface Hosted {
   fds: Map<number, { kind: FdKind; identity?: string }>;
   /** Stops the worker once it has had no attempt for idleMs. */
   idle?: ReturnType<typeof setTimeout>;
+  /** Relayed connections whose TURN allocations the worker keeps: it is not idle while any live. */
+  holding: number;
 }
 
 /** Options of the supervisor. */
@@ -182,16 +187,7 @@ export class TechniqueWorkers {
     clearTimeout(running.timer);
     const hosted = this.#hosted.get(running.technique);
     hosted?.keys.delete(key);
-    if (hosted !== undefined && hosted.keys.size === 0) {
-      clearTimeout(hosted.idle);
-      hosted.idle = setTimeout(() => {
-        if (hosted.keys.size > 0 || this.#hosted.get(running.technique) !== hosted) return;
-        this.#options.log.info("technique worker stopped: idle", { technique: running.technique });
-        this.#retire(running.technique, "idle");
-        // The isolate's thread is gone: give the C heap's free pages back too.
-        setTimeout(trimHeap, 100);
-      }, this.#options.idleMs ?? 30_000);
-    }
+    if (hosted !== undefined) this.#idleLater(running.technique, hosted);
     const firewall = this.#options.firewall;
     if (firewall === undefined || !firewall.holds(key)) return report(running);
     const released = firewall.release(key).then(() => report(running)).catch((error) =>
@@ -201,11 +197,25 @@ export class TechniqueWorkers {
     void released.finally(() => this.#pendingCleanup.delete(released));
   }
 
+  /** Stops `hosted` after idleMs without attempts or relayed connections it keeps. */
+  #idleLater(technique: TechniqueName, hosted: Hosted): void {
+    if (hosted.keys.size > 0 || hosted.holding > 0) return;
+    clearTimeout(hosted.idle);
+    hosted.idle = setTimeout(() => {
+      if (hosted.keys.size > 0 || hosted.holding > 0) return;
+      if (this.#hosted.get(technique) !== hosted) return;
+      this.#options.log.info("technique worker stopped: idle", { technique });
+      this.#retire(technique, "idle");
+      // The isolate's thread is gone: give the C heap's free pages back too.
+      setTimeout(trimHeap, 100);
+    }, this.#options.idleMs ?? 30_000);
+  }
+
   #host(technique: TechniqueName): Hosted {
     const existing = this.#hosted.get(technique);
     if (existing !== undefined) return existing;
     const worker = this.#spawn(this.#options.registry[technique].workerUrl);
-    const hosted: Hosted = { worker, keys: new Set(), fds: new Map() };
+    const hosted: Hosted = { worker, keys: new Set(), fds: new Map(), holding: 0 };
     worker.onmessage = (event) => this.#receive(technique, hosted, event.data);
     worker.onerror = (event) => {
       event.preventDefault();
@@ -235,6 +245,10 @@ export class TechniqueWorkers {
       case "unguard":
         this.#guard(hosted, message);
         return;
+      case "holding":
+        hosted.holding = Math.max(0, Math.floor(message.count));
+        this.#idleLater(technique, hosted);
+        return;
       case "progress": {
         const running = this.#running.get(message.key);
         if (running?.cancelling === undefined) running?.events.progress(message.data);
@@ -248,7 +262,7 @@ export class TechniqueWorkers {
         }
         this.#finish(message.key, (running) => {
           if (running.cancelling === undefined) {
-            running.events.connected(message.fd, message.local, message.remote);
+            running.events.connected(message.fd, message.local, message.remote, message.via);
           } else {
             closeQuietly(message.fd);
             running.events.failed(`cancelled: ${running.cancelling}`);

@@ -51,6 +51,8 @@ export interface AttemptSpec extends Endpoints {
    * from SRC_PORT.
    */
   directMode?: "both" | "listen" | "ephemeral";
+  /** The daemon's TURN server for `relay` (`--turn`; credentials never logged). */
+  turn?: { server: string; user?: string; password?: string; secret?: string };
 }
 
 /** Daemon to worker. */
@@ -63,7 +65,9 @@ export type ToWorker =
 /** Worker to daemon. */
 export type FromWorker =
   | { type: "progress"; key: number; data: string }
-  | { type: "connected"; key: number; fd: number; local: string; remote: string }
+  | { type: "connected"; key: number; fd: number; local: string; remote: string; via?: string }
+  /** How many relayed connections the worker keeps (their allocations live in it). */
+  | { type: "holding"; count: number }
   | { type: "failed"; key: number; reason: string }
   | { type: "log"; record: LogRecord }
   | { type: "fd"; fd: number; kind: FdKind | null; identity?: string }

@@ -12,6 +12,7 @@ import { TcpPrime } from "./tcp_prime.ts";
 import { TcpSyni } from "./tcp_syni.ts";
 import { Udp } from "./udp.ts";
 import { UdpPrime } from "./udp_prime.ts";
+import { Relay } from "./relay.ts";
 import type { Technique } from "./technique.ts";
 
 /** A technique and where its worker lives. */
@@ -51,5 +52,9 @@ export const TECHNIQUE_REGISTRY: Readonly<Record<TechniqueName, TechniqueEntry>>
   "udp-prime": {
     technique: new UdpPrime(),
     workerUrl: new URL("./udp_prime_worker.ts", import.meta.url),
+  },
+  relay: {
+    technique: new Relay(),
+    workerUrl: new URL("./relay_worker.ts", import.meta.url),
   },
 };

@@ -28,6 +28,8 @@ export interface AttemptContext {
    * when the attempt ends, however it ends (even if the worker dies).
    */
   firewall: AttemptFirewall;
+  /** The connection goes through this TURN server (`relay`): `ok` says so. */
+  relayedVia?(server: string): void;
 }
 
 /** Guards of one attempt in punchd's nftables table (see firewall/guards.ts). */

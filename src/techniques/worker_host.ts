@@ -86,12 +86,16 @@ export function hostTechnique(technique: Technique, port: WorkerPort): void {
       },
     };
     let lastError = "";
+    let via: string | undefined;
     try {
       const socket = await technique.run(spec, {
         signal: controller.signal,
         log,
         noteError: (text) => {
           lastError = text;
+        },
+        relayedVia: (server) => {
+          via = server;
         },
         firewall,
         progress: (data) => {
@@ -117,7 +121,17 @@ export function hostTechnique(technique: Technique, port: WorkerPort): void {
       const remote = formatAddress(socket.peerAddress());
       // Applications receive an ordinary blocking socket, as socket(2) makes it.
       setNonBlocking(socket.fd, false);
-      outcome = { message: { type: "connected", key, fd: -1, local, remote }, socket };
+      outcome = {
+        message: {
+          type: "connected",
+          key,
+          fd: -1,
+          local,
+          remote,
+          ...(via === undefined ? {} : { via }),
+        },
+        socket,
+      };
       log.info("connected", { local, remote });
     } catch (error) {
       let reason = controller.signal.aborted

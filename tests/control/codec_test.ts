@@ -183,6 +183,21 @@ Deno.test("decodeReply reads what encodeReply writes", () => {
   assertThrows(() => decodeReply("ok|a|b"), SyntaxError);
 });
 
+Deno.test("a relayed ok names the TURN server (via=) after the technique and time", () => {
+  const reply = {
+    type: "ok" as const,
+    id: "a",
+    technique: "relay" as const,
+    ms: 41,
+    via: "172.16.0.1:3478",
+  };
+  assertEquals(encodeReply(reply), "ok|a|relay|41|via=172.16.0.1:3478\n");
+  assertEquals(decodeReply("ok|a|relay|41|via=172.16.0.1:3478"), reply);
+  assertEquals(decodeReply("ok|a|relay|41"), { type: "ok", id: "a", technique: "relay", ms: 41 });
+  assertThrows(() => decodeReply("ok|a|relay|41|server=1.2.3.4:5"), SyntaxError);
+  assertThrows(() => decodeReply("ok|a|relay|41|via="), SyntaxError);
+});
+
 Deno.test("an endpoint reply carries the NAT's RFC 5780 behaviour when it is known", () => {
   const reply = {
     type: "endpoint" as const,
@@ -289,7 +304,7 @@ Deno.test("TECHNIQUE may be auto, auto-udp or an ordered list of one protocol", 
   assertEquals(parseChoice("auto"), {
     kind: "auto",
     protocol: "tcp",
-    techniques: ["tcp-direct", "tcp-nutss", "tcp-syni", "tcp-prime"],
+    techniques: ["tcp-direct", "tcp-nutss", "tcp-syni", "tcp-prime", "relay"],
     explicit: false,
   });
   assertEquals(parseChoice("auto-udp"), {

@@ -36,8 +36,21 @@ export function hasCoturn(): boolean {
   }
 }
 
-/** Starts coturn (STUN only) in `lab`'s internet namespace and waits until it answers. */
-export async function startStunServer(lab: Lab): Promise<StunServer> {
+/** TURN service of the lab's coturn: long-term credentials, or a REST API shared secret. */
+export type TurnAuth = { user: string; password: string } | { secret: string };
+
+/** The realm of the lab's TURN server. */
+export const TURN_REALM = "lab.punchd";
+
+/**
+ * Starts coturn in `lab`'s internet namespace and waits until it answers:
+ * STUN only, or with `turn` a TURN server too (relaying from the server
+ * address; TCP allocations, RFC 6062).
+ */
+export async function startStunServer(
+  lab: Lab,
+  options: { turn?: TurnAuth } = {},
+): Promise<StunServer> {
   const ns = lab.internet.ns;
   await lab.exec(ns, ["ip", "addr", "add", `${ALTERNATE_IP}/32`, "dev", "lo"]);
   const dir = await Deno.makeTempDir({ prefix: "punchd-coturn-" });
@@ -47,10 +60,30 @@ export async function startStunServer(lab: Lab): Promise<StunServer> {
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   };
   try {
+    const turn = options.turn;
+    const mode = turn === undefined
+      ? ["--stun-only"]
+      : [
+        "--relay-ip",
+        lab.serverIp,
+        "--realm",
+        TURN_REALM,
+        ...("secret" in turn
+          ? ["--use-auth-secret", "--static-auth-secret", turn.secret]
+          : ["--lt-cred-mech", "--user", `${turn.user}:${turn.password}`]),
+        // The lab's addresses are private ones; let the relay reach them (and nothing else).
+        "--allowed-peer-ip",
+        "172.16.0.0-172.16.255.255",
+        "--allowed-peer-ip",
+        "10.0.0.0-10.255.255.255",
+        "--allowed-peer-ip",
+        "100.64.0.0-100.127.255.255",
+        "--no-udp-relay",
+      ];
     service = spawnService(lab, ns, [
       "turnserver",
       "-n", // no configuration file
-      "--stun-only",
+      ...mode,
       "--listening-ip",
       lab.serverIp,
       "--listening-ip",
