@@ -149,3 +149,35 @@ Deno.test("with only the responder public, tcp-prime (the responder primes) come
   );
   assertEquals(names(other), ["tcp-direct", "tcp-nutss", "tcp-syni", "tcp-prime"]);
 });
+
+Deno.test("relay comes last, whatever the order, when a side has a TURN server; skipped otherwise", () => {
+  const techniques: Hello["techniques"] = ["relay", "tcp-direct", "tcp-nutss", "tcp-syni"];
+  const withRelay = planSteps(
+    hello("initiate", { techniques }),
+    hello("respond", { techniques, relay: true }),
+    10_000,
+  );
+  assertEquals(names(withRelay), ["tcp-nutss", "tcp-syni", "relay"]);
+  assertEquals(withRelay.steps.at(-1)?.why, "through the responder's TURN server");
+  const without = planSteps(
+    hello("initiate", { techniques }),
+    hello("respond", { techniques }),
+    10_000,
+  );
+  assertEquals(names(without), ["tcp-nutss", "tcp-syni"]);
+  assertEquals(
+    without.skipped.find((s) => s.technique === "relay")?.why,
+    "neither side has a TURN server",
+  );
+});
+
+Deno.test("between two random-mapping NATs the relay gets the whole attempt", () => {
+  const techniques: Hello["techniques"] = ["tcp-direct", "tcp-nutss", "relay"];
+  const plan = planSteps(
+    hello("initiate", { techniques, mapping: "rnd", relay: true }),
+    hello("respond", { techniques, mapping: "rnd" }),
+    10_000,
+  );
+  assertEquals(names(plan), ["relay"]);
+  assertEquals(plan.steps[0]?.budgetMs, 9_700);
+});

@@ -33,6 +33,14 @@ Deno.test("a hello round-trips and is valid progress data", () => {
   assertEquals(decodeHello(encodeHello(bare)), bare);
 });
 
+Deno.test("a hello says r=1 when its daemon has a TURN server, and nothing otherwise", () => {
+  const relay: Hello = { ...full, techniques: ["tcp-nutss", "relay"], relay: true };
+  const text = encodeHello(relay);
+  assertEquals(text.endsWith(";h=2;r=1"), true, text);
+  assertEquals(decodeHello(text), relay);
+  assertEquals(encodeHello(full).includes("r="), false);
+});
+
 Deno.test("a hello with anything wrong is refused whole", () => {
   const bad = [
     "auto2i;p=tcp;t=udp;q=1;m=pre",
@@ -51,6 +59,8 @@ Deno.test("a hello with anything wrong is refused whole", () => {
     "auto1i;p=tcp;t=udp;q=1;m=pre;m=pre",
     "auto1i;p=tcp;t=udp;q=1;m=pre;z=1",
     "auto1i;p=tcp;t=udp;q=1;m=pre;",
+    "auto1i;p=tcp;t=udp;q=1;m=pre;r=0",
+    "auto1i;p=tcp;t=udp;q=1;m=pre;r=yes",
   ];
   for (const text of bad) assertThrows(() => decodeHello(text), SyntaxError);
 });
