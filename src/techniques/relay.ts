@@ -36,7 +36,7 @@
  */
 
 import { Socket } from "../../ffi/socket.ts";
-import { canonicalIp } from "../../ffi/ip.ts";
+import { canonicalIp, parseIp } from "../../ffi/ip.ts";
 import { formatAddress, type InetAddress, inetAddress } from "../../ffi/structs.ts";
 import { bindingTcp } from "../discovery/stun_client.ts";
 import { parseHostPort } from "../discovery/endpoint.ts";
@@ -85,14 +85,38 @@ export function decodeStart(text: string): RelayStart {
 
 function decodeAllocated(fields: string[]): { relayed: InetAddress; server: InetAddress } {
   if (fields[0] !== "a" || fields.length !== 5) throw new SyntaxError("bad relay allocation");
+  let relayed: InetAddress;
+  let server: InetAddress;
   try {
-    return {
-      relayed: address(fields[1] ?? "", fields[2] ?? ""),
-      server: address(fields[3] ?? "", fields[4] ?? ""),
-    };
+    relayed = address(fields[1] ?? "", fields[2] ?? "");
+    server = address(fields[3] ?? "", fields[4] ?? "");
   } catch {
     throw new SyntaxError("bad relay allocation address");
   }
+  for (const a of [relayed, server]) {
+    if (!isUsableRelayAddress(a.address) || relayed.family !== server.family) {
+      throw new RangeError(`relay: the peer's TURN address ${a.address} cannot be a TURN server`);
+    }
+  }
+  return { relayed, server };
+}
+
+/**
+ * True for an address a remote peer may name as its TURN server or relayed address. The
+ * connecting side connects where the peer says: never to this host's loopback, an unspecified,
+ * multicast or broadcast address (the peer must not steer a root daemon to local services).
+ */
+export function isUsableRelayAddress(ip: string): boolean {
+  const bytes = parseIp(ip);
+  if (bytes.every((b) => b === 0)) return false;
+  if (bytes.length === 4) {
+    const [a = 0] = bytes;
+    return a !== 127 && a < 224 && !bytes.every((b) => b === 255);
+  }
+  const loopback = bytes.slice(0, 15).every((b) => b === 0) && bytes[15] === 1;
+  const mapped = bytes.slice(0, 10).every((b) => b === 0) && bytes[10] === 0xff &&
+    bytes[11] === 0xff;
+  return !loopback && bytes[0] !== 0xff && !(mapped && bytes[12] === 127);
 }
 
 /** What the technique needs besides the spec. */
