@@ -153,7 +153,8 @@ Options:
 
 Exit codes: 0 stopped cleanly, 1 failure, 2 bad command line.
 Techniques: tcp-direct, tcp-nutss (needs CAP_NET_ADMIN for nftables), tcp-syni
-(also CAP_NET_RAW for capture and raw sockets), udp, udp-birthday. Root has both.`;
+(also CAP_NET_RAW for capture and raw sockets), tcp-prime, udp, udp-birthday,
+udp-prime, relay (a TURN server: --turn). Root has both capabilities.`;
 
 function integer(text: string, flag: string, min: number, max: number): number {
   try {
