@@ -6,6 +6,7 @@
  *
  * ```
  * sudo make grid N=10                       # every pair, into grid/
+ * sudo make grid N=2 GRID_ARGS=--relay       # with a TURN server (coturn): auto may end relayed
  * sudo deno run -A tests/lab/grid.ts --n 2 --pairs preserving:symmetric,none:firewall/6 \
  *   --techniques tcp-nutss,auto --out /tmp/grid
  * ```
@@ -16,7 +17,10 @@
 import { integerFlag, parseArgs } from "../../src/cli.ts";
 import { PunchdClient, PunchdError } from "../../src/client/client.ts";
 import type { NatProfile } from "./lab.ts";
-import { punch, readExactly, withLab } from "./punch.ts";
+import { punch, readExactly } from "./punch.ts";
+import { Lab } from "./lab.ts";
+import { type LabServices, startServices } from "./services.ts";
+import { startStunServer, type StunServer } from "./stun_server.ts";
 import {
   expect,
   type Expectation,
@@ -108,6 +112,8 @@ export interface Grid {
   cells: Cell[];
   /** What checkGrid found wrong; empty when the grid passes. */
   problems: string[];
+  /** The daemons had a TURN server (`--relay`). */
+  relay?: boolean;
   durationS: number;
 }
 
@@ -120,6 +126,11 @@ export interface GridOptions {
   timeoutS: number;
   /** The success rate a cell expected to connect must reach. */
   threshold: number;
+  /**
+   * Run coturn as a TURN server on the internet router and give both daemons `--turn` (IPv4
+   * pairs), so `auto` can end relayed; relayed cells are shown apart.
+   */
+  relay?: boolean;
   /** Called after each cell (progress output). */
   onCell?: (cell: Cell) => void;
 }
@@ -139,10 +150,11 @@ function reasonOf(error: unknown): string {
 
 /** Runs every technique in one lab built for `pair`; returns a cell per technique. */
 export async function measurePair(pair: GridPair, options: GridOptions): Promise<Cell[]> {
+  const relay = options.relay === true && pair.family === "inet";
   const cells: Cell[] = options.techniques.map((technique) => ({
     pair: pairName(pair),
     technique,
-    ...expect(pair, technique),
+    ...expectWithRelay(expect(pair, technique), technique, relay),
     attempts: 0,
     ok: 0,
     times: [],
@@ -152,10 +164,10 @@ export async function measurePair(pair: GridPair, options: GridOptions): Promise
     winners: {},
     unsupported: false,
   }));
-  await withLab(
-    pair.a,
-    pair.b,
+  await withGridLab(
+    pair,
     ["--attempt-timeout", String(options.timeoutS)],
+    relay,
     async (lab, firstA, firstB, services) => {
       // Clients of the attempt in flight; replaced after a hang (closing a client cancels its attempts).
       let [a, b] = [firstA, firstB];
@@ -230,9 +242,59 @@ export async function measurePair(pair: GridPair, options: GridOptions): Promise
       }
       if (a !== firstA) await Promise.all([a.close(), b.close()]);
     },
-    { ipv6: pair.family === "inet6" },
   );
   return cells;
+}
+
+/** With a TURN server, `auto` connects on every IPv4 pair: relayed where nothing else can. */
+function expectWithRelay(
+  expectation: Expectation,
+  technique: GridTechnique,
+  relay: boolean,
+): Expectation {
+  if (!relay || technique !== "auto" || expectation.expected === "ok") return expectation;
+  return {
+    ...expectation,
+    expected: "ok",
+    reason: `relayed through the TURN server (${expectation.reason})`,
+  };
+}
+
+/**
+ * A lab for `pair` with its services and a client per daemon, and with `relay` a TURN server
+ * (coturn) whose credentials both daemons get; tears all of it down.
+ */
+async function withGridLab(
+  pair: GridPair,
+  daemonArgs: string[],
+  relay: boolean,
+  fn: (lab: Lab, a: PunchdClient, b: PunchdClient, services: LabServices) => Promise<void>,
+): Promise<void> {
+  await using lab = await Lab.create({ natA: pair.a, natB: pair.b, ipv6: pair.family === "inet6" });
+  let coturn: StunServer | undefined;
+  const dir = await Deno.makeTempDir({ prefix: "punchd-grid-" });
+  try {
+    const args = [...daemonArgs];
+    if (relay) {
+      const password = crypto.randomUUID();
+      coturn = await startStunServer(lab, { turn: { user: "grid", password } });
+      await Deno.writeTextFile(`${dir}/turn-password`, `${password}\n`, { mode: 0o600 });
+      args.push("--turn", coturn.addresses[0], "--turn-user", "grid");
+      args.push("--turn-password-file", `${dir}/turn-password`);
+    }
+    await using services = await startServices(lab, args);
+    const a = await PunchdClient.connect(services.a.socketPath);
+    const b = await PunchdClient.connect(services.b.socketPath);
+    try {
+      await fn(lab, a, b, services);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  } finally {
+    await coturn?.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
 }
 
 const SINGLE_OF: Record<"auto" | "auto-udp", (t: GridTechnique) => boolean> = {
@@ -333,6 +395,7 @@ export async function runGrid(options: GridOptions): Promise<Grid> {
     techniques: [...options.techniques],
     cells,
     problems: checkGrid(cells, options.threshold),
+    ...(options.relay === true ? { relay: true } : {}),
     durationS: Math.round((Date.now() - started.getTime()) / 1000),
   };
 }
@@ -355,6 +418,7 @@ if (import.meta.main) {
       techniques: { type: "string" },
       timeout: { type: "string", default: "6" },
       threshold: { type: "string", default: "0.7" },
+      relay: { type: "boolean", default: false },
     },
   });
   const techniques = flags.techniques === undefined
@@ -375,6 +439,7 @@ if (import.meta.main) {
     attempts: integerFlag(flags.n, "n", 1, 1000),
     timeoutS: integerFlag(flags.timeout, "timeout", 1, 600),
     threshold: Number(flags.threshold),
+    relay: flags.relay,
     onCell: (c) =>
       out(
         `${c.pair.padEnd(24)} ${c.technique.padEnd(13)} ${`${c.ok}/${c.attempts}`.padStart(6)} ` +

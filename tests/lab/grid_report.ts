@@ -40,7 +40,10 @@ const LEGEND: Record<Verdict, string> = {
 function summary(cell: Cell): string {
   if (cell.unsupported) return "unknown";
   const time = cell.medianMs === null ? "" : ` · ${cell.medianMs} ms`;
-  return `${cell.ok}/${cell.attempts}${time}`;
+  const relayed = cell.winners["relay"];
+  return `${cell.ok}/${cell.attempts}${time}${
+    relayed === undefined ? "" : ` · relayed ${relayed}`
+  }`;
 }
 
 /** The most frequent failure reason, with the median time to that failure. */
@@ -70,6 +73,10 @@ export function renderMarkdown(grid: Grid): string {
   const lines = [
     `Traversal grid, ${grid.started}: ${grid.attempts} attempt(s) per cell, attempt timeout ` +
     `${grid.timeoutS} s, threshold ${grid.threshold * 100}%, ${grid.durationS} s in all. ` +
+    (grid.relay === true
+      ? "Both daemons had a TURN server (coturn, `--relay`): `relayed N` counts attempts that " +
+        "ended relayed, apart from direct ones. "
+      : "") +
     `Cells: successes/attempts · median ms; ` +
     (Object.keys(MARK) as Verdict[]).map((v) => `${MARK[v]} ${LEGEND[v]}`).join("; ") + ".",
     "",
@@ -122,6 +129,7 @@ td.pair { background: none; font-weight: 600; white-space: nowrap; min-width: 0;
 .unsure { background: #f8e3a8; }
 .failed { background: #e4e6e9; color: #56606b; }
 .unknown { background: #f1f2f4; color: #9aa3ad; }
+td.relayed { outline: 3px dashed #6a3d9a; outline-offset: -4px; }
 ul.legend { list-style: none; padding: 0; display: flex; flex-wrap: wrap; gap: 8px; }
 ul.legend li { padding: 3px 8px; border-radius: 6px; }
 .problems li { color: #a02b22; }
@@ -137,7 +145,8 @@ export function renderHtml(grid: Grid): string {
       const v = verdict(cell, grid.threshold);
       const error = cell.ok < cell.attempts ? mainError(cell) : "";
       const won = winners(cell);
-      return `<td class="${v}" title="${escape(LEGEND[v])}">` +
+      const relayed = cell.winners["relay"] !== undefined ? " relayed" : "";
+      return `<td class="${v}${relayed}" title="${escape(LEGEND[v])}">` +
         `<div class="rate">${escape(summary(cell))}</div>` +
         `<div class="exp">expected ${cell.expected}: ${escape(cell.reason)}</div>` +
         (won === "" ? "" : `<div class="exp">won by ${escape(won)}</div>`) +

@@ -10,6 +10,7 @@ import { assertEquals } from "../assert.ts";
 import { isRoot, note, skipUnless } from "../helpers/skip.ts";
 import { GRID_TECHNIQUES } from "./grid_expect.ts";
 import { checkGrid, measurePair, parsePair } from "./grid.ts";
+import { hasCoturn } from "./stun_server.ts";
 
 /**
  * One pair per behaviour class: both NATs predictable; random mapping on one
@@ -62,3 +63,23 @@ for (const name of CI_PAIRS) {
     assertEquals(problems.filter((p) => !KNOWN_GAPS.some((k) => k.test(p))), []);
   });
 }
+
+Deno.test({
+  name:
+    "grid with a TURN server: auto connects between two random-mapping NATs, every time relayed",
+  ignore: needsRoot ||
+    skipUnless(hasCoturn(), "grid with relay", "no /usr/bin/turnserver (apt-get install coturn)"),
+}, async () => {
+  const cells = await measurePair(parsePair("symmetric:symmetric"), {
+    pairs: [],
+    techniques: ["tcp-nutss", "auto"],
+    attempts: ATTEMPTS,
+    timeoutS: 6,
+    threshold: THRESHOLD,
+    relay: true,
+  });
+  assertEquals(checkGrid(cells, THRESHOLD), []);
+  const auto = cells.find((c) => c.technique === "auto");
+  assertEquals([auto?.expected, auto?.ok, auto?.winners], ["ok", ATTEMPTS, { relay: ATTEMPTS }]);
+  assertEquals(cells.find((c) => c.technique === "tcp-nutss")?.ok, 0);
+});
