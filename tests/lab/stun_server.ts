@@ -61,25 +61,23 @@ export async function startStunServer(
   };
   try {
     const turn = options.turn;
-    const mode = turn === undefined
-      ? ["--stun-only"]
-      : [
-        "--relay-ip",
-        lab.serverIp,
-        "--realm",
-        TURN_REALM,
-        ...("secret" in turn
-          ? ["--use-auth-secret", "--static-auth-secret", turn.secret]
-          : ["--lt-cred-mech", "--user", `${turn.user}:${turn.password}`]),
-        // The lab's addresses are private ones; let the relay reach them (and nothing else).
-        "--allowed-peer-ip",
-        "172.16.0.0-172.16.255.255",
-        "--allowed-peer-ip",
-        "10.0.0.0-10.255.255.255",
-        "--allowed-peer-ip",
-        "100.64.0.0-100.127.255.255",
-        "--no-udp-relay",
-      ];
+    const mode = turn === undefined ? ["--stun-only"] : [
+      "--relay-ip",
+      lab.serverIp,
+      "--realm",
+      TURN_REALM,
+      ...("secret" in turn
+        ? ["--use-auth-secret", "--static-auth-secret", turn.secret]
+        : ["--lt-cred-mech", "--user", `${turn.user}:${turn.password}`]),
+      // The lab's addresses are private ones; let the relay reach them (and nothing else).
+      "--allowed-peer-ip",
+      "172.16.0.0-172.16.255.255",
+      "--allowed-peer-ip",
+      "10.0.0.0-10.255.255.255",
+      "--allowed-peer-ip",
+      "100.64.0.0-100.127.255.255",
+      "--no-udp-relay",
+    ];
     service = spawnService(lab, ns, [
       "turnserver",
       "-n", // no configuration file
