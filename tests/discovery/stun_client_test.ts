@@ -146,7 +146,10 @@ Deno.test("bindingUdp turns an error response into StunError with its code", asy
     using _ = socket;
     const error = await bindingUdp(socket, server, AbortSignal.timeout(5000)).catch((e) => e);
     assert(error instanceof StunError);
-    assertEquals(error.message.includes("refused the Binding request: 420 Unknown Attribute"), true);
+    assertEquals(
+      error.message.includes("refused the Binding request: 420 Unknown Attribute"),
+      true,
+    );
     assertEquals(error.code, 420);
   });
 });
