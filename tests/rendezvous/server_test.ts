@@ -1,4 +1,4 @@
-import { assertEquals, assertMatch, assertRejects } from "../assert.ts";
+import { assertEquals, assertRejects } from "../assert.ts";
 import { bindingTcp, bindingUdp } from "../../src/discovery/stun_client.ts";
 import { Socket } from "../../ffi/socket.ts";
 import { inetAddress } from "../../ffi/structs.ts";
