@@ -102,6 +102,9 @@ export class RendezvousClient {
     const queued = this.#notifications.shift();
     if (queued) return Promise.resolve(queued);
     if (this.#failure) return Promise.reject(this.#failure);
+    // An abort listener added to a signal that is already aborted never runs: the wait would
+    // never end (the example peer hung this way when the peer's last message came as it stopped).
+    if (signal?.aborted) return Promise.reject(signal.reason);
     return new Promise((resolve, reject) => {
       const waiter = { resolve, reject };
       this.#waiters.push(waiter);
