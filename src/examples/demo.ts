@@ -39,6 +39,9 @@ export interface DemoOptions {
   print?: (line: string) => void;
 }
 
+/** Milliseconds the two peers have to punch, exchange their messages and exit. */
+const PEER_TIMEOUT_MS = 60_000;
+
 /** Runs the whole demo once. */
 export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
   const print = options.print ?? (() => {});
@@ -94,8 +97,22 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
       "hello from A",
     ]);
     try {
-      const codes = await Promise.all([a.wait(), b.wait()]) as [number, number];
-      return { codes, outputs: [a.output(), b.output()] };
+      // Bounded: a peer that never finishes is stopped and reported, not waited for forever.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const finished = Promise.all([a.wait(), b.wait()]) as Promise<[number, number]>;
+      const outcome = await Promise.race([
+        finished,
+        new Promise<"timeout">((r) => timer = setTimeout(() => r("timeout"), PEER_TIMEOUT_MS)),
+      ]);
+      clearTimeout(timer);
+      if (outcome === "timeout") {
+        throw new Error(
+          `the peers did not finish within ${
+            PEER_TIMEOUT_MS / 1000
+          } s\n--- A ---\n${a.output()}\n--- B ---\n${b.output()}`,
+        );
+      }
+      return { codes: outcome, outputs: [a.output(), b.output()] };
     } finally {
       await a.stop();
     }
