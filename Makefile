@@ -90,5 +90,23 @@ compile: $(DENO_DEP)
 	@[ -n "$$DENORT_BIN" ] && [ -x "$$DENORT_BIN" ] || { echo "make compile: set DENORT_BIN to a local denort $(DENO_VERSION) binary (it is not downloaded)" >&2; exit 1; }
 	"$(DENO)" compile $(RUN_FLAGS) --include src/techniques --output dist/punchd src/daemon/main.ts
 
+# The C client library (src/client/c, libc only): build/c/libpunchd.a, its header beside the
+# source, and the example program build/c/punchd_example. CC, CFLAGS and AR as usual.
+C_CLIENT_FLAGS := -std=c99 -Wall -Wextra
+CFLAGS ?= -O2
+.PHONY: c-client
+c-client: build/c/libpunchd.a build/c/punchd_example
+
+build/c/punchd.o: src/client/c/punchd.c src/client/c/punchd.h
+	@mkdir -p build/c
+	$(CC) $(C_CLIENT_FLAGS) $(CFLAGS) -c -o $@ src/client/c/punchd.c
+
+build/c/libpunchd.a: build/c/punchd.o
+	rm -f $@
+	$(AR) rcs $@ build/c/punchd.o
+
+build/c/punchd_example: src/client/c/punchd_example.c src/client/c/punchd.h build/c/libpunchd.a
+	$(CC) $(C_CLIENT_FLAGS) $(CFLAGS) -Isrc/client/c -o $@ src/client/c/punchd_example.c build/c/libpunchd.a
+
 clean:
 	rm -rf dist
