@@ -110,3 +110,24 @@ build/c/punchd_example: src/client/c/punchd_example.c src/client/c/punchd.h buil
 
 clean:
 	rm -rf dist
+
+# Self-contained executables, offline: dist/punchd, dist/punchd-rendezvous and dist/punchctl,
+# each a shell header plus the Deno runtime and punchd's modules, unpacked once into a cache
+# directory and run with fixed permissions (src/packaging/dist.ts). Work files go to build/.
+PACKAGING_FLAGS := --allow-read --allow-write --allow-run --allow-env
+.PHONY: dist deb man
+dist: $(DENO_DEP)
+	"$(DENO)" run $(PACKAGING_FLAGS) src/packaging/dist.ts --deno "$(DENO)" --out dist --build build/dist
+
+# The Debian package dist/punchd_VERSION_ARCH.deb (dpkg-deb, offline): the same tree under
+# /usr/lib/punchd, wrappers in /usr/bin, the systemd unit, man pages, /etc/punchd/punchd.toml.
+deb: $(DENO_DEP)
+	"$(DENO)" run $(PACKAGING_FLAGS) src/packaging/deb.ts --deno "$(DENO)" --out dist --build build/deb
+
+# Man pages into build/man (from src/docs/man.ts, when it exists).
+man: $(DENO_DEP)
+	@if [ -f src/docs/man.ts ]; then \
+	  "$(DENO)" run --allow-read --allow-write --allow-run src/docs/man.ts --out build/man; \
+	else \
+	  echo "make man: src/docs/man.ts does not exist yet; no man pages" >&2; \
+	fi
