@@ -45,10 +45,14 @@ export interface InetAddress {
   scopeId?: number;
 }
 
-/** A unix domain socket path. An empty path is an unnamed socket. */
+/**
+ * A unix domain socket path. An empty path is an unnamed socket. `abstract`: a name in the
+ * abstract namespace (Linux: sun_path starts with a NUL; systemd's `@` NOTIFY_SOCKET).
+ */
 export interface UnixAddress {
   family: "unix";
   path: string;
+  abstract?: boolean;
 }
 
 /** Any socket address punchd uses. */
@@ -85,6 +89,7 @@ export const sockaddr = {
     if (addr.family !== "unix") {
       return addr.family === "inet" ? SOCKADDR_IN_SIZE : SOCKADDR_IN6_SIZE;
     }
+    // Abstract names: a leading NUL instead of a trailing one.
     return 2 + new TextEncoder().encode(addr.path).length + 1;
   },
 
@@ -102,7 +107,7 @@ export const sockaddr = {
       }
       const out = new Uint8Array(2 + path.length + 1);
       view(out).setUint16(0, AF_UNIX, LITTLE_ENDIAN);
-      out.set(path, 2);
+      out.set(path, addr.abstract === true ? 3 : 2);
       return out;
     }
     if (!Number.isInteger(addr.port) || addr.port < 0 || addr.port > 65535) {

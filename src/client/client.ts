@@ -23,12 +23,16 @@ import {
   decodeReply,
   encodeRequest,
   type Endpoints,
+  MAX_JSON_REPLY_BYTES,
   type Protocol,
   type Reply,
   type TechniqueChoice,
   type TechniqueName,
 } from "../control/codec.ts";
 import { DEFAULT_SOCKET_PATH, LineSplitter } from "../control/connection.ts";
+import type { DaemonStatus, NatReport } from "../control/status.ts";
+
+export type { DaemonStatus, NatReport };
 
 export { DEFAULT_SOCKET_PATH };
 
@@ -142,6 +146,12 @@ export class PunchdClient {
     string,
     { resolve: (e: PublicEndpoint) => void; reject: (e: Error) => void }
   >();
+  /** Pending status/report questions by ID. */
+  readonly #info = new Map<
+    string,
+    { resolve: (json: string) => void; reject: (e: Error) => void }
+  >();
+  #nextInfo = 1;
   /** fds received but not yet matched to their `ok` line. */
   readonly #fds: number[] = [];
   readonly #reading: Promise<void>;
@@ -215,6 +225,27 @@ export class PunchdClient {
           reject(error);
         },
       );
+    });
+  }
+
+  /** The daemon's state and counters (`status`). */
+  async status(): Promise<DaemonStatus> {
+    return JSON.parse(await this.#ask("status")) as DaemonStatus;
+  }
+
+  /** What the host's NAT does (`report`; runs discovery, takes seconds). */
+  async report(): Promise<NatReport> {
+    return JSON.parse(await this.#ask("report")) as NatReport;
+  }
+
+  #ask(type: "status" | "report"): Promise<string> {
+    const id = `${type}-${this.#nextInfo++}`;
+    return new Promise((resolve, reject) => {
+      this.#info.set(id, { resolve, reject });
+      this.#send(encodeRequest({ type, id })).catch((error) => {
+        this.#info.delete(id);
+        reject(error);
+      });
     });
   }
 
@@ -311,8 +342,21 @@ export class PunchdClient {
         });
         return;
       }
+      case "status":
+      case "report": {
+        const waiter = this.#info.get(reply.id);
+        this.#info.delete(reply.id);
+        waiter?.resolve(reply.json);
+        return;
+      }
       case "error": {
         const error = new PunchdError(reply.id, reply.reason);
+        const asked = this.#info.get(reply.id);
+        if (asked) {
+          this.#info.delete(reply.id);
+          asked.reject(error);
+          return;
+        }
         const waiter = this.#endpoints.get(reply.id);
         if (waiter) {
           this.#endpoints.delete(reply.id);
@@ -326,7 +370,8 @@ export class PunchdClient {
   }
 
   async #readLoop(): Promise<void> {
-    const splitter = new LineSplitter(1024);
+    // status and report replies carry up to MAX_JSON_REPLY_BYTES of JSON.
+    const splitter = new LineSplitter(MAX_JSON_REPLY_BYTES + 256);
     const buf = new Uint8Array(4096);
     const decoder = new TextDecoder();
     try {
@@ -350,6 +395,10 @@ export class PunchdClient {
       for (const id of [...this.#attempts.keys()]) this.#settle(id, this.#failure);
       for (const [id, waiter] of this.#endpoints) {
         this.#endpoints.delete(id);
+        waiter.reject(this.#failure);
+      }
+      for (const [id, waiter] of this.#info) {
+        this.#info.delete(id);
         waiter.reject(this.#failure);
       }
     }

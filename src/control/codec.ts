@@ -9,6 +9,8 @@
  * peer|ID|DATA
  * cancel|ID
  * endpoint|ID|PROTOCOL|SRC_IP|SRC_PORTS
+ * status|ID                 the daemon's state and counters
+ * report|ID                 what the host's NAT does (runs discovery; takes seconds)
  * ```
  * Replies (punchd to application):
  * ```
@@ -20,8 +22,12 @@
  * endpoint|ID|IP|PORTS|HOW  the endpoint to publish for a coming attempt
  * endpoint|ID|IP|PORTS|HOW|NAT  the same with the NAT's RFC 5780 behaviour (UDP, with a STUN
  *                           server that has OTHER-ADDRESS): MAPPING,FILTERING, e.g. `eim,apdf`
+ * status|ID|JSON            the status (src/control/status.ts DaemonStatus), one line
+ * report|ID|JSON            the NAT report (NatReport), one line
  * error|ID|REASON           ID is "-" when the request had no usable ID
  * ```
+ * JSON fields are printable ASCII (other characters escaped) of at most
+ * MAX_JSON_REPLY_BYTES; they may contain `|`, so they are always the last field.
  * TECHNIQUE is one technique name, `auto` (TCP), `auto-udp`, or an ordered
  * comma separated list of techniques of one protocol (`tcp-syni,tcp-nutss`).
  *
@@ -35,6 +41,8 @@ import { canonicalIp, parsePort } from "../../ffi/ip.ts";
 
 /** Maximum message length in bytes, not counting the terminating `\n`. */
 export const MAX_MESSAGE_BYTES = 500;
+/** Maximum length of a status or report reply's JSON. */
+export const MAX_JSON_REPLY_BYTES = 16384;
 /** Maximum number of ports in one list. */
 export const MAX_PORTS = 16;
 /** Maximum length of an attempt ID. */
@@ -162,20 +170,28 @@ export interface EndpointRequest {
   srcPorts: number[];
 }
 
+/** `status|ID` or `report|ID`: questions about the daemon and the host's NAT. */
+export interface InfoRequest {
+  type: "status" | "report";
+  id: string;
+}
+
 /** Any request. */
 export type Request =
   | InitiateRequest
   | RespondRequest
   | PeerRequest
   | CancelRequest
-  | EndpointRequest;
+  | EndpointRequest
+  | InfoRequest;
 
 /** Any reply. */
 export type Reply =
   | { type: "progress"; id: string; data: string }
   | { type: "ok"; id: string; technique?: TechniqueName; ms?: number; via?: string }
   | { type: "endpoint"; id: string; ip: string; ports: number[]; source: string; nat?: string }
-  | { type: "error"; id: string; reason: string };
+  | { type: "error"; id: string; reason: string }
+  | { type: "status" | "report"; id: string; json: string };
 
 /** The NAT field of an endpoint reply: RFC 5780 mapping and filtering behaviour. */
 const NAT_BEHAVIOR = /^(eim|adm|apdm),(eif|adf|apdf)$/;
@@ -201,6 +217,8 @@ const FIELD_COUNTS: Record<Request["type"], number> = {
   peer: 3,
   cancel: 2,
   endpoint: 5,
+  status: 2,
+  report: 2,
 };
 
 /** True when `id` is a valid attempt ID ("-" is not: error replies use it for "no ID"). */
@@ -315,6 +333,8 @@ function decodeFields(type: Request["type"], id: string, fields: string[]): Requ
       return { type, id, data };
     }
     case "cancel":
+    case "status":
+    case "report":
       return { type, id };
     case "endpoint": {
       const protocol = PROTOCOLS.find((p) => p === fields[2]);
@@ -379,7 +399,22 @@ function replyLine(reply: Reply): string {
     }
     case "error":
       return `error|${reply.id}|${sanitizeReason(reply.reason)}\n`;
+    case "status":
+    case "report":
+      return `${reply.type}|${reply.id}|${reply.json}\n`;
   }
+}
+
+/** Encodes a value as a status/report JSON field: one line of printable ASCII. */
+export function jsonField(value: unknown): string {
+  const json = JSON.stringify(value).replace(
+    /[^\x20-\x7e]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+  );
+  if (json.length > MAX_JSON_REPLY_BYTES) {
+    throw new RangeError(`reply longer than ${MAX_JSON_REPLY_BYTES} bytes`);
+  }
+  return json;
 }
 
 /**
@@ -411,7 +446,9 @@ function requestLine(request: Request): string {
     case "peer":
       return `peer|${request.id}|${request.data}\n`;
     case "cancel":
-      return `cancel|${request.id}\n`;
+    case "status":
+    case "report":
+      return `${request.type}|${request.id}\n`;
     case "endpoint":
       return `endpoint|${request.id}|${request.protocol}|${request.srcIp}|${
         request.srcPorts.join(",")
@@ -473,6 +510,21 @@ function decodeReplyFields(fields: string[]): Reply {
       source,
       ...(nat === undefined ? {} : { nat }),
     };
+  }
+  if ((type === "status" || type === "report") && fields.length >= 3) {
+    const json = fields.slice(2).join("|");
+    if (json.length > MAX_JSON_REPLY_BYTES) throw new SyntaxError("JSON too long");
+    if (!/^[\x20-\x7e]+$/.test(json)) throw new SyntaxError("JSON not printable ASCII");
+    let value: unknown;
+    try {
+      value = JSON.parse(json);
+    } catch {
+      throw new SyntaxError("bad JSON");
+    }
+    if (typeof value !== "object" || value === null || Array.isArray(value)) {
+      throw new SyntaxError("JSON is not an object");
+    }
+    return { type, id, json };
   }
   throw new SyntaxError("unknown reply type or wrong number of fields");
 }

@@ -52,6 +52,16 @@ export const COMMANDS: Readonly<Record<Request["type"], Command>> = {
     startsAttempt: false,
     summary: "learn the endpoint to publish",
   },
+  status: {
+    permission: "socket-access",
+    startsAttempt: false,
+    summary: "the daemon's state and counters",
+  },
+  report: {
+    permission: "socket-access",
+    startsAttempt: false,
+    summary: "what the host's NAT does (runs discovery)",
+  },
 };
 
 /** True when a client with `credentials` may run `command`. */

@@ -25,7 +25,8 @@ import {
   TCP_KEEPIDLE,
   TCP_KEEPINTVL,
 } from "../../ffi/constants.ts";
-import { EAGAIN, SyscallError } from "../../ffi/errno.ts";
+import { EACCES, EAGAIN, EPERM, SyscallError } from "../../ffi/errno.ts";
+import { dirname } from "node:path";
 import {
   decodeRequest,
   type EndpointRequest,
@@ -41,6 +42,11 @@ import {
   TECHNIQUES,
 } from "../control/codec.ts";
 import { COMMANDS, permitted } from "../control/commands.ts";
+import { jsonField } from "../control/codec.ts";
+import { AttemptCounters, type DaemonStatus, type NatReport } from "../control/status.ts";
+import { natReport } from "../discovery/report.ts";
+import { techniqueAvailability } from "./capabilities.ts";
+import { VERSION } from "./config.ts";
 import type { ClientConnection, Line } from "../control/connection.ts";
 import { ControlServer, type ControlServerOptions } from "../control/server.ts";
 import { AlreadyActiveError, StartupError } from "../errors.ts";
@@ -96,6 +102,8 @@ export interface DaemonOptions {
   /** Techniques (tests substitute workers through `spawn`). */
   registry?: Readonly<Record<TechniqueName, TechniqueEntry>>;
   spawn?: (url: URL) => WorkerLike;
+  /** Effective capabilities (tests): default, read from /proc/self/status. */
+  capabilities?: bigint;
 }
 
 /** A running attempt as its client's requests reach it. */
@@ -104,6 +112,9 @@ interface AttemptHandle {
   peer(data: string): boolean;
   cancel(reason: string): void;
 }
+
+/** How an attempt ended, for the counters: an ok (after ms, won by, relayed via) or a reason. */
+type AttemptOutcome = { ms: number; winner?: string; via?: string } | string;
 
 interface Client {
   connection: ClientConnection;
@@ -126,8 +137,9 @@ export class Daemon {
   readonly #attemptsPerUid = new Map<number, number>();
   readonly #ports: PortPolicy;
   readonly #firewall: FirewallService | undefined;
-  /** The fd holding the per-network-namespace instance lock. */
+  /** The fd holding the per-network-namespace instance lock, and its file. */
   readonly #lock: number;
+  #lockPath = "";
   readonly #sessions = new Set<Promise<void>>();
   /** The latest endpoint answers, for auto hellos. */
   readonly #endpoints = new EndpointCache();
@@ -138,6 +150,13 @@ export class Daemon {
   /** Why techniques that need the firewall cannot run, or null when they can. */
   #firewallError: string | null = null;
   #stopping: Promise<void> | null = null;
+  /** Attempt counters by requested technique, for `status` and `--metrics`. */
+  readonly counters = new AttemptCounters();
+  readonly #startedAt = performance.now();
+  /** Techniques that cannot run here, and why (missing capability, firewall, tool). */
+  #unavailable = new Map<TechniqueName, string>();
+  /** The report being made or made last (30 s), shared by every client that asks. */
+  #report: { at: number; value: Promise<NatReport> } | null = null;
 
   private constructor(
     options: DaemonOptions,
@@ -175,7 +194,7 @@ export class Daemon {
     // touches the firewall table, and the table must be ready before the
     // first client can ask for an attempt.
     await ControlServer.ensureAvailable(options.socketPath, options.gid);
-    const lock = takeInstanceLock();
+    const { fd: lock, path: lockPath } = takeInstanceLock(options.socketPath);
     let firewallError: string | null = null;
     const registry = options.registry ?? TECHNIQUE_REGISTRY;
     if (Object.values(registry).some((entry) => entry.technique.needsFirewall)) {
@@ -201,8 +220,19 @@ export class Daemon {
       Object.values(registry).some((entry) => entry.technique.needsFirewall);
     const daemon = new Daemon(options, server, lock, firewallReady);
     daemon.#firewallError = firewallError;
+    daemon.#lockPath = lockPath;
+    daemon.#unavailable = techniqueAvailability(registry, {
+      firewallError,
+      ...(options.capabilities === undefined ? {} : { capabilities: options.capabilities }),
+    });
+    daemon.counters.declare([...TECHNIQUES, "auto", "auto-udp"]);
     daemon.#serving = daemon.#serve();
-    options.log.info("punchd started", { techniques: TECHNIQUES.join(",") });
+    const usable = TECHNIQUES.filter((t) => !daemon.#unavailable.has(t));
+    const fields: Record<string, string> = { techniques: usable.join(",") };
+    if (daemon.#unavailable.size > 0) {
+      fields.unavailable = [...daemon.#unavailable].map(([t, why]) => `${t}: ${why}`).join("; ");
+    }
+    options.log.info("punchd started", fields);
     return daemon;
   }
 
@@ -219,6 +249,40 @@ export class Daemon {
   /** Attempts running now. */
   get attemptCount(): number {
     return this.#workers.running;
+  }
+
+  /** The `status` answer: state, counters, which techniques can run. */
+  status(): DaemonStatus {
+    const available: Record<string, true | string> = {};
+    for (const t of TECHNIQUES) available[t] = this.#unavailable.get(t) ?? true;
+    let attempts = 0;
+    for (const client of this.#clients) attempts += client.attempts.size;
+    return {
+      version: VERSION,
+      pid: Deno.pid,
+      uptimeSecs: Math.round(performance.now() - this.#startedAt) / 1000,
+      clients: this.#clients.size,
+      attempts,
+      guards: this.#firewall?.elements ?? 0,
+      techniques: this.counters.snapshot(),
+      available,
+    };
+  }
+
+  /**
+   * The `report` answer. One report runs at a time and its answer serves every client for
+   * 30 s: a client cannot make the daemon flood the discovery servers.
+   */
+  report(): Promise<NatReport> {
+    const now = performance.now();
+    if (this.#report !== null && now - this.#report.at < 30_000) return this.#report.value;
+    const value = natReport(this.#options.probes ?? [], AbortSignal.timeout(20_000));
+    const entry = { at: now, value };
+    this.#report = entry;
+    value.catch(() => {
+      if (this.#report === entry) this.#report = null;
+    });
+    return value;
   }
 
   async #serve(): Promise<void> {
@@ -317,6 +381,15 @@ export class Daemon {
         attempt.cancel("by client");
         return null;
       }
+      case "status":
+        return { type: "status", id: request.id, json: jsonField(this.status()) };
+      case "report":
+        return this.report().then(
+          (report): Reply => ({ type: "report", id: request.id, json: jsonField(report) }),
+          (error) => {
+            throw new RequestError(request.id, `cannot make the report: ${error.message}`);
+          },
+        );
       case "endpoint":
         this.#checkPorts(client, request.protocol, request.srcPorts, request.id);
         return this.#endpoint(request).then((reply) => {
@@ -384,6 +457,11 @@ export class Daemon {
     const transport: Transport = choice.kind === "single"
       ? techniqueProtocol(choice.technique)
       : choice.protocol;
+    const counted = choice.kind === "single"
+      ? choice.technique
+      : choice.protocol === "tcp"
+      ? "auto"
+      : "auto-udp";
     const owner = this.#nextOwner++;
     let unclaim: () => void;
     try {
@@ -395,9 +473,14 @@ export class Daemon {
     }
     this.#attemptsPerUid.set(client.uid, userAttempts + 1);
     let released = false;
-    const release = () => {
+    /** Ends the attempt's claims and counts its outcome (an ok's ms, or a failure's reason). */
+    const release = (outcome?: AttemptOutcome) => {
       if (released) return;
       released = true;
+      if (typeof outcome === "string") this.counters.failed(counted, outcome);
+      else if (outcome !== undefined) {
+        this.counters.succeeded(counted, outcome.ms, outcome.winner, outcome.via !== undefined);
+      }
       unclaim();
       const left = (this.#attemptsPerUid.get(client.uid) ?? 1) - 1;
       if (left > 0) this.#attemptsPerUid.set(client.uid, left);
@@ -409,13 +492,14 @@ export class Daemon {
       role: spec.role,
     });
     const started = performance.now();
+    this.counters.started(counted);
     let handle: AttemptHandle;
     try {
       handle = auto === undefined
         ? this.#startWorker(spec, client, started, attemptLog, release)
         : this.#startAuto(spec, transport, auto, client, attemptLog, release);
     } catch (error) {
-      release();
+      release((error as Error).message);
       throw new RequestError(id, (error as Error).message, { cause: error });
     }
     client.attempts.set(id, handle);
@@ -429,9 +513,8 @@ export class Daemon {
   /** Checks a single-technique spec: the firewall it needs, then the technique's own rules. */
   #validate(spec: AttemptSpec): void {
     const entry = this.#registry[spec.technique];
-    if (entry.technique.needsFirewall && this.#firewallError !== null) {
-      throw new Error(`${spec.technique} needs punchd's nftables table: ${this.#firewallError}`);
-    }
+    const why = this.#unavailable.get(spec.technique);
+    if (why !== undefined) throw new Error(`${spec.technique} cannot run here: ${why}`);
     entry.technique.validate(spec);
   }
 
@@ -446,11 +529,10 @@ export class Daemon {
     protocol: Transport,
   ): { techniques: TechniqueName[]; peerHello?: Hello } {
     if (spec.srcPorts.length !== 1) throw new RangeError("auto takes exactly one source port");
-    const techniques = requested.filter((t) =>
-      !this.#registry[t].technique.needsFirewall || this.#firewallError === null
-    );
+    const techniques = requested.filter((t) => !this.#unavailable.has(t));
     if (techniques.length === 0) {
-      throw new Error(`no technique can run: punchd's nftables table: ${this.#firewallError}`);
+      const why = [...new Set(requested.map((t) => this.#unavailable.get(t)))].join("; ");
+      throw new Error(`no technique can run here: ${why}`);
     }
     if (spec.role === "initiate") return { techniques };
     let peerHello: Hello;
@@ -477,7 +559,7 @@ export class Daemon {
     auto: { techniques: TechniqueName[]; peerHello?: Hello },
     client: Client,
     attemptLog: Logger,
-    release: () => void,
+    release: (outcome?: AttemptOutcome) => void,
   ): AttemptHandle {
     const { id } = spec;
     const { connection } = client;
@@ -521,10 +603,10 @@ export class Daemon {
           connection.reply({ type: "progress", id, data }).catch(() => {});
         },
         connected: (fd, local, remote, technique, via) => {
-          release();
+          const ms = Math.round(performance.now() - started);
+          release({ ms, winner: technique, ...(via === undefined ? {} : { via }) });
           client.attempts.delete(id);
           this.#prepareHandover(fd, attemptLog);
-          const ms = Math.round(performance.now() - started);
           attemptLog.info("attempt succeeded", { local, remote, technique, ms, via });
           const ok: Reply = { type: "ok", id, technique, ms };
           if (via !== undefined) ok.via = via;
@@ -535,7 +617,7 @@ export class Daemon {
             .finally(() => closeQuietly(fd));
         },
         failed: (reason) => {
-          release();
+          release(reason);
           client.attempts.delete(id);
           attemptLog.info("attempt failed", {
             reason,
@@ -584,7 +666,7 @@ export class Daemon {
     client: Client,
     started: number,
     attemptLog: Logger,
-    release: () => void,
+    release: (outcome?: AttemptOutcome) => void,
   ): AttemptHandle {
     const { id } = spec;
     const { connection } = client;
@@ -593,10 +675,10 @@ export class Daemon {
         connection.reply({ type: "progress", id, data }).catch(() => {});
       },
       connected: (fd, local, remote, via) => {
-        release();
+        const ms = Math.round(performance.now() - started);
+        release({ ms, ...(via === undefined ? {} : { via }) });
         client.attempts.delete(id);
         this.#prepareHandover(fd, attemptLog);
-        const ms = Math.round(performance.now() - started);
         attemptLog.info("attempt succeeded", { local, remote, ms, via });
         // A relayed connection says so (and through which server), even for a single request.
         const ok: Reply = via === undefined
@@ -609,7 +691,7 @@ export class Daemon {
           .finally(() => closeQuietly(fd));
       },
       failed: (reason) => {
-        release();
+        release(reason);
         client.attempts.delete(id);
         attemptLog.info("attempt failed", { reason, ms: Math.round(performance.now() - started) });
         connection.reply({ type: "error", id, reason }).catch(() => {});
@@ -743,7 +825,7 @@ export class Daemon {
       }
       // Like a pid file: removed on a clean stop (a killed daemon's stays, unlocked, for reuse).
       try {
-        unlink(instanceLockPath());
+        unlink(this.#lockPath);
       } catch {
         // Already gone.
       }
@@ -755,37 +837,49 @@ export class Daemon {
 }
 
 /**
- * The per-network-namespace instance lock: a file in /run (writable by root
- * only, so no user can take the lock first), named after the namespace's
- * inode, locked with flock while the daemon runs.
+ * The per-network-namespace instance lock: a file in `dir` (default /run,
+ * writable by root only, so no user can take the lock first), named after
+ * the namespace's inode, locked with flock while the daemon runs.
  */
-export function instanceLockPath(): string {
+export function instanceLockPath(dir = "/run"): string {
   const ns = readLink("/proc/self/ns/net").match(/^net:\[(\d+)\]$/)?.[1];
   if (ns === undefined) throw new StartupError("Cannot identify this network namespace");
-  return `/run/punchd-net-${ns}.lock`;
+  return `${dir}/punchd-net-${ns}.lock`;
 }
 
 /**
  * Takes the instance lock: two daemons in one namespace would share (and
  * delete) one nftables table. The kernel releases the lock when the daemon
- * exits, however it exits. Returns the fd that holds it.
+ * exits, however it exits. Returns the fd that holds it and the file.
+ *
+ * A daemon that may not write /run (a service account with only
+ * CAP_NET_ADMIN and CAP_NET_RAW) takes it in the socket's directory
+ * instead, which ControlServer.ensureAvailable has checked is writable by
+ * root or the daemon only: no other user can take it first there either.
  */
-function takeInstanceLock(): number {
+function takeInstanceLock(socketPath: string): { fd: number; path: string } {
   let path = "";
-  try {
-    path = instanceLockPath();
-    return lockFile(path);
-  } catch (error) {
-    if (error instanceof SyscallError && error.errno === EAGAIN) {
-      throw new StartupError(
-        "Cannot start: another punchd runs in this network namespace (it owns the firewall table)",
-      );
+  const fallback = dirname(socketPath);
+  for (const dir of ["/run", fallback]) {
+    try {
+      path = instanceLockPath(dir);
+      return { fd: lockFile(path), path };
+    } catch (error) {
+      if (error instanceof SyscallError && error.errno === EAGAIN) {
+        throw new StartupError(
+          "Cannot start: another punchd runs in this network namespace (it owns the firewall table)",
+        );
+      }
+      if (error instanceof StartupError) throw error;
+      const denied = error instanceof SyscallError &&
+        (error.errno === EACCES || error.errno === EPERM);
+      if (denied && dir !== fallback) continue;
+      throw new StartupError(`Cannot take the instance lock ${path}: ${(error as Error).message}`, {
+        cause: error,
+      });
     }
-    if (error instanceof StartupError) throw error;
-    throw new StartupError(`Cannot take the instance lock ${path}: ${(error as Error).message}`, {
-      cause: error,
-    });
   }
+  throw new StartupError(`Cannot take the instance lock ${path}`);
 }
 
 function closeQuietly(fd: number): void {
