@@ -9,6 +9,8 @@
  * @module
  */
 
+import { startupEnv } from "./environ.ts";
+
 /** Log levels, most verbose first. */
 export const LEVELS = ["debug", "info", "warn", "error"] as const;
 /** A log level name. */
@@ -49,12 +51,47 @@ export function formatRecord(record: LogRecord): string {
   return `${record.time} ${record.level.toUpperCase().padEnd(5)} ${record.message}${fields}`;
 }
 
-const encoder = new TextEncoder();
+/** syslog priorities journald reads from a `<N>` line prefix (sd-daemon(3)). */
+const PRIORITY: Record<Level, number> = { debug: 7, info: 6, warn: 4, error: 3 };
 
-/** Writes each record as one line to stderr. */
+/**
+ * Formats a record for journald: the priority prefix, and no timestamp (the journal keeps its
+ * own), so that `journalctl -p err` finds errors.
+ */
+export function formatJournalRecord(record: LogRecord): string {
+  const fields = Object.entries(record.fields).map(([k, v]) => ` ${k}=${quote(v)}`).join("");
+  return `<${PRIORITY[record.level]}>${record.message}${fields}`;
+}
+
+/**
+ * True when stderr is the journal's stream: systemd sets JOURNAL_STREAM to
+ * `DEVICE:INODE` of the stream it connects, and stderr is still that file
+ * (not redirected since).
+ */
+export function stderrIsJournal(
+  journalStream: string | undefined = startupEnv("JOURNAL_STREAM"),
+  stderrLink: () => string = () => Deno.readLinkSync("/proc/self/fd/2"),
+): boolean {
+  const inode = journalStream?.match(/^[0-9]+:([0-9]+)$/)?.[1];
+  if (inode === undefined) return false;
+  try {
+    // journald's stream is a socket; a pipe counts too (a supervisor may hand one over).
+    const link = stderrLink();
+    return link === `socket:[${inode}]` || link === `pipe:[${inode}]`;
+  } catch {
+    return false;
+  }
+}
+
+const encoder = new TextEncoder();
+let journal: boolean | undefined;
+
+/** Writes each record as one line to stderr (with journald priorities when it is the journal). */
 export const stderrSink: Sink = (record: LogRecord): void => {
   try {
-    Deno.stderr.writeSync(encoder.encode(formatRecord(record) + "\n"));
+    journal ??= stderrIsJournal();
+    const line = journal ? formatJournalRecord(record) : formatRecord(record);
+    Deno.stderr.writeSync(encoder.encode(line + "\n"));
   } catch {
     // stderr gone (closed terminal): logging must never take the daemon down.
   }

@@ -10,6 +10,7 @@ import type { InetAddress } from "../../ffi/structs.ts";
 import { type Level, LEVELS, parseLevel } from "../log.ts";
 import { parseHostPort } from "../discovery/endpoint.ts";
 import { parsePortRanges, type PortRange } from "./ports.ts";
+import { configFileArgs, ConfigFileError, type SettingKind } from "./config_file.ts";
 import { DEFAULT_SOCKET_PATH } from "../control/server.ts";
 
 /** Exit codes of punchd. */
@@ -58,6 +59,10 @@ export interface Config {
   lowTtl?: number;
   /** Let `udp` fall back to birthday probing. */
   udpBirthday: boolean;
+  /** Where to serve Prometheus metrics (`--metrics`); undefined: nowhere. */
+  metrics?: InetAddress;
+  /** The configuration file read (`--config`). */
+  configPath?: string;
 }
 
 /** A TURN server and the long-term credentials punchd uses with it (never logged). */
@@ -148,10 +153,17 @@ Options:
                            tell)
   --udp-birthday           let udp fall back to birthday probing when one NAT
                            maps ports per destination (as udp-birthday does)
+  --metrics IP:PORT        serve Prometheus metrics at http://IP:PORT/metrics
+                           (default: off; anyone who reaches it reads the
+                           counters: keep it on loopback)
+  --config PATH            read settings from a TOML file first: each key is a
+                           long option without --, e.g. group = "punchd",
+                           stun = ["192.0.2.1:3478"], udp-birthday = true;
+                           options on the command line win
   -h, --help               print this help and exit
   -V, --version            print the version and exit
 
-Exit codes: 0 stopped cleanly, 1 failure, 2 bad command line.
+Exit codes: 0 stopped cleanly, 1 failure, 2 bad command line or configuration file.
 Techniques: tcp-direct, tcp-nutss (needs CAP_NET_ADMIN for nftables), tcp-syni
 (also CAP_NET_RAW for capture and raw sockets), tcp-prime, udp, udp-birthday,
 udp-prime, relay (a TURN server: --turn). Root has both capabilities.`;
@@ -164,40 +176,88 @@ function integer(text: string, flag: string, min: number, max: number): number {
   }
 }
 
-/** Parses argv (without the program name). Throws UsageError on any bad flag. */
+/** The command line's options (also the configuration file's keys, but config/help/version). */
+const OPTIONS = {
+  socket: { type: "string" },
+  group: { type: "string" },
+  "log-level": { type: "string" },
+  "attempt-timeout": { type: "string" },
+  "max-clients": { type: "string" },
+  "max-attempts": { type: "string" },
+  "max-clients-per-user": { type: "string" },
+  "max-attempts-per-user": { type: "string" },
+  "max-guards": { type: "string" },
+  "max-guards-per-user": { type: "string" },
+  "allow-ports": { type: "string" },
+  "worker-idle": { type: "string" },
+  "deny-ports": { type: "string" },
+  probe: { type: "string", multiple: true },
+  stun: { type: "string", multiple: true },
+  turn: { type: "string" },
+  "turn-user": { type: "string" },
+  "turn-password-file": { type: "string" },
+  "turn-secret-file": { type: "string" },
+  "tcp-keepalive": { type: "string" },
+  "nutss-ttl": { type: "string" },
+  "udp-birthday": { type: "boolean" },
+  metrics: { type: "string" },
+  config: { type: "string" },
+  help: { type: "boolean", short: "h" },
+  version: { type: "boolean", short: "V" },
+} as const;
+
+/** Settings a configuration file may hold, and their kinds. */
+export const CONFIG_SETTINGS: Readonly<Record<string, SettingKind>> = Object.fromEntries(
+  Object.entries(OPTIONS).filter(([name]) => !["config", "help", "version"].includes(name)).map((
+    [name, option],
+  ) => [
+    name,
+    option.type === "boolean" ? "boolean" : "multiple" in option ? "multiple" : "string",
+  ]),
+);
+
+/**
+ * Parses argv (without the program name), with the settings of `--config
+ * FILE` under it (the command line wins). Throws UsageError on any bad flag;
+ * a bad file's error names the file.
+ */
 export function parseCommandLine(args: readonly string[]): Invocation {
+  let raw;
+  try {
+    raw = parseArgs({ args: [...args], strict: true, allowPositionals: false, options: OPTIONS })
+      .values;
+  } catch (error) {
+    throw new UsageError((error as Error).message.split("\n")[0] ?? "bad command line");
+  }
+  const path = raw.config;
+  if (raw.help || raw.version || path === undefined || path === "") return parseFlags(args);
+  const given = new Set<string>();
+  for (const arg of args) {
+    const name = arg.match(/^--([a-z0-9-]+)/)?.[1];
+    if (name !== undefined) given.add(name);
+  }
+  let fileArgs: string[];
+  try {
+    fileArgs = configFileArgs(path, CONFIG_SETTINGS, given);
+    parseFlags(fileArgs);
+  } catch (error) {
+    if (error instanceof ConfigFileError) throw new UsageError(error.message);
+    if (error instanceof UsageError) {
+      throw new UsageError(`${path}: ${error.message.replace(/^--/, "")}`);
+    }
+    throw error;
+  }
+  return parseFlags([...fileArgs, ...args]);
+}
+
+function parseFlags(args: readonly string[]): Invocation {
   let parsed;
   try {
     parsed = parseArgs({
       args: [...args],
       strict: true,
       allowPositionals: false,
-      options: {
-        socket: { type: "string" },
-        group: { type: "string" },
-        "log-level": { type: "string" },
-        "attempt-timeout": { type: "string" },
-        "max-clients": { type: "string" },
-        "max-attempts": { type: "string" },
-        "max-clients-per-user": { type: "string" },
-        "max-attempts-per-user": { type: "string" },
-        "max-guards": { type: "string" },
-        "max-guards-per-user": { type: "string" },
-        "allow-ports": { type: "string" },
-        "worker-idle": { type: "string" },
-        "deny-ports": { type: "string" },
-        probe: { type: "string", multiple: true },
-        stun: { type: "string", multiple: true },
-        turn: { type: "string" },
-        "turn-user": { type: "string" },
-        "turn-password-file": { type: "string" },
-        "turn-secret-file": { type: "string" },
-        "tcp-keepalive": { type: "string" },
-        "nutss-ttl": { type: "string" },
-        "udp-birthday": { type: "boolean" },
-        help: { type: "boolean", short: "h" },
-        version: { type: "boolean", short: "V" },
-      },
+      options: OPTIONS,
     });
   } catch (error) {
     throw new UsageError((error as Error).message.split("\n")[0] ?? "bad command line");
@@ -292,6 +352,17 @@ export function parseCommandLine(args: readonly string[]): Invocation {
   }
   if (v["nutss-ttl"] !== undefined && v["nutss-ttl"] !== "auto") {
     config.lowTtl = integer(v["nutss-ttl"], "nutss-ttl", 1, 255);
+  }
+  if (v.metrics !== undefined) {
+    try {
+      config.metrics = parseHostPort(v.metrics);
+    } catch (error) {
+      throw new UsageError(`--metrics: ${(error as Error).message}`);
+    }
+  }
+  if (v.config !== undefined) {
+    if (v.config === "") throw new UsageError("--config: the path is empty");
+    config.configPath = v.config;
   }
   if (v.group !== undefined) {
     const gid = /^(0|[1-9][0-9]*)$/.test(v.group) ? Number(v.group) : lookupGroup(v.group);

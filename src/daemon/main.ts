@@ -11,6 +11,8 @@
 import { Logger } from "../log.ts";
 import { EXIT, HELP, parseCommandLine, UsageError, VERSION } from "./config.ts";
 import { Daemon, type DaemonOptions } from "./daemon.ts";
+import { MetricsServer } from "./metrics.ts";
+import { sdNotify } from "./notify.ts";
 
 const encoder = new TextEncoder();
 
@@ -75,9 +77,12 @@ export async function main(args: readonly string[]): Promise<number> {
   // Signals are handled from before the socket exists: a SIGTERM that
   // arrives while the daemon starts still stops it cleanly.
   let daemon: Daemon | null = null;
+  let metrics: MetricsServer | null = null;
   let stopRequested = false;
   const stop = () => {
+    if (!stopRequested) void sdNotify("STOPPING=1");
     stopRequested = true;
+    void metrics?.close();
     void daemon?.stop();
   };
   Deno.addSignalListener("SIGINT", stop);
@@ -89,9 +94,25 @@ export async function main(args: readonly string[]): Promise<number> {
       log.error((error as Error).message);
       return EXIT.FAILURE;
     }
-    if (stopRequested) void daemon.stop();
+    if (config.metrics !== undefined) {
+      const running = daemon;
+      try {
+        metrics = MetricsServer.listen(config.metrics, () => running.status(), log);
+      } catch (error) {
+        log.error((error as Error).message);
+        await daemon.stop();
+        return EXIT.FAILURE;
+      }
+    }
+    if (stopRequested) {
+      void metrics?.close();
+      void daemon.stop();
+    } else {
+      await sdNotify(`READY=1\nSTATUS=serving ${config.socketPath}\nMAINPID=${Deno.pid}`);
+    }
     await daemon.finished;
     await daemon.stop();
+    await metrics?.close();
     return EXIT.OK;
   } finally {
     globalThis.removeEventListener("unhandledrejection", carryOn);
