@@ -15,12 +15,10 @@
  * (`rendezvous --secret-file F --print-token ID` prints it), or any 16-128
  * characters of `A-Z a-z 0-9 _ -` to bind the ID to them otherwise.
  *
- * Through the rendezvous server the initiator sends its peer
- * `punch|ATTEMPT|TECHNIQUE|IP|PORTS|DATA` for punchd's first progress reply;
- * the responder answers with `respond` (DST = IP/PORTS, EXTRA = DATA). Later
- * progress of either side travels as `peer|ATTEMPT|DATA` and is handed to
- * punchd with `peer`.
- * On stderr it prints which technique connected and how long it took.
+ * The session itself (registration, publication, the messages through the
+ * rendezvous server) is `src/ctl/session.ts`, shared with `punchctl
+ * connect`/`listen`; joining stdin/stdout to a TCP connection is
+ * `src/ctl/stdio.ts`. On stderr it prints which technique connected and how long it took.
  *
  * Exit codes: 0 connected (and the message exchange, if any, completed),
  * 1 failed, 2 bad command line.
@@ -29,14 +27,12 @@
  */
 
 import { integerFlag, parseArgs } from "../cli.ts";
-import { type Attempt, PunchdClient } from "../client/client.ts";
 import { canonicalIp } from "../../ffi/ip.ts";
 import type { Socket } from "../../ffi/socket.ts";
-import { formatAddress } from "../../ffi/structs.ts";
 import { parseChoice, type TechniqueChoice } from "../control/codec.ts";
 import { parseHostPort } from "../discovery/endpoint.ts";
-import { RendezvousClient } from "../rendezvous/client.ts";
-import { PUNCH_MAGIC } from "../techniques/udp.ts";
+import { describeEvent, Session, type SessionEvent } from "../ctl/session.ts";
+import { isPunchDatagram, joinStream } from "../ctl/stdio.ts";
 
 const encoder = new TextEncoder();
 
@@ -104,128 +100,6 @@ function parse(args: string[]): Options {
 }
 
 /**
- * Relays an attempt's later rounds: punchd's progress goes to the peer as
- * `peer|ATTEMPT|DATA`, and the peer's `peer|ATTEMPT|DATA` goes to punchd,
- * until the attempt ends (techniques such as tcp-syni need a round back).
- */
-async function relay(
-  attempt: Attempt,
-  progress: AsyncIterator<string>,
-  rendezvous: RendezvousClient,
-  peer: string,
-  attemptId: string,
-): Promise<Socket> {
-  const done = new AbortController();
-  const outgoing = (async () => {
-    for (let next = await progress.next(); !next.done; next = await progress.next()) {
-      await rendezvous.notify(peer, `peer|${attemptId}|${next.value}`);
-    }
-  })();
-  const incoming = (async () => {
-    for (;;) {
-      const note = await rendezvous.nextNotification(done.signal);
-      const [kind, id, data] = note.payload.split("|");
-      if (note.from === peer && kind === "peer" && id === attemptId && data !== undefined) {
-        await attempt.peer(data);
-      }
-    }
-  })().catch(() => {});
-  try {
-    return await attempt.socket;
-  } finally {
-    done.abort();
-    await Promise.allSettled([outgoing, incoming]);
-  }
-}
-
-async function initiate(
-  o: Options,
-  punchd: PunchdClient,
-  rendezvous: RendezvousClient,
-  me: { ip: string; ports: number[] },
-) {
-  const peer = o.connect ?? "";
-  const target = await rendezvous.query(peer, protocolOf(o.technique));
-  say(`${peer} published ${target.ip} ${target.ports.join(",")}; initiating ${o.technique}`);
-  const attemptId = `${o.id}-${Date.now().toString(36)}`;
-  const attempt = punchd.initiate({
-    id: attemptId,
-    technique: o.technique,
-    srcIp: o.localIp,
-    srcPorts: [o.port],
-    dstIp: target.ip,
-    dstPorts: target.ports,
-  });
-  const progress = attempt.progress[Symbol.asyncIterator]();
-  const first = await progress.next();
-  if (!first.done) {
-    await rendezvous.notify(
-      peer,
-      `punch|${attemptId}|${o.technique}|${me.ip}|${me.ports.join(",")}|${first.value}`,
-    );
-  }
-  const socket = await relay(attempt, progress, rendezvous, peer, attemptId);
-  return { socket, peer, technique: (await attempt.winner)?.technique ?? o.technique };
-}
-
-async function respond(
-  o: Options,
-  punchd: PunchdClient,
-  rendezvous: RendezvousClient,
-  signal: AbortSignal,
-) {
-  say("waiting for a peer");
-  for (;;) {
-    const note = await rendezvous.nextNotification(signal);
-    const [kind, attemptId, technique, ip, ports, data] = note.payload.split("|");
-    let name: TechniqueChoice | undefined;
-    try {
-      if (technique !== undefined) {
-        parseChoice(technique);
-        name = technique as TechniqueChoice;
-      }
-    } catch {
-      name = undefined;
-    }
-    if (
-      kind !== "punch" || attemptId === undefined || name === undefined || ip === undefined ||
-      ports === undefined || data === undefined
-    ) {
-      say(`ignoring a notification from ${note.from}: ${note.payload.slice(0, 60)}`);
-      continue;
-    }
-    say(`${note.from} initiates ${name} from ${ip} ${ports}`);
-    const attempt = punchd.respond({
-      id: `${note.from}-${attemptId}`.slice(0, 64).replace(/[^A-Za-z0-9_.:@+-]/g, "_"),
-      technique: name,
-      srcIp: o.localIp,
-      srcPorts: [o.port],
-      dstIp: ip,
-      dstPorts: ports.split(",").map(Number),
-      extra: data,
-    });
-    const socket = await relay(
-      attempt,
-      attempt.progress[Symbol.asyncIterator](),
-      rendezvous,
-      note.from,
-      attemptId,
-    );
-    return { socket, peer: note.from, technique: (await attempt.winner)?.technique ?? name };
-  }
-}
-
-/** The transport a technique punches. */
-function protocolOf(technique: TechniqueChoice): "tcp" | "udp" {
-  const choice = parseChoice(technique);
-  return choice.kind === "auto"
-    ? choice.protocol
-    : choice.technique.startsWith("udp")
-    ? "udp"
-    : "tcp";
-}
-
-/**
  * The UDP counterpart of {@linkcode exchange}. With a message: send it every
  * 200 ms (at most 25 times) until the peer's message arrives, then twice more,
  * and print what arrived; punch datagrams that arrive late are skipped.
@@ -233,7 +107,6 @@ function protocolOf(technique: TechniqueChoice): "tcp" | "udp" {
  */
 async function exchangeDatagrams(socket: Socket, message: string | undefined): Promise<void> {
   const decoder = new TextDecoder();
-  const isPunch = (bytes: Uint8Array) => decoder.decode(bytes.subarray(0, 4)) === PUNCH_MAGIC;
   if (message === undefined) {
     const outgoing = (async () => {
       for await (const chunk of Deno.stdin.readable) await socket.write(new Uint8Array(chunk));
@@ -241,7 +114,7 @@ async function exchangeDatagrams(socket: Socket, message: string | undefined): P
     const buf = new Uint8Array(65536);
     for (;;) {
       const n = await socket.read(buf);
-      if (!isPunch(buf.subarray(0, n))) Deno.stdout.writeSync(buf.subarray(0, n));
+      if (!isPunchDatagram(buf.subarray(0, n))) Deno.stdout.writeSync(buf.subarray(0, n));
       if (n === 0) break;
     }
     await outgoing;
@@ -256,7 +129,7 @@ async function exchangeDatagrams(socket: Socket, message: string | undefined): P
       await socket.write(mine);
       for (;;) {
         const n = await socket.read(buf, AbortSignal.timeout(200));
-        if (!isPunch(buf.subarray(0, n))) {
+        if (!isPunchDatagram(buf.subarray(0, n))) {
           received = decoder.decode(buf.subarray(0, n));
           break;
         }
@@ -271,8 +144,8 @@ async function exchangeDatagrams(socket: Socket, message: string | undefined): P
 }
 
 async function exchange(socket: Socket, message: string | undefined): Promise<void> {
-  const { readable, writable } = socket.streams();
   if (message !== undefined) {
+    const { readable, writable } = socket.streams();
     const writer = writable.getWriter();
     await writer.write(encoder.encode(message));
     await writer.close();
@@ -280,10 +153,7 @@ async function exchange(socket: Socket, message: string | undefined): Promise<vo
     Deno.stdout.writeSync(encoder.encode(received + "\n"));
     return;
   }
-  await Promise.all([
-    Deno.stdin.readable.pipeTo(writable),
-    readable.pipeTo(Deno.stdout.writable, { preventClose: true }),
-  ]);
+  await joinStream(socket, Deno.stdin.readable, Deno.stdout.writable);
 }
 
 /** Runs the peer; returns the exit code. */
@@ -296,38 +166,33 @@ export async function main(args: string[]): Promise<number> {
     return 2;
   }
   const signal = AbortSignal.timeout(o.timeoutMs);
-  let punchd: PunchdClient | undefined;
-  let rendezvous: RendezvousClient | undefined;
+  const show = (event: SessionEvent) => {
+    if (event.kind !== "progress" && event.kind !== "peer") say(describeEvent(event));
+  };
+  let session: Session | undefined;
   try {
-    rendezvous = await RendezvousClient.connect(parseHostPort(o.rendezvous), signal);
-    await rendezvous.register(o.id, o.credential);
-    punchd = await PunchdClient.connect(o.punchd);
-    const protocol = protocolOf(o.technique);
-    const me = await punchd.endpoint(`${o.id}-endpoint`.slice(0, 64), protocol, o.localIp, [
-      o.port,
-    ]);
-    await rendezvous.publish(protocol, me.ip, me.ports);
-    say(`registered as ${o.id}, published ${me.ip} ${me.ports.join(",")} (${me.source})`);
-    const started = performance.now();
-    const { socket, peer, technique } = o.connect !== undefined
-      ? await initiate(o, punchd, rendezvous, me)
-      : await respond(o, punchd, rendezvous, signal);
-    const ms = Math.round(performance.now() - started);
+    session = await Session.open({
+      punchdSocket: o.punchd,
+      rendezvous: parseHostPort(o.rendezvous),
+      id: o.id,
+      ...(o.credential === undefined ? {} : { credential: o.credential }),
+      localIp: o.localIp,
+      port: o.port,
+      technique: o.technique,
+      onEvent: show,
+    }, signal);
+    const { socket, protocol } = o.connect !== undefined
+      ? await session.connect(o.connect)
+      : await session.accept(signal);
     using _socket = socket;
-    say(
-      `connected to ${peer} with ${technique} in ${ms} ms: local ${
-        formatAddress(socket.localAddress())
-      }, remote ${formatAddress(socket.peerAddress())}`,
-    );
-    if (protocolOf(technique) === "udp") await exchangeDatagrams(socket, o.message);
+    if (protocol === "udp") await exchangeDatagrams(socket, o.message);
     else await exchange(socket, o.message);
     return 0;
   } catch (error) {
     say(`failed: ${(error as Error).message}`);
     return 1;
   } finally {
-    await punchd?.close();
-    await rendezvous?.close();
+    await session?.close();
   }
 }
 
