@@ -101,8 +101,8 @@ export const HELP = `punchctl ${VERSION}: talk to punchd, the hole punching daem
 Usage:
   punchctl status [--json] [options]
   punchctl report [--json] [options]
-  punchctl initiate --src IP:PORTS --dst IP:PORTS [--technique T] [--id ID] [options]
-  punchctl respond --src IP:PORTS --dst IP:PORTS --extra DATA [--technique T] [--id ID]
+  punchctl initiate --src IP:PORTS --dst IP:PORTS [attempt options] [options]
+  punchctl respond --src IP:PORTS --dst IP:PORTS --extra DATA [attempt options]
                    [options]
   punchctl connect --rendezvous IP:PORT --id ID [session options] [options] PEER
   punchctl listen --rendezvous IP:PORT --id ID [session options] [options]
@@ -133,7 +133,8 @@ Commands:
              and answering its attempt.
 
 Options:
-  --socket PATH        punchd's control socket (default ${DEFAULT_SOCKET_PATH})
+  --socket PATH        punchd's control socket
+                       (default ${DEFAULT_SOCKET_PATH})
   --json               status, report: the reply as one line of JSON; initiate,
                        respond: one JSON object per line on stdout instead of
                        text; connect, listen: status lines on stderr as JSON
@@ -174,13 +175,17 @@ Data (connect, listen): stdout carries only the peer's data; everything else
 goes to stderr. TCP: stdin's end shuts down the sending half (the peer reads
 end of stream); the peer's end of stream closes stdout once written. punchctl
 exits when both directions have ended (exit code 0), or when the peer closed
-the connection entirely while stdin still had data (1). UDP: punchctl exits when stdin ends;
-empty datagrams (punchd's keepalive, sent every 15 s) are not written.
+the connection entirely while stdin still had data (1). UDP: punchctl exits
+when stdin ends; empty datagrams (punchd's keepalive, sent every 15 s) are not
+written.
 
 Examples:
-  ssh -o ProxyCommand='punchctl connect --rendezvous 198.51.100.7:7000 --id me %h' peer
-  punchctl listen --rendezvous 198.51.100.7:7000 --id bob > file
-  punchctl connect --rendezvous 198.51.100.7:7000 --id alice bob < file
+  # ssh to peer bob through a punched TCP connection
+  ssh -o ProxyCommand='punchctl connect --rendezvous 192.0.2.7:7000 --id me %h'\\
+      bob
+  # copy a file: first on bob, then on alice
+  punchctl listen --rendezvous 192.0.2.7:7000 --id bob > file
+  punchctl connect --rendezvous 192.0.2.7:7000 --id alice bob < file
 
 Permissions (deno run): --allow-ffi --allow-read. The user needs access to
 punchd's socket (punchd --group).
