@@ -420,6 +420,16 @@ export function readLink(path: string): string {
   return new TextDecoder().decode(buf.subarray(0, n));
 }
 
+/**
+ * getenv(3): a variable of the environment the process started with, without Deno's env
+ * permission (the daemon reads only what its service manager sets: NOTIFY_SOCKET,
+ * JOURNAL_STREAM). Undefined when unset.
+ */
+export function getEnv(name: string): string | undefined {
+  const pointer = libc().getenv(cString(name));
+  return pointer === null ? undefined : Deno.UnsafePointerView.getCString(pointer).slice(0, 4096);
+}
+
 /** unlink(2); false when the path did not exist. */
 export function unlink(path: string): boolean {
   if (libc().unlink(cString(path)) === 0) return true;

@@ -10,6 +10,7 @@
  */
 
 import { startupEnv } from "./environ.ts";
+import { readLink } from "../ffi/syscalls.ts";
 
 /** Log levels, most verbose first. */
 export const LEVELS = ["debug", "info", "warn", "error"] as const;
@@ -70,7 +71,7 @@ export function formatJournalRecord(record: LogRecord): string {
  */
 export function stderrIsJournal(
   journalStream: string | undefined = startupEnv("JOURNAL_STREAM"),
-  stderrLink: () => string = () => Deno.readLinkSync("/proc/self/fd/2"),
+  stderrLink: () => string = () => readLink("/proc/self/fd/2"),
 ): boolean {
   const inode = journalStream?.match(/^[0-9]+:([0-9]+)$/)?.[1];
   if (inode === undefined) return false;

@@ -47,13 +47,14 @@ export interface RunningDaemon {
 export function spawnPunchd(
   args: string[],
   prefix: string[] = [],
+  env: Record<string, string> = {},
 ): { child: Deno.ChildProcess; output: Promise<string>; sofar(): string } {
   const command = [...prefix, Deno.execPath(), "run", ...DAEMON_PERMISSIONS, MAIN, ...args];
   const child = new Deno.Command(command[0] ?? "", {
     args: command.slice(1),
     // No background version check: its DNS queries would take ports of a lab NAT that
     // allocates them in sequence (between `endpoint` and the attempt) and leave resolver sockets.
-    env: { DENO_NO_UPDATE_CHECK: "1" },
+    env: { DENO_NO_UPDATE_CHECK: "1", ...env },
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
