@@ -251,7 +251,7 @@ Deno.test("journald: priority prefixes when stderr is the journal stream, the pl
         assertMatch(text, /^<6>punchd started /m);
         assert(!/^\d{4}-\d\d-\d\dT/m.test(text), text);
       } else {
-        assertMatch(text, /^\d{4}-\d\d-\d\dT\S+ INFO  punchd started /m);
+        assertMatch(text, /^\d{4}-\d\d-\d\dT\S+ INFO {2}punchd started /m);
       }
     } finally {
       await Deno.remove(dir, { recursive: true });
