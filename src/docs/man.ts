@@ -41,7 +41,7 @@ const ROOT = new URL("../../", import.meta.url);
 /** Where the configuration file is looked for (`--config`). */
 export const CONFIG_PATH = "/etc/punchd/punchd.toml";
 /** The systemd unit the Debian package installs. */
-export const UNIT_PATH = "/usr/lib/systemd/system/punchd.service";
+export const UNIT_PATH = "/lib/systemd/system/punchd.service";
 
 /** One generated page. */
 export interface ManPage {

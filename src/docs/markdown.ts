@@ -105,7 +105,7 @@ function tableLines(rows: readonly string[]): string[] {
     }
     rest.forEach((cell, i) => {
       if (i > 0) out.push(".br");
-      out.push(textLine(`\\fI${escapeText(names[i + 1] ?? "")}\\fR: ${inlineMarkdown(cell)}`));
+      out.push(textLine(`\\fI${inlineMarkdown(names[i + 1] ?? "")}\\fR: ${inlineMarkdown(cell)}`));
     });
   }
   return out;

@@ -101,13 +101,13 @@ Deno.test("a two-column table becomes .TP entries, \\| a bar inside a cell", () 
 });
 
 Deno.test("a wider table names each further cell by its column", () => {
-  const table = "| step | when | runs |\n| - | - | - |\n| a | always | first |";
+  const table = "| step | when | `HOW` |\n| - | - | - |\n| a | always | first |";
   assertEquals(markdownToRoff(table), [
     ".TP",
     "a",
     "\\fIwhen\\fR: always",
     ".br",
-    "\\fIruns\\fR: first",
+    "\\fI\\fBHOW\\fP\\fR: first",
   ]);
 });
 
