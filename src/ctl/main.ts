@@ -177,7 +177,13 @@ async function routeSource(to: InetAddress): Promise<string> {
 function freePort(ip: string, protocol: "tcp" | "udp"): number {
   const address = inetAddress(ip, 0);
   using probe = Socket.create(address.family, protocol === "tcp" ? "stream" : "datagram");
-  probe.bind(address);
+  try {
+    probe.bind(address);
+  } catch (error) {
+    throw new Error(`Cannot find a free ${protocol} port on ${ip}: ${(error as Error).message}`, {
+      cause: error,
+    });
+  }
   const local = probe.localAddress();
   return local.family === "unix" ? 0 : local.port;
 }

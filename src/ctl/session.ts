@@ -162,7 +162,17 @@ export class Session {
    */
   static async open(options: SessionOptions, signal?: AbortSignal): Promise<Session> {
     const protocol = protocolOf(options.technique);
-    const rendezvous = await RendezvousClient.connect(options.rendezvous, signal);
+    let rendezvous: RendezvousClient;
+    try {
+      rendezvous = await RendezvousClient.connect(options.rendezvous, signal);
+    } catch (error) {
+      throw new Error(
+        `Cannot connect to the rendezvous server ${formatAddress(options.rendezvous)}: ${
+          (error as Error).message
+        }`,
+        { cause: error },
+      );
+    }
     let punchd: PunchdClient | undefined;
     try {
       await bounded(rendezvous.register(options.id, options.credential), signal);
