@@ -208,6 +208,8 @@ export async function buildTree(options: TreeOptions): Promise<Tree> {
     await Deno.copyFile(`${REPO}/${file}`, target);
   }
   await Deno.copyFile(deno, `${options.dir}/${TREE.deno}`);
+  await Deno.copyFile(new URL(TREE.warm, import.meta.url), `${options.dir}/${TREE.warm}`);
+  await Deno.writeTextFile(`${options.dir}/${TREE.roots}`, roots.map((r) => `${r}\n`).join(""));
   await Deno.writeTextFile(
     `${options.dir}/${TREE.config}`,
     JSON.stringify(runConfig(denoJson, specifiers), null, 2) + "\n",
@@ -223,22 +225,15 @@ export async function buildTree(options: TreeOptions): Promise<Tree> {
     const registry = `${pkg.localPath}/../registry.json`;
     if (await exists(registry)) await Deno.copyFile(registry, `${dir}/registry.json`);
   }
-  // The proof that nothing will be fetched at run time: the shipped runtime loads every root
-  // from the tree's DENO_DIR alone.
-  await must(`${options.dir}/${TREE.deno}`, [
-    "cache",
-    "--config",
-    `${options.dir}/${TREE.config}`,
-    ...roots.map((root) => `${options.dir}/${root}`),
-  ], { ...OFFLINE, DENO_DIR: `${options.dir}/${TREE.denoDir}`, DENO_NO_PACKAGE_JSON: "1" });
-  // Transpiled code and analysis caches are keyed by absolute path: useless elsewhere.
-  for await (const entry of Deno.readDir(`${options.dir}/${TREE.denoDir}`)) {
-    if (entry.name !== "npm") {
-      await Deno.remove(`${options.dir}/${TREE.denoDir}/${entry.name}`, { recursive: true });
-    }
-  }
+  // The proof that nothing will be fetched at run time: warm.sh, with the shipped runtime,
+  // loads every root from the tree's DENO_DIR alone. What it made is keyed by absolute
+  // paths, useless elsewhere: removed again (the tree's final home warms itself).
+  await Deno.chmod(`${options.dir}/${TREE.warm}`, 0o755);
+  await must(`${options.dir}/${TREE.warm}`, []);
+  await must(`${options.dir}/${TREE.warm}`, ["--clean"]);
   await must("chmod", ["-R", "u=rwX,go=rX", "--", options.dir]);
   await Deno.chmod(`${options.dir}/${TREE.deno}`, 0o755);
+  await Deno.chmod(`${options.dir}/${TREE.warm}`, 0o755);
   const listing =
     (await must("find", [options.dir, "-mindepth", "1", "-type", "f", "-printf", "%P\n"]))
       .split("\n").filter((l) => l !== "").sort();

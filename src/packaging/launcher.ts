@@ -23,6 +23,10 @@ export const TREE = {
   deno: "deno",
   config: "deno.json",
   denoDir: "deno_dir",
+  /** The modules to transpile ahead of time (entry points and workers), one a line. */
+  roots: "roots.txt",
+  /** Transpiles them into DENO_DIR (src/packaging/warm.sh); `--clean` removes that again. */
+  warm: "warm.sh",
 } as const;
 
 /**
@@ -112,7 +116,8 @@ export interface Payload {
  * gzip'd tar of the tree) follows it at byte `offset`. On first run it
  * unpacks the payload into `<cache>/<sha256>` (cache: $PUNCHD_CACHE, else
  * /var/cache/punchd for root, else ${XDG_CACHE_HOME:-$HOME/.cache}/punchd)
- * through a temporary directory beside it, renamed into place; every run
+ * through a temporary directory beside it, renamed into place, and
+ * transpiles the modules there ({@linkcode TREE}.warm); every run
  * refuses a cache directory or its parent that is not a directory, is owned
  * by neither the running user nor root, or is writable by group or others,
  * then execs the command from there.
@@ -152,6 +157,10 @@ else
   [ -n "\${XDG_CACHE_HOME:-}" ] || [ -n "\${HOME:-}" ] || fail "set HOME, XDG_CACHE_HOME or PUNCHD_CACHE"
   base=\${XDG_CACHE_HOME:-$HOME/.cache}/punchd
 fi
+case $base in
+/*) ;;
+*) base=$(pwd)/$base ;;
+esac
 # A directory owned by this user or root that nobody else can write to.
 check() {
   [ -d "$1" ] && [ ! -L "$1" ] || fail "cannot use cache directory $1: not a directory"
@@ -173,9 +182,15 @@ if [ ! -e "$tree" ]; then
   payload | (umask 022 && gzip -dc | tar -x --no-same-owner --no-same-permissions -C "$tmp" -f -) ||
     fail "cannot unpack into $tmp"
   chmod 0755 -- "$tmp"
-  # Atomic: another first run may have won the race (then its tree is used).
-  mv -T -- "$tmp" "$tree" 2>/dev/null || rm -rf -- "$tmp"
-  trap - EXIT
+  # Atomic: another first run may have won the race (then its tree is used). The winner
+  # transpiles the modules at their final paths, once.
+  if mv -T -- "$tmp" "$tree" 2>/dev/null; then
+    trap - EXIT
+    "$tree/${TREE.warm}" >/dev/null 2>&1 || true
+  else
+    rm -rf -- "$tmp"
+    trap - EXIT
+  fi
 fi
 check "$base"
 check "$tree"
