@@ -7,7 +7,8 @@
  * deno run --allow-read --allow-run src/docs/man.ts --check DIR
  * ```
  *
- * - punchd(8): `HELP` of `src/daemon/config.ts`;
+ * - punchd(8): `HELP` of `src/daemon/config.ts`, and NOTES from the README's
+ *   section on running the daemon (the socket, the firewall, ...);
  * - punchd-rendezvous(8): the help of `src/rendezvous/main.ts` and the
  *   README section on the rendezvous server;
  * - punchctl(1): `HELP` of `src/ctl/main.ts` or `src/ctl/command_line.ts`
@@ -32,7 +33,7 @@ import { HELP as PUNCHD_HELP, VERSION } from "../daemon/config.ts";
 import { DEFAULT_SOCKET_PATH } from "../control/connection.ts";
 import * as rendezvous from "../rendezvous/main.ts";
 import { type ManSection, nameLine, parseHelp, synopsisLines } from "./help.ts";
-import { markdownSection, markdownToRoff, moduleDoc } from "./markdown.ts";
+import { markdownPart, markdownSection, markdownToRoff, moduleDoc } from "./markdown.ts";
 import { bold, escapeText, macro, macroArgument, preformatted, textLine } from "./roff.ts";
 
 /** The repository's root directory. */
@@ -77,6 +78,19 @@ export const PROTOCOL_SECTIONS: readonly (readonly [string, string])[] = [
   ["RELAY", "Relay of last resort: `relay` through TURN (RFC 6062)"],
   ["RECEIVING THE SOCKET", "Receiving the socket"],
   ["EXAMPLES", "A worked exchange (`tcp-direct`)"],
+];
+
+/**
+ * The README section on running the daemon, and the parts of it (by the bold
+ * lead of their first paragraph) that punchd(8) shows under NOTES.
+ */
+export const DAEMON_SECTION = "Running the daemon";
+export const DAEMON_NOTES = [
+  "The socket and its directory",
+  "One daemon per network namespace",
+  "The firewall",
+  "Source ports",
+  "Clients",
 ];
 
 /** Where punchctl's help text may be exported, in order. */
@@ -190,6 +204,16 @@ function commandPage(options: {
   ]);
 }
 
+/** NOTES of punchd(8): the README's parts on running the daemon, each a subsection. */
+function daemonNotes(readme: string): ManSection {
+  const body = markdownSection(readme, DAEMON_SECTION);
+  const lines: string[] = [];
+  for (const lead of DAEMON_NOTES) {
+    lines.push(".SS " + macroArgument(lead), ...markdownToRoff(markdownPart(body, lead)));
+  }
+  return { heading: "NOTES", lines };
+}
+
 /** The request and reply lines of the codec's module doc, each under the line that names it. */
 function protocolSynopsis(codecSource: string): string[] {
   const lines = moduleDoc(codecSource).split("\n");
@@ -256,9 +280,9 @@ export function buildPages(sources: ManSources): ManPage[] {
       command: "punchd",
       section: "8",
       help: sources.punchdHelp,
-      sources: "src/daemon/config.ts",
+      sources: "src/daemon/config.ts and README.md",
       date: sources.date,
-      extra: [],
+      extra: [daemonNotes(sources.readme)],
       files: daemonFiles,
       pages,
       seeAlso: ["systemd.exec(5)"],

@@ -56,21 +56,48 @@ export function markdownSection(markdown: string, heading: string, subsections =
 }
 
 /**
- * Inline Markdown as roff: `code` and **bold** in bold, links as their text
- * (with the address when it is absolute), everything else escaped.
+ * The part of a section's body that starts with the paragraph led by
+ * `**LEAD.**` and runs to the next paragraph led by bold text, or to the
+ * end, without the lead itself. Throws RangeError when not exactly one
+ * paragraph has this lead.
+ */
+export function markdownPart(body: string, lead: string): string {
+  const lines = body.split("\n");
+  const starts = (i: number) => i === 0 || (lines[i - 1] ?? "").trim() === "";
+  const found = lines.flatMap((line, i) => starts(i) && line.startsWith(`**${lead}.**`) ? [i] : []);
+  if (found.length !== 1) {
+    throw new RangeError(
+      `Cannot find README paragraph "**${lead}.**": ${found.length} paragraphs start with it`,
+    );
+  }
+  const start = found[0] ?? 0;
+  let end = start + 1;
+  while (end < lines.length && !(starts(end) && (lines[end] ?? "").startsWith("**"))) end++;
+  const part = lines.slice(start, end);
+  part[0] = (part[0] ?? "").slice(`**${lead}.**`.length).trimStart();
+  return part.join("\n");
+}
+
+/**
+ * Inline Markdown as roff: `code` and **bold** in bold, _emphasis_ in
+ * italics, links as their text (with the address when it is absolute),
+ * everything else escaped.
  */
 export function inlineMarkdown(text: string): string {
   let out = "";
   let bold = false;
-  const pattern = /(`+)(.+?)\1|\*\*|\[([^\]]+)\]\(([^)\s]+)\)/g;
+  const pattern =
+    /(`+)(.+?)\1|\*\*|\[([^\]]+)\]\(([^)\s]+)\)|(?<![\w\\])_([^_\s](?:[^_]*[^_\s])?)_(?!\w)/g;
   let last = 0;
   for (const match of text.matchAll(pattern)) {
     out += escapeText(text.slice(last, match.index));
     last = match.index + match[0].length;
-    const [whole, ticks, code, linkText, address] = match;
+    const [whole, ticks, code, linkText, address, emphasis] = match;
     if (ticks !== undefined) {
       // \fP returns to the font before, so code inside bold stays bold.
       out += `\\fB${escapeText((code ?? "").trim())}\\fP`;
+    } else if (emphasis !== undefined) {
+      out += `\\fI${escapeText(emphasis)}\\fP`;
     } else if (whole === "**") {
       out += bold ? "\\fR" : "\\fB";
       bold = !bold;

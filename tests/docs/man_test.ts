@@ -12,6 +12,7 @@ import { note, skipUnless } from "../helpers/skip.ts";
 import {
   buildPages,
   CONFIG_PATH,
+  DAEMON_NOTES,
   type ManPage,
   type ManSources,
   readSources,
@@ -315,6 +316,13 @@ Deno.test("a README section the pages need that is gone stops the build, naming 
     name: "RangeError",
     message: 'Cannot find README section "Replies": 0 headings have this text',
   });
+});
+
+Deno.test("punchd(8) has NOTES with each README part on running the daemon", async () => {
+  const { pages } = await built();
+  const lines = page(pages, "punchd.8").split("\n");
+  assert(lines.includes('.SH "NOTES"'));
+  for (const lead of DAEMON_NOTES) assert(lines.includes(`.SS "${lead}"`), lead);
 });
 
 Deno.test("every page starts with .TH and has NAME, SYNOPSIS and SEE ALSO", async () => {

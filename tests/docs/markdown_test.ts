@@ -1,6 +1,7 @@
 import { assertEquals, assertThrows } from "../assert.ts";
 import {
   inlineMarkdown,
+  markdownPart,
   markdownSection,
   markdownToRoff,
   moduleDoc,
@@ -60,6 +61,10 @@ Deno.test("inline code and bold become bold, code inside bold returns to bold", 
   );
 });
 
+Deno.test("_emphasis_ is italic, but not the underscores of SO_REUSEADDR", () => {
+  assertEquals(inlineMarkdown("for _guards_, SO_REUSEADDR"), "for \\fIguards\\fP, SO_REUSEADDR");
+});
+
 Deno.test("links keep their text, and an absolute address in angle brackets", () => {
   assertEquals(inlineMarkdown("see [`auto`](#auto-x)"), "see \\fBauto\\fP");
   assertEquals(inlineMarkdown("[RFC](https://x.org/a)"), "RFC <https://x.org/a>");
@@ -113,6 +118,16 @@ Deno.test("a wider table names each further cell by its column", () => {
 
 Deno.test("a table without a separator row is refused", () => {
   assertThrows(() => markdownToRoff("| a | b |\n| c | d |"), { name: "SyntaxError" });
+});
+
+Deno.test("a part of a section runs from its bold lead to the next bold lead", () => {
+  const body = "Intro.\n\n**One.** first\ntext\n\n| a | b |\n\nmore\n\n**Two.** second\n";
+  assertEquals(markdownPart(body, "One"), "first\ntext\n\n| a | b |\n\nmore\n");
+  assertEquals(markdownPart(body, "Two"), "second\n");
+  assertThrows(() => markdownPart(body, "Three"), {
+    name: "RangeError",
+    message: 'Cannot find README paragraph "**Three.**": 0 paragraphs start with it',
+  });
 });
 
 Deno.test("a module doc is read without its margin and tags", () => {
