@@ -194,6 +194,7 @@ Deno.test("the generator refuses a bad command line with exit code 2", async () 
 
 const GROFF = hasTool("groff");
 const MAN = hasTool("man");
+const LEXGROG = hasTool("lexgrog");
 
 Deno.test({
   name: "every page renders with groff -man -ww without a warning",
@@ -229,6 +230,26 @@ Deno.test({
         });
         assertEquals([p.file, code, err], [p.file, 0, ""]);
         assert(out.includes("NAME"), `${p.file} rendered empty`);
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "whatis reads each page's NAME line (lexgrog, as mandb and apropos do)",
+  ignore: skipUnless(LEXGROG, "lexgrog", "man-db is not installed (Debian: man-db)"),
+  fn: async () => {
+    const { pages } = await built();
+    const dir = await Deno.makeTempDir({ prefix: "punchd-man-" });
+    try {
+      for (const p of pages) {
+        await Deno.writeTextFile(`${dir}/${p.file}`, p.text);
+        const { code, out } = await run("lexgrog", [`${dir}/${p.file}`]);
+        const name = p.file.replace(/\.\d$/, "");
+        assertEquals(code, 0, p.file);
+        assert(out.startsWith(`${dir}/${p.file}: "${name} - `), out);
       }
     } finally {
       await Deno.remove(dir, { recursive: true });
