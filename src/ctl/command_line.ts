@@ -180,12 +180,12 @@ when stdin ends; empty datagrams (punchd's keepalive, sent every 15 s) are not
 written.
 
 Examples:
+  R=192.0.2.7:7000    # the rendezvous server
   # ssh to peer bob through a punched TCP connection
-  ssh -o ProxyCommand='punchctl connect --rendezvous 192.0.2.7:7000 --id me %h'\\
-      bob
+  ssh -o ProxyCommand="punchctl connect --rendezvous $R --id me %h" bob
   # copy a file: first on bob, then on alice
-  punchctl listen --rendezvous 192.0.2.7:7000 --id bob > file
-  punchctl connect --rendezvous 192.0.2.7:7000 --id alice bob < file
+  punchctl listen --rendezvous $R --id bob > file
+  punchctl connect --rendezvous $R --id alice bob < file
 
 Permissions (deno run): --allow-ffi --allow-read. The user needs access to
 punchd's socket (punchd --group).

@@ -43,6 +43,28 @@ export function eventLine(e: LiveEvent): string {
   }
 }
 
+/**
+ * The peer's data in one stdin line: `progress DATA` as the peer's punchctl printed it (its
+ * JSON line too), or a bare `DATA` typed by hand; null for the peer's other lines (`peer ...`,
+ * `connected ...`, `failed: ...`), so that one punchctl's stdout can feed the other's stdin.
+ */
+export function peerDataOf(line: string): string | null {
+  const text = line.trim();
+  if (text === "") return null;
+  if (text.startsWith("{")) {
+    try {
+      const event = JSON.parse(text);
+      return event?.event === "progress" && typeof event.data === "string" ? event.data : null;
+    } catch {
+      return null;
+    }
+  }
+  const progress = /^progress\s+(\S.*)$/.exec(text);
+  if (progress !== null) return progress[1] ?? null;
+  if (/^(peer\s|connected\s|failed:)/.test(text)) return null;
+  return text;
+}
+
 const encoder = new TextEncoder();
 
 /** Options of {@linkcode LiveDisplay}. */

@@ -32,7 +32,7 @@ import {
   UsageError,
 } from "./command_line.ts";
 import { formatReport, formatStatus } from "./format.ts";
-import { LiveDisplay } from "./live.ts";
+import { LiveDisplay, peerDataOf } from "./live.ts";
 import { describeEvent, protocolOf, type Punched, Session, type SessionEvent } from "./session.ts";
 import { joinDatagrams, joinStream } from "./stdio.ts";
 
@@ -85,20 +85,21 @@ async function info(kind: "status" | "report", common: Common): Promise<number> 
   }
 }
 
-/** Each stdin line (`DATA` or `progress DATA`, as the peer's punchctl printed it), trimmed. */
-async function* stdinLines(): AsyncGenerator<string> {
+/** The peer's data in each stdin line (see {@linkcode peerDataOf}). */
+async function* stdinPeerData(): AsyncGenerator<string> {
   let pending = "";
+  const take = (line: string) => peerDataOf(line);
   for await (const text of Deno.stdin.readable.pipeThrough(new TextDecoderStream())) {
     pending += text;
     let newline: number;
     while ((newline = pending.indexOf("\n")) >= 0) {
-      const line = pending.slice(0, newline).trim();
+      const data = take(pending.slice(0, newline));
       pending = pending.slice(newline + 1);
-      if (line !== "") yield line.replace(/^progress\s+/, "");
+      if (data !== null) yield data;
     }
   }
-  const last = pending.trim();
-  if (last !== "") yield last.replace(/^progress\s+/, "");
+  const last = take(pending);
+  if (last !== null) yield last;
 }
 
 async function byHand(invocation: Extract<Invocation, { kind: "initiate" | "respond" }>) {
@@ -134,7 +135,7 @@ async function byHand(invocation: Extract<Invocation, { kind: "initiate" | "resp
     })();
     // Reads stdin until it ends or the process exits (a pending read keeps nothing else waiting).
     (async () => {
-      for await (const data of stdinLines()) {
+      for await (const data of stdinPeerData()) {
         display.print({ event: "peer", data });
         await running.peer(data);
       }

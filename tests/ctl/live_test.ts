@@ -1,5 +1,5 @@
 import { assert, assertEquals } from "../assert.ts";
-import { eventLine, LiveDisplay, type LiveEvent } from "../../src/ctl/live.ts";
+import { eventLine, LiveDisplay, type LiveEvent, peerDataOf } from "../../src/ctl/live.ts";
 
 const decoder = new TextDecoder();
 
@@ -112,4 +112,29 @@ Deno.test("on a terminal the status line counts exchanges, is cleared before eac
       `${clear}initiate a1 auto: 1 progress sent, 1 peer data received, 1.5 s${clear}`,
   );
   assert(!out.text().includes("\x1b"), "stdout carries no terminal control");
+});
+
+Deno.test("peerDataOf takes the peer's progress lines (text or JSON) and typed data, and skips its other lines", () => {
+  assertEquals(peerDataOf("progress seq=1;ttl=2\n"), "seq=1;ttl=2");
+  assertEquals(peerDataOf('{"event":"progress","data":"seq=1"}'), "seq=1");
+  assertEquals(peerDataOf("  seq=7  "), "seq=7");
+  for (
+    const line of [
+      "",
+      "   ",
+      "peer ack=9",
+      "connected with tcp-nutss in 52 ms: local 10.0.1.2:4000, remote 172.16.2.2:5000",
+      "failed: timed out",
+      '{"event":"peer","data":"ack=9"}',
+      '{"event":"connected","technique":"udp"}',
+      "{not json",
+    ]
+  ) {
+    assertEquals(peerDataOf(line), null, line);
+  }
+  // Every line punchctl prints reads back to its data or to nothing.
+  for (const e of EVENTS) {
+    assertEquals(peerDataOf(eventLine(e)), e.event === "progress" ? e.data : null);
+    assertEquals(peerDataOf(JSON.stringify(e)), e.event === "progress" ? e.data : null);
+  }
 });

@@ -170,6 +170,100 @@ Deno.test({
   }
 });
 
+/** Complete lines of `text` from character `from` on, and where the next unread line starts. */
+function newLines(text: string, from: number): [string[], number] {
+  const end = text.lastIndexOf("\n") + 1;
+  if (end <= from) return [[], from];
+  return [text.slice(from, end).split("\n").slice(0, -1), end];
+}
+
+const BY_HAND_TEST =
+  "punchctl initiate and respond by hand punch tcp-syni when each one's stdout feeds the other's stdin";
+Deno.test({
+  name: BY_HAND_TEST,
+  ignore: skipUnless(isRoot(), BY_HAND_TEST, "network namespaces and nftables need root"),
+}, async () => {
+  await using lab = await Lab.create({ natA: "preserving", natB: "preserving" });
+  await using services = await startServices(lab);
+  const attempt = ["--technique", "tcp-syni", "--timeout", "30"];
+  const a = start(lab, lab.hostA.ns, [
+    ...PUNCHCTL,
+    "initiate",
+    "--socket",
+    services.a.socketPath,
+    "--src",
+    "10.0.1.2:4000",
+    "--dst",
+    "172.16.2.2:5000",
+    ...attempt,
+  ]);
+  let b: Running | undefined;
+  try {
+    for (let i = 0; i < 400 && !/^progress \S/m.test(a.stdout()); i++) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const first = /^progress (\S.*)$/m.exec(a.stdout());
+    assert(first !== null, `no progress from initiate:\n${a.stdout()}\n${a.stderr()}`);
+    b = start(lab, lab.hostB.ns, [
+      ...PUNCHCTL,
+      "respond",
+      "--socket",
+      services.b.socketPath,
+      "--src",
+      "10.0.2.2:5000",
+      "--dst",
+      "172.16.1.2:4000",
+      "--extra",
+      first[1] ?? "",
+      ...attempt,
+    ]);
+    const responder = b;
+    // Each side's later lines go to the other's stdin, as a person would paste them.
+    let fromA = a.stdout().indexOf("\n", first.index) + 1;
+    let fromB = 0;
+    let finished = false;
+    const codes = Promise.all([a.exit(60_000), responder.exit(60_000)]).finally(() =>
+      finished = true
+    );
+    while (!finished) {
+      const [linesA, nextA] = newLines(a.stdout(), fromA);
+      const [linesB, nextB] = newLines(responder.stdout(), fromB);
+      [fromA, fromB] = [nextA, nextB];
+      for (const line of linesA) {
+        await responder.stdin.write(encoder.encode(line + "\n")).catch(() => {});
+      }
+      for (const line of linesB) await a.stdin.write(encoder.encode(line + "\n")).catch(() => {});
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assertEquals(
+      await codes,
+      [0, 0],
+      `A:\n${a.stdout()}${a.stderr()}\nB:\n${responder.stdout()}${responder.stderr()}`,
+    );
+    assertMatch(
+      a.stdout(),
+      /^connected with tcp-syni in \d+ ms: local 10\.0\.1\.2:4000, remote 172\.16\.2\.2:5000$/m,
+    );
+    assertMatch(
+      responder.stdout(),
+      /^connected with tcp-syni in \d+ ms: local 10\.0\.2\.2:5000, remote 172\.16\.1\.2:4000$/m,
+    );
+    // tcp-syni needs a round back: the responder's progress reached the initiator through stdin.
+    assertMatch(a.stdout(), /^peer \S/m);
+    // What one side sent shows on the other as the peer's data.
+    for (const [sender, receiver] of [[a, responder], [responder, a]] as const) {
+      const sent = [...sender.stdout().matchAll(/^progress (\S.*)$/gm)].map((m) => m[1]);
+      const got = [...receiver.stdout().matchAll(/^peer (\S.*)$/gm)].map((m) => m[1]);
+      assertEquals(got, sender === a ? sent.slice(1) : sent);
+    }
+    // Not a terminal: no status line on stderr.
+    assertEquals([a.stderr(), responder.stderr()], ["", ""]);
+  } finally {
+    await b?.kill();
+    await a.kill();
+  }
+});
+
 const STATUS_TEXT_TEST =
   "punchctl status prints the daemon's status for people, and report --json the lab NAT's behaviour";
 Deno.test({
