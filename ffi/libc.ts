@@ -78,6 +78,8 @@ export const LIBC_SYMBOLS = {
   open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
   /** int flock(int fd, int operation); */
   flock: { parameters: ["i32", "i32"], result: "i32" },
+  /** int capget(cap_user_header_t hdrp, cap_user_data_t datap); */
+  capget: { parameters: ["buffer", "buffer"], result: "i32" },
   /** char *getenv(const char *name); */
   getenv: { parameters: ["buffer"], result: "pointer" },
   /** ssize_t readlink(const char *path, char *buf, size_t size); */

@@ -430,6 +430,22 @@ export function getEnv(name: string): string | undefined {
   return pointer === null ? undefined : Deno.UnsafePointerView.getCString(pointer).slice(0, 4096);
 }
 
+/**
+ * capget(2): this thread's effective capability set (64 bits, version 3 of
+ * the interface). Deno refuses /proc/self/status to all but --allow-all.
+ */
+export function effectiveCapabilitySet(): bigint {
+  const header = new Uint8Array(8);
+  const hv = new DataView(header.buffer);
+  hv.setUint32(0, 0x20080522, true); // _LINUX_CAPABILITY_VERSION_3
+  hv.setInt32(4, 0, true); // this thread
+  // Two struct __user_cap_data_struct { u32 effective, permitted, inheritable; }.
+  const data = new Uint8Array(24);
+  check("capget", libc().capget(header, data));
+  const dv = new DataView(data.buffer);
+  return (BigInt(dv.getUint32(12, true)) << 32n) | BigInt(dv.getUint32(0, true));
+}
+
 /** unlink(2); false when the path did not exist. */
 export function unlink(path: string): boolean {
   if (libc().unlink(cString(path)) === 0) return true;

@@ -10,6 +10,7 @@
 import type { TechniqueName } from "../control/codec.ts";
 import { TECHNIQUES } from "../control/codec.ts";
 import type { TechniqueEntry } from "../techniques/registry.ts";
+import { effectiveCapabilitySet } from "../../ffi/syscalls.ts";
 
 /** capabilities(7) numbers. */
 export const CAP_NET_ADMIN = 12;
@@ -22,17 +23,19 @@ export const CAP_NET_RAW = 13;
  */
 const FIREWALL_CAPS = [["CAP_NET_ADMIN", CAP_NET_ADMIN], ["CAP_NET_RAW", CAP_NET_RAW]] as const;
 
-/** The effective capability set (CapEff of /proc/self/status); all bits when it cannot be read. */
+/**
+ * The effective capability set: from `status` (a /proc/PID/status text) when given, else from
+ * capget(2). All bits (-1) when it cannot be told.
+ */
 export function effectiveCapabilities(status?: string): bigint {
-  let text = status;
-  if (text === undefined) {
+  if (status === undefined) {
     try {
-      text = Deno.readTextFileSync("/proc/self/status");
+      return effectiveCapabilitySet();
     } catch {
       return -1n;
     }
   }
-  const hex = text.match(/^CapEff:\s*([0-9a-f]+)$/m)?.[1];
+  const hex = status.match(/^CapEff:\s*([0-9a-f]+)$/m)?.[1];
   return hex === undefined ? -1n : BigInt(`0x${hex}`);
 }
 
