@@ -118,10 +118,14 @@ Commands:
              discovery against its --stun/--probe servers: takes seconds).
   initiate   start one attempt by hand, for debugging: prints each progress
              reply as "progress DATA" on stdout as it comes (hand the first to
-             the peer's "punchctl respond --extra DATA"); each stdin line
-             ("DATA" or "progress DATA" as the peer printed it) goes to punchd
-             as the peer's data; ends with "connected ..." or "failed: ...".
-             On a terminal, stderr shows one status line that updates.
+             the peer's "punchctl respond --extra DATA"), and each line of
+             the peer's data it passes on as "peer DATA"; ends with
+             "connected with TECHNIQUE in MS ms: local ..., remote ..." (and
+             closes the connection) or "failed: REASON". Stdin lines are the
+             peer's data: "DATA" typed by hand, or the peer's punchctl output
+             ("progress DATA", text or --json, is taken; its other lines are
+             skipped), so one side's stdout can feed the other's stdin. On a
+             terminal, stderr shows one status line that updates.
   respond    answer the peer's attempt by hand: like initiate, with the peer's
              first progress data as --extra.
   connect    punch a connection to PEER through a punchd rendezvous server and

@@ -170,6 +170,56 @@ Deno.test({
   }
 });
 
+const UDP_TEST =
+  "punchctl listen and connect with --technique udp carry datagrams both ways and exit 0 when stdin ends";
+Deno.test({
+  name: UDP_TEST,
+  ignore: skipUnless(isRoot(), UDP_TEST, "network namespaces and nftables need root"),
+}, async () => {
+  await using lab = await Lab.create({ natA: "preserving", natB: "preserving" });
+  await using services = await startServices(lab);
+  const common = ["--rendezvous", services.rendezvousAddress, "--technique", "udp"];
+  const bob = start(lab, lab.hostB.ns, [
+    ...PUNCHCTL,
+    "listen",
+    "--socket",
+    services.b.socketPath,
+    ...common,
+    "--id",
+    "bob",
+  ]);
+  let alice: Running | undefined;
+  try {
+    await waitFor(bob, /waiting for a peer/);
+    alice = start(lab, lab.hostA.ns, [
+      ...PUNCHCTL,
+      "connect",
+      "--socket",
+      services.a.socketPath,
+      ...common,
+      "--id",
+      "alice",
+      "bob",
+    ]);
+    await Promise.all([waitFor(alice, /connected to bob with udp/), waitFor(bob, /connected/)]);
+    // A datagram may be lost: send each side's once per 200 ms until the other printed it.
+    const a = alice;
+    for (let i = 0; i < 50 && !(a.stdout() !== "" && bob.stdout() !== ""); i++) {
+      if (bob.stdout() === "") await a.stdin.write(encoder.encode("datagram from alice"));
+      if (a.stdout() === "") await bob.stdin.write(encoder.encode("datagram from bob"));
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    await Promise.all([a.stdin.close(), bob.stdin.close()]);
+    const codes = await Promise.all([a.exit(30_000), bob.exit(30_000)]);
+    assertEquals(codes, [0, 0], `alice:\n${a.stderr()}\nbob:\n${bob.stderr()}`);
+    assertMatch(a.stdout(), /^(datagram from bob)+$/);
+    assertMatch(bob.stdout(), /^(datagram from alice)+$/);
+  } finally {
+    await alice?.kill();
+    await bob.kill();
+  }
+});
+
 /** Complete lines of `text` from character `from` on, and where the next unread line starts. */
 function newLines(text: string, from: number): [string[], number] {
   const end = text.lastIndexOf("\n") + 1;
