@@ -84,6 +84,23 @@ export class ThrowawayRoot {
     return root;
   }
 
+  /** The holder's pid: `/proc/PID/root` + {@linkcode root} reaches the throwaway root from outside. */
+  get pid(): number {
+    return this.#holder.pid;
+  }
+
+  /** Spawns `command` chrooted into the throwaway root (PATH only); the caller reaps it. */
+  spawn(command: string[], env: Record<string, string> = {}): Deno.ChildProcess {
+    return new Deno.Command("nsenter", {
+      args: ["-t", String(this.#holder.pid), "-m", "chroot", this.root, ...command],
+      clearEnv: true,
+      env: { PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", ...env },
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+  }
+
   /** Runs `command` chrooted into the throwaway root (PATH only in the environment). */
   run(command: string[], env: Record<string, string> = {}): Promise<Ran> {
     return run([
