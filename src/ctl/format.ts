@@ -26,14 +26,22 @@ export function formatDuration(totalSecs: number): string {
   return parts.join(" ");
 }
 
-/** Lays out rows as columns separated by two spaces; the first column left aligned, the others right. */
-export function formatTable(rows: readonly (readonly string[])[]): string[] {
+/**
+ * Lays out rows as columns separated by two spaces; the first column left aligned, the others
+ * right (numbers) or left (`align: "left"`, text).
+ */
+export function formatTable(
+  rows: readonly (readonly string[])[],
+  align: "right" | "left" = "right",
+): string[] {
   const widths: number[] = [];
   for (const row of rows) {
     row.forEach((cell, i) => widths[i] = Math.max(widths[i] ?? 0, cell.length));
   }
   return rows.map((row) =>
-    row.map((cell, i) => i === 0 ? cell.padEnd(widths[i] ?? 0) : cell.padStart(widths[i] ?? 0))
+    row.map((cell, i) =>
+      i === 0 || align === "left" ? cell.padEnd(widths[i] ?? 0) : cell.padStart(widths[i] ?? 0)
+    )
       .join("  ").trimEnd()
   );
 }
@@ -168,7 +176,7 @@ function familyLines(name: string, family: FamilyReport): string[] {
   ];
   return [
     name,
-    ...formatTable(rows).map((line) => `  ${line}`),
+    ...formatTable(rows, "left").map((line) => `  ${line}`),
     ...family.notes.map((note) => `  note: ${note}`),
   ];
 }

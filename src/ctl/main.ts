@@ -124,7 +124,11 @@ async function byHand(invocation: Extract<Invocation, { kind: "initiate" | "resp
     dstPorts: dst.ports,
   };
   let attempt: Attempt | undefined;
-  const timer = setTimeout(() => attempt?.cancel().catch(() => {}), common.timeoutMs);
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    attempt?.cancel().catch(() => {});
+  }, common.timeoutMs);
   try {
     attempt = invocation.kind === "respond"
       ? punchd.respond({ ...params, extra: invocation.extra ?? "" })
@@ -155,7 +159,12 @@ async function byHand(invocation: Extract<Invocation, { kind: "initiate" | "resp
       return EXIT.OK;
     } catch (error) {
       await progress.catch(() => {});
-      display.print({ event: "failed", reason: message(error) });
+      display.print({
+        event: "failed",
+        reason: timedOut
+          ? `no connection within ${common.timeoutMs / 1000} s (--timeout): cancelled`
+          : message(error),
+      });
       return EXIT.FAILURE;
     }
   } finally {
@@ -168,7 +177,14 @@ async function byHand(invocation: Extract<Invocation, { kind: "initiate" | "resp
 /** The local address the route to `to` leaves from. */
 async function routeSource(to: InetAddress): Promise<string> {
   using probe = Socket.create(to.family, "datagram");
-  await probe.connect(to);
+  try {
+    await probe.connect(to);
+  } catch (error) {
+    throw new Error(
+      `Cannot find the local address toward ${formatAddress(to)}: ${(error as Error).message}`,
+      { cause: error },
+    );
+  }
   const local = probe.localAddress();
   if (local.family === "unix") throw new Error("Cannot find the local address: not an IP socket");
   return local.address;
@@ -203,26 +219,37 @@ async function punch(
   };
   let punched: Punched;
   {
-    const setup = AbortSignal.timeout(common.timeoutMs);
-    const localIp = flags.localIp ?? await routeSource(flags.rendezvous);
-    const protocol = protocolOf(flags.technique);
-    const credential = flags.credentialFile === undefined
-      ? undefined
-      : (await Deno.readTextFile(flags.credentialFile)).trim();
-    await using session = await Session.open({
-      punchdSocket: common.socket,
-      rendezvous: flags.rendezvous,
-      id: flags.id,
-      ...(credential === undefined ? {} : { credential }),
-      localIp,
-      port: flags.port ?? freePort(localIp, protocol),
-      technique: flags.technique,
-      attemptTimeoutMs: common.timeoutMs,
-      onEvent: report,
-    }, setup);
-    punched = kind === "connect"
-      ? await session.connect(peer ?? "", setup)
-      : await session.accept();
+    // connect: --timeout bounds everything up to the connection; listen: up to waiting (and each
+    // attempt, from the peer's request, through attemptTimeoutMs).
+    const limit = new AbortController();
+    const timer = setTimeout(
+      () => limit.abort(new Error(`no connection within ${common.timeoutMs / 1000} s (--timeout)`)),
+      common.timeoutMs,
+    );
+    try {
+      const localIp = flags.localIp ?? await routeSource(flags.rendezvous);
+      const protocol = protocolOf(flags.technique);
+      const credential = flags.credentialFile === undefined
+        ? undefined
+        : (await Deno.readTextFile(flags.credentialFile)).trim();
+      await using session = await Session.open({
+        punchdSocket: common.socket,
+        rendezvous: flags.rendezvous,
+        id: flags.id,
+        ...(credential === undefined ? {} : { credential }),
+        localIp,
+        port: flags.port ?? freePort(localIp, protocol),
+        technique: flags.technique,
+        attemptTimeoutMs: common.timeoutMs,
+        onEvent: report,
+      }, limit.signal);
+      if (kind === "listen") clearTimeout(timer);
+      punched = kind === "connect"
+        ? await session.connect(peer ?? "", limit.signal)
+        : await session.accept();
+    } finally {
+      clearTimeout(timer);
+    }
   }
   // The rendezvous registration and the punchd connection are closed: only the socket remains.
   using socket = punched.socket;

@@ -342,16 +342,23 @@ export class Session {
         }
       }
     })().catch(() => {});
-    const limits = [signal, done.signal];
     const timeoutMs = this.#options.attemptTimeoutMs;
-    if (timeoutMs !== undefined) limits.push(AbortSignal.timeout(timeoutMs));
-    const stop = AbortSignal.any(limits.filter((s): s is AbortSignal => s !== undefined));
+    const timeout = timeoutMs === undefined ? undefined : AbortSignal.timeout(timeoutMs);
+    const limits = [signal, timeout].filter((s): s is AbortSignal => s !== undefined);
+    const stop = AbortSignal.any(limits);
     const cancel = () => {
       if (!done.signal.aborted) attempt.cancel().catch(() => {});
     };
     stop.addEventListener("abort", cancel, { once: true });
     try {
       return await attempt.socket;
+    } catch (error) {
+      if (!stop.aborted) throw error;
+      // punchd says "cancelled: by client"; say why this side cancelled.
+      const why = timeout?.aborted
+        ? `no connection within ${(timeoutMs ?? 0) / 1000} s`
+        : (signal?.reason as Error)?.message ?? "cancelled";
+      throw new Error(`Cannot connect to ${peer}: ${why}`, { cause: error });
     } finally {
       stop.removeEventListener("abort", cancel);
       done.abort();

@@ -49,11 +49,15 @@ Deno.test("formatDuration writes days, hours, minutes and seconds from the large
   assertEquals(formatDuration(90061.9), "1d 1h 1m 1s");
 });
 
-Deno.test("formatTable aligns the first column left and the others right", () => {
+Deno.test("formatTable aligns the first column left and the others right, or all left", () => {
   assertEquals(formatTable([["name", "n"], ["tcp-direct", "12"], ["a", "3"]]), [
     "name         n",
     "tcp-direct  12",
     "a            3",
+  ]);
+  assertEquals(formatTable([["name", "value"], ["public address", "1.2.3.4"]], "left"), [
+    "name            value",
+    "public address  1.2.3.4",
   ]);
 });
 
@@ -133,7 +137,7 @@ Deno.test("formatReport names the servers and the time taken", () => {
 Deno.test("formatReport spells out each family's behaviour", () => {
   const text = formatReport(REPORT);
   const ipv4 = text.slice(text.indexOf("IPv4\n"), text.indexOf("IPv6\n"));
-  assertMatch(ipv4, /^ {2}public address\s+172\.16\.1\.2$/m);
+  assertMatch(ipv4, /^ {2}public address {5}172\.16\.1\.2$/m);
   assertMatch(ipv4, /^ {2}UDP port mapping\s+preserving \(public port = local port\)$/m);
   assertMatch(
     ipv4,
