@@ -264,7 +264,11 @@ export async function packTree(tree: string, file: string): Promise<Payload> {
   return { sha256, size: bytes.length };
 }
 
-/** Writes `out/NAME` for each command: its header, then the payload; mode 0755. */
+/**
+ * Writes `out/NAME` for each command: its header, then the payload; mode
+ * 0755. An executable left from an earlier build of a command that is not
+ * built now is removed (it would carry other modules).
+ */
 export async function writeExecutables(
   tree: Tree,
   payloadFile: string,
@@ -273,6 +277,10 @@ export async function writeExecutables(
 ): Promise<string[]> {
   const version = await readVersion();
   await Deno.mkdir(out, { recursive: true });
+  const built = new Set(tree.commands.map((c) => c.name));
+  for (const command of commands([])) {
+    if (!built.has(command.name)) await Deno.remove(`${out}/${command.name}`).catch(() => {});
+  }
   const written: string[] = [];
   for (const command of tree.commands) {
     const path = `${out}/${command.name}`;
