@@ -1,7 +1,7 @@
 /**
  * A throwaway copy of this system for installing packages: an overlay
  * filesystem whose lower layer is `/` and whose upper layer is a temporary
- * directory, mounted (with /proc, /dev, /sys and fresh /run and /tmp) in a
+ * directory (or a tmpfs, where / is itself an overlay, as in a container), mounted (with /proc, /dev, /sys and fresh /run and /tmp) in a
  * private mount namespace that a holder process keeps alive; commands run
  * chrooted into it through nsenter. Whatever they change lands in the upper
  * layer; closing kills the holder, which takes the namespace and its mounts
@@ -43,10 +43,17 @@ export class ThrowawayRoot {
   static async create(): Promise<ThrowawayRoot> {
     const dir = await Deno.makeTempDir({ prefix: "punchd-chroot-" });
     const m = `${dir}/merged`;
-    for (const sub of ["upper", "work", "merged"]) await Deno.mkdir(`${dir}/${sub}`);
+    for (const sub of ["upper", "work", "merged", "layers"]) await Deno.mkdir(`${dir}/${sub}`);
     const script = [
       "set -e",
-      `mount -t overlay overlay -o lowerdir=/,upperdir=${dir}/upper,workdir=${dir}/work ${m}`,
+      // The upper layer on disk; where that cannot be (the disk is itself an overlay, as in a
+      // container), on a tmpfs of this namespace.
+      `overlay() { mount -t overlay overlay -o lowerdir=/,upperdir=$1/upper,workdir=$1/work ${m}; }`,
+      `if ! overlay ${dir} 2>/dev/null; then`,
+      `  mount -t tmpfs -o mode=0755 tmpfs ${dir}/layers`,
+      `  mkdir ${dir}/layers/upper ${dir}/layers/work`,
+      `  overlay ${dir}/layers`,
+      "fi",
       `mount -t proc proc ${m}/proc`,
       `mount --rbind /dev ${m}/dev`,
       `mount --rbind /sys ${m}/sys`,

@@ -101,9 +101,18 @@ Deno.test({
   assertEquals(conffiles, "/etc/punchd/punchd.toml\n");
 });
 
-/** The host's user and group databases, to prove installing elsewhere did not touch them. */
+/**
+ * The host's user and group databases and dpkg's record of punchd, to prove installing
+ * elsewhere did not touch them.
+ */
 function hostUsers(): string[] {
-  return ["/etc/passwd", "/etc/group", "/etc/shadow", "/etc/gshadow"].map((f) => {
+  return [
+    "/etc/passwd",
+    "/etc/group",
+    "/etc/shadow",
+    "/etc/gshadow",
+    "/var/lib/dpkg/info/punchd.list",
+  ].map((f) => {
     try {
       return Deno.readTextFileSync(f);
     } catch {
