@@ -9,14 +9,16 @@
  * First a tree: the Deno runtime (`--deno`, default the running one), the
  * modules the entry points and the technique workers import (nothing else:
  * no tests, no examples), a deno.json with the import map entries they use
- * ({@linkcode runConfig}) and a DENO_DIR holding the npm packages they use, checked by `deno cache --cached-only` with that DENO_DIR.
- * Then the payload, a reproducible gzip'd tar of the tree, and per command
+ * ({@linkcode runConfig}), a DENO_DIR holding the npm packages they use, and
+ * warm.sh, which transpiles them where the tree ends up (it also proves here
+ * that the tree needs nothing else). Then the payload, a reproducible gzip'd tar of the tree, and per command
  * `OUT/NAME`: a POSIX sh header (src/packaging/launcher.ts) followed by the
  * payload. An entry point that does not exist yet (punchctl) is skipped with
  * a warning. The Debian package (deb.ts) installs the same tree.
  *
- * Nothing is downloaded: `deno info` runs with a proxy that refuses every
- * connection, so a module missing from the builder's cache fails the build.
+ * Nothing is downloaded: `deno info` and warm.sh run with a proxy that
+ * refuses every connection, so a module missing from the builder's cache (or
+ * from the tree) fails the build.
  *
  * @module
  */
@@ -122,6 +124,7 @@ interface InfoNpmPackage {
   name: string;
   version: string;
   dependencies: string[];
+  registryUrl?: string;
   localPath?: string;
 }
 
@@ -176,8 +179,9 @@ async function copyDir(from: string, to: string): Promise<void> {
 
 /**
  * Builds the tree in `options.dir`: the runtime, the modules the commands
- * need, deno.json ({@linkcode runConfig}) and a DENO_DIR with their npm packages; every
- * file 0644 (the runtime 0755), every directory 0755.
+ * need, deno.json ({@linkcode runConfig}), a DENO_DIR with their npm
+ * packages, warm.sh and the list of modules it transpiles; every file 0644
+ * (the runtime and warm.sh 0755), every directory 0755.
  */
 export async function buildTree(options: TreeOptions): Promise<Tree> {
   const deno = await Deno.realPath(options.deno);
@@ -216,9 +220,7 @@ export async function buildTree(options: TreeOptions): Promise<Tree> {
   );
   for (const pkg of npm.values()) {
     if (pkg.localPath === undefined) throw new Error(`Cannot package npm:${pkg.name}: not cached`);
-    const host = new URL(
-      (pkg as { registryUrl?: string }).registryUrl ?? "https://registry.npmjs.org/",
-    ).host;
+    const host = new URL(pkg.registryUrl ?? "https://registry.npmjs.org/").host;
     const dir = `${options.dir}/${TREE.denoDir}/npm/${host}/${pkg.name}`;
     await Deno.mkdir(dir, { recursive: true });
     await copyDir(pkg.localPath, `${dir}/${pkg.version}`);
