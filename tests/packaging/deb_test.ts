@@ -24,13 +24,16 @@ const needsChroot = needsDpkg ||
     "need root, unshare, nsenter and overlayfs",
   );
 
-const manGenerator = (() => {
+/** True when `path` (relative to this file) is a file. */
+function exists(path: string): boolean {
   try {
-    return Deno.statSync(new URL("../../src/docs/man.ts", import.meta.url)).isFile;
+    return Deno.statSync(new URL(path, import.meta.url)).isFile;
   } catch {
     return false;
   }
-})();
+}
+
+const manGenerator = exists("../../src/docs/man.ts");
 
 async function must(command: string[]): Promise<string> {
   const ran = await run(command);
@@ -76,7 +79,9 @@ Deno.test({
     "/usr/lib/punchd/src/techniques/tcp_direct_worker.ts": "-rw-r--r--",
   };
   if (manGenerator) {
-    for (const page of ["man8/punchd.8", "man8/punchd-rendezvous.8", "man7/punchd.7"]) {
+    const pages = ["man8/punchd.8", "man8/punchd-rendezvous.8", "man7/punchd.7"];
+    if (exists("../../src/ctl/main.ts")) pages.push("man1/punchctl.1");
+    for (const page of pages) {
       expected[`/usr/share/man/${page}.gz`] = "-rw-r--r--";
     }
   } else note("NOTE: deb contents: no man pages checked (src/docs/man.ts does not exist yet)");
