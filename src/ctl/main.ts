@@ -34,7 +34,7 @@ import {
 import { formatReport, formatStatus } from "./format.ts";
 import { LiveDisplay, peerDataOf } from "./live.ts";
 import { describeEvent, protocolOf, type Punched, Session, type SessionEvent } from "./session.ts";
-import { joinDatagrams, joinStream } from "./stdio.ts";
+import { joinDatagrams, joinStream, stdoutWritable } from "./stdio.ts";
 
 const encoder = new TextEncoder();
 
@@ -258,7 +258,7 @@ async function punch(
     await joinDatagrams(socket, Deno.stdin.readable, Deno.stdout.writable);
     return EXIT.OK;
   }
-  const result = await joinStream(socket, Deno.stdin.readable, Deno.stdout.writable);
+  const result = await joinStream(socket, Deno.stdin.readable, stdoutWritable());
   if (result.peerGone) {
     warn("the peer closed the connection before all of stdin was sent");
     return EXIT.FAILURE;

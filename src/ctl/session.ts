@@ -329,7 +329,9 @@ export class Session {
     const outgoing = (async () => {
       for (let next = await progress.next(); !next.done; next = await progress.next()) {
         this.#event({ kind: "progress", data: next.value });
-        await this.#rendezvous.notify(peer, `peer|${attemptId}|${next.value}`);
+        // A peer that already has its connection may have left the server ("unknown peer"):
+        // it needs no more of ours, and the attempt's outcome comes from punchd, not from here.
+        await this.#rendezvous.notify(peer, `peer|${attemptId}|${next.value}`).catch(() => {});
       }
     })();
     const incoming = (async () => {

@@ -22,8 +22,78 @@
  */
 
 import type { Socket } from "../../ffi/socket.ts";
+import { AF_UNIX, SHUT_WR, SOCK_DGRAM } from "../../ffi/constants.ts";
 import { SyscallError } from "../../ffi/errno.ts";
+import {
+  close as closeFd,
+  isOpen,
+  readLink,
+  shutdown,
+  socket as openSocket,
+} from "../../ffi/syscalls.ts";
 import { PUNCH_MAGIC } from "../techniques/udp_punch.ts";
+
+const STDOUT_FD = 1;
+
+/** What /proc/self/fd/FD links to ("pipe:[123]", "socket:[45]", a path), or null. */
+function fdTarget(fd: number): string | null {
+  try {
+    return readLink(`/proc/self/fd/${fd}`);
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Ends stdout for its reader at once, as closing it in C would: closing `Deno.stdout` or its
+ * `writable` leaves the descriptor open until the process exits, so a reader such as ssh would
+ * not see the end of the peer's data, and would wait for it while punchctl waits for ssh to
+ * close stdin.
+ *
+ * A socket (Node's child process pipes are socket pairs) is shut down for writing. A pipe's
+ * reader sees the end only once every descriptor of its write end is closed: fd 1 and the
+ * duplicate Deno keeps of it; each is closed, and its number held by an unconnected socket so
+ * that no later fd becomes "stdout". When stdout shares its pipe or terminal with stderr or
+ * stdin, only fd 1 is closed (the reader sees the end when punchctl exits).
+ */
+export function endStdout(): void {
+  const target = fdTarget(STDOUT_FD);
+  if (target === null) return;
+  if (target.startsWith("socket:")) {
+    try {
+      shutdown(STDOUT_FD, SHUT_WR);
+    } catch {
+      // Not connected, or already shut down: nothing to end.
+    }
+    return;
+  }
+  const fds = [STDOUT_FD];
+  if (target !== fdTarget(0) && target !== fdTarget(2)) {
+    for (let fd = 3; fd < 4096; fd++) {
+      if (isOpen(fd) && fdTarget(fd) === target) fds.push(fd);
+    }
+  }
+  for (const fd of fds) {
+    closeFd(fd);
+    const placeholder = openSocket(AF_UNIX, SOCK_DGRAM);
+    if (placeholder !== fd) closeFd(placeholder);
+  }
+}
+
+/**
+ * Stdout as a WritableStream whose close ends it for the reader ({@linkcode endStdout}),
+ * unlike `Deno.stdout.writable`.
+ */
+export function stdoutWritable(): WritableStream<Uint8Array> {
+  return new WritableStream<Uint8Array>({
+    write: async (chunk) => {
+      for (let offset = 0; offset < chunk.byteLength;) {
+        offset += await Deno.stdout.write(chunk.subarray(offset));
+      }
+    },
+    close: () => endStdout(),
+  });
+}
 
 /** How a stream join ended. */
 export interface JoinResult {

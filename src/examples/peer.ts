@@ -32,7 +32,7 @@ import type { Socket } from "../../ffi/socket.ts";
 import { parseChoice, type TechniqueChoice } from "../control/codec.ts";
 import { parseHostPort } from "../discovery/endpoint.ts";
 import { describeEvent, Session, type SessionEvent } from "../ctl/session.ts";
-import { isPunchDatagram, joinStream } from "../ctl/stdio.ts";
+import { isPunchDatagram, joinStream, stdoutWritable } from "../ctl/stdio.ts";
 
 const encoder = new TextEncoder();
 
@@ -153,7 +153,7 @@ async function exchange(socket: Socket, message: string | undefined): Promise<vo
     Deno.stdout.writeSync(encoder.encode(received + "\n"));
     return;
   }
-  await joinStream(socket, Deno.stdin.readable, Deno.stdout.writable);
+  await joinStream(socket, Deno.stdin.readable, stdoutWritable());
 }
 
 /** Runs the peer; returns the exit code. */

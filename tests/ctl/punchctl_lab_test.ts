@@ -344,6 +344,84 @@ Deno.test({
   }
 });
 
+const SSH_TEST =
+  "ssh reaches its peer through punchctl connect as ProxyCommand (%h is the peer ID)";
+const hasSsh = (() => {
+  try {
+    return new Deno.Command("ssh", { args: ["-V"], stdout: "null", stderr: "null" }).outputSync()
+      .success;
+  } catch {
+    return false;
+  }
+})();
+Deno.test({
+  name: SSH_TEST,
+  ignore: skipUnless(
+    isRoot() && hasSsh,
+    SSH_TEST,
+    isRoot() ? "ssh is not installed" : "network namespaces and nftables need root",
+  ),
+}, async () => {
+  await using lab = await Lab.create({ natA: "preserving", natB: "preserving" });
+  await using services = await startServices(lab);
+  // bob stands in for sshd: it sends an SSH identification line and reads the client's.
+  const bob = start(lab, lab.hostB.ns, [
+    ...PUNCHCTL,
+    "listen",
+    "--socket",
+    services.b.socketPath,
+    "--rendezvous",
+    services.rendezvousAddress,
+    "--id",
+    "bob",
+  ]);
+  let ssh: Running | undefined;
+  try {
+    await bob.stdin.write(encoder.encode("SSH-2.0-punchd_lab_test\r\n"));
+    await waitFor(bob, /waiting for a peer/);
+    const proxy = [
+      ...PUNCHCTL,
+      "connect",
+      "--socket",
+      services.a.socketPath,
+      "--rendezvous",
+      services.rendezvousAddress,
+      "--id",
+      "alice",
+      "%h",
+    ].join(" ");
+    ssh = start(lab, lab.hostA.ns, [
+      "ssh",
+      "-F",
+      "/dev/null",
+      "-v",
+      "-o",
+      "BatchMode=yes",
+      "-o",
+      "StrictHostKeyChecking=no",
+      "-o",
+      "UserKnownHostsFile=/dev/null",
+      "-o",
+      `ProxyCommand=${proxy}`,
+      "bob",
+      "true",
+    ]);
+    await ssh.stdin.close();
+    for (let i = 0; i < 600 && !/^SSH-2\.0-/.test(bob.stdout()); i++) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    // Each side got the other's identification through the punched connection.
+    assertMatch(bob.stdout(), /^SSH-2\.0-OpenSSH/, `ssh:\n${ssh.stderr()}\nbob:\n${bob.stderr()}`);
+    await bob.stdin.close();
+    await ssh.exit(30_000);
+    assertMatch(ssh.stderr(), /remote software version punchd_lab_test/);
+    assertMatch(ssh.stderr(), /punchctl: connected to bob with tcp-nutss/);
+  } finally {
+    await ssh?.kill();
+    await bob.kill();
+  }
+});
+
 const NODE_TEST =
   "the Node example talks to a punchctl listen peer through punchctl connect as a child process";
 const hasNode = (() => {

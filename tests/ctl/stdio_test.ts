@@ -176,3 +176,28 @@ Deno.test("joinDatagrams sends each input chunk as a datagram and writes receive
   assertEquals(await joined, { sent: 6, received: 5, peerGone: false });
   assertEquals(o.text(), "three");
 });
+
+Deno.test("closing stdoutWritable ends the reader's stream at once, not when the process exits", async () => {
+  const stdio = new URL("../../src/ctl/stdio.ts", import.meta.url).href;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "eval",
+      `import { stdoutWritable } from "${stdio}";
+       const writer = stdoutWritable().getWriter();
+       await writer.write(new TextEncoder().encode("last words"));
+       await writer.close();
+       await new Promise((r) => setTimeout(r, 3000));`,
+    ],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const started = Date.now();
+  const text = await new Response(child.stdout).text();
+  const ended = Date.now() - started;
+  const status = await child.status;
+  const exited = Date.now() - started;
+  assertEquals([text, status.code], ["last words", 0]);
+  assert(exited >= 3000, `exited after ${exited} ms`);
+  assert(ended < exited - 1500, `stdout ended after ${ended} ms, the process after ${exited} ms`);
+});
