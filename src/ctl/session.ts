@@ -227,16 +227,27 @@ export class Session {
       dstIp: target.ip,
       dstPorts: target.ports,
     });
+    // Awaited in #relay; until then (or when notifying the peer fails) a rejection is not unhandled.
+    attempt.socket.catch(() => {});
     const progress = attempt.progress[Symbol.asyncIterator]();
     const first = await progress.next();
     if (!first.done) {
       this.#event({ kind: "progress", data: first.value });
-      await this.#rendezvous.notify(
-        peer,
-        `punch|${attemptId}|${o.technique}|${this.endpoint.ip}|${
-          this.endpoint.ports.join(",")
-        }|${first.value}`,
-      );
+      try {
+        await bounded(
+          this.#rendezvous.notify(
+            peer,
+            `punch|${attemptId}|${o.technique}|${this.endpoint.ip}|${
+              this.endpoint.ports.join(",")
+            }|${first.value}`,
+          ),
+          signal,
+        );
+      } catch (error) {
+        // The peer never hears of the attempt: stop it rather than let it run out its time.
+        await attempt.cancel().catch(() => {});
+        throw error;
+      }
     }
     const socket = await this.#relay(attempt, progress, peer, attemptId, signal);
     return this.#punched(socket, attempt, peer, o.technique, started);

@@ -14,10 +14,10 @@ import { RendezvousClient } from "../../src/rendezvous/client.ts";
 import { HELP } from "../../src/ctl/command_line.ts";
 import { VERSION } from "../../src/daemon/config.ts";
 import { freePort, startDaemon } from "../helpers/daemon.ts";
+import { rendezvousServer } from "./servers.ts";
 import { isRoot, skipUnless } from "../helpers/skip.ts";
 
 const CTL_MAIN = new URL("../../src/ctl/main.ts", import.meta.url).pathname;
-const RENDEZVOUS_MAIN = new URL("../../src/rendezvous/main.ts", import.meta.url).pathname;
 
 async function punchctl(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   const output = await new Deno.Command(Deno.execPath(), {
@@ -86,44 +86,6 @@ Deno.test("connect exits 1 when the rendezvous server cannot be reached", async 
     `punchctl: failed: Cannot connect to the rendezvous server 127.0.0.1:${port}: Cannot connect: ECONNREFUSED (111)\n`,
   );
 });
-
-/** A rendezvous server on a free loopback port, listening; `stop` ends it. */
-async function rendezvousServer(): Promise<{ address: string; stop(): Promise<void> }> {
-  const port = freePort();
-  const server = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-ffi", "--allow-read", RENDEZVOUS_MAIN, "--listen", `127.0.0.1:${port}`],
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  const logs = server.stderr.pipeThrough(new TextDecoderStream());
-  const reader = logs.getReader();
-  let log = "";
-  const deadline = Date.now() + 15_000;
-  while (!log.includes("rendezvous server listening") && Date.now() < deadline) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    log += value;
-  }
-  // Keep draining, so the server never blocks on a full pipe.
-  const drained = (async () => {
-    for (;;) if ((await reader.read()).done) return;
-  })();
-  const stop = async () => {
-    try {
-      server.kill("SIGTERM");
-    } catch {
-      // Already exited.
-    }
-    await server.status;
-    await drained;
-  };
-  if (!log.includes("rendezvous server listening")) {
-    await stop();
-    throw new Error(`the rendezvous server did not start:\n${log}`);
-  }
-  return { address: `127.0.0.1:${port}`, stop };
-}
 
 const UNKNOWN_PEER =
   "connect to a peer the rendezvous server does not know exits 1 and names the refusal";
