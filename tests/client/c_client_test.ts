@@ -101,11 +101,11 @@ interface Example {
   finish(): Promise<{ code: number; stdout: string[]; stderr: string }>;
 }
 
-async function runExample(args: string[]): Promise<Example> {
+async function runExample(args: string[], stdin: "null" | "piped" = "null"): Promise<Example> {
   const child = new Deno.Command(await example(), {
     args,
     env: SANITIZER_ENV,
-    stdin: "null",
+    stdin,
     stdout: "piped",
     stderr: "piped",
   }).spawn();
@@ -251,6 +251,27 @@ Deno.test({ name: DAEMON_ERRORS, ignore: needsDaemon(DAEMON_ERRORS) }, async () 
       stdout: [`endpoint 127.0.0.1 ${port} local`],
       stderr: "",
     });
+  });
+});
+
+const INFO = "the C client's status and report requests bring punchd's JSON, unparsed";
+Deno.test({ name: INFO, ignore: needsDaemon(INFO) }, async () => {
+  await withDaemon("cc3", async (daemon) => {
+    const common = ["--socket", daemon.socketPath, "--timeout", "20000"];
+    const status = await (await runExample([...common, "status", "q1"])).finish();
+    assertEquals([status.code, status.stderr, status.stdout.length], [0, "", 1]);
+    assertMatch(status.stdout[0] ?? "", /^status \{.*\}$/);
+    const value = JSON.parse((status.stdout[0] ?? "").slice("status ".length));
+    // The one client connected is this example.
+    assertEquals([value.pid, value.clients, value.attempts], [daemon.pid, 1, 0]);
+    assertEquals(value.techniques["tcp-direct"].attempts, 0);
+    const report = await (await runExample([...common, "report", "q2"])).finish();
+    assertEquals([report.code, report.stderr, report.stdout.length], [0, "", 1]);
+    assertMatch(report.stdout[0] ?? "", /^report \{.*\}$/);
+    // No discovery server given: nothing asked, and the notes say so.
+    const nat = JSON.parse((report.stdout[0] ?? "").slice("report ".length));
+    assertEquals(nat.servers, []);
+    assertMatch(nat.ipv4.notes.join(" "), /no IPv4 discovery server/);
   });
 });
 
@@ -635,6 +656,27 @@ Deno.test({ name: FDS, ignore: skipUnless(HAVE_CC, FDS, `no C compiler (${CC})`)
   } finally {
     for (const s of [mine, theirs, extraMine, extraTheirs]) s.close();
   }
+});
+
+const PEER = "lines on the example's stdin reach punchd as peer requests of the attempt";
+Deno.test({ name: PEER, ignore: skipUnless(HAVE_CC, PEER, `no C compiler (${CC})`) }, async () => {
+  await withFake(async (conn) => {
+    await conn.write(lines("progress|i1|offer"));
+    const peer = await readRequest(conn, AbortSignal.timeout(10000));
+    await conn.write(lines(`error|i1|saw ${peer.replaceAll("|", " ")}`));
+  }, async (path, request) => {
+    const client = await runExample(fakeArgs(path), "piped");
+    assertEquals(await client.line(), "progress offer");
+    const writer = client.child.stdin.getWriter();
+    await writer.write(encoder.encode("answer:1\n"));
+    await writer.close();
+    assertEquals(await client.finish(), {
+      code: 1,
+      stdout: [],
+      stderr: "error saw peer i1 answer:1\n",
+    });
+    assertEquals(await request, INITIATE_LINE);
+  });
 });
 
 const UID = "the C client refuses a listener of another uid than --daemon-uid and sends nothing";
