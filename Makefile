@@ -91,22 +91,24 @@ compile: $(DENO_DEP)
 	"$(DENO)" compile $(RUN_FLAGS) --include src/techniques --output dist/punchd src/daemon/main.ts
 
 # The C client library (src/client/c, libc only): build/c/libpunchd.a, its header beside the
-# source, and the example program build/c/punchd_example. CC, CFLAGS and AR as usual.
+# source, and the example program build/c/punchd_example. CC, CFLAGS, AR and the output
+# directory C_BUILD as usual.
 C_CLIENT_FLAGS := -std=c99 -Wall -Wextra
 CFLAGS ?= -O2
+C_BUILD ?= build/c
 .PHONY: c-client
-c-client: build/c/libpunchd.a build/c/punchd_example
+c-client: $(C_BUILD)/libpunchd.a $(C_BUILD)/punchd_example
 
-build/c/punchd.o: src/client/c/punchd.c src/client/c/punchd.h
-	@mkdir -p build/c
+$(C_BUILD)/punchd.o: src/client/c/punchd.c src/client/c/punchd.h
+	@mkdir -p $(C_BUILD)
 	$(CC) $(C_CLIENT_FLAGS) $(CFLAGS) -c -o $@ src/client/c/punchd.c
 
-build/c/libpunchd.a: build/c/punchd.o
+$(C_BUILD)/libpunchd.a: $(C_BUILD)/punchd.o
 	rm -f $@
-	$(AR) rcs $@ build/c/punchd.o
+	$(AR) rcs $@ $(C_BUILD)/punchd.o
 
-build/c/punchd_example: src/client/c/punchd_example.c src/client/c/punchd.h build/c/libpunchd.a
-	$(CC) $(C_CLIENT_FLAGS) $(CFLAGS) -Isrc/client/c -o $@ src/client/c/punchd_example.c build/c/libpunchd.a
+$(C_BUILD)/punchd_example: src/client/c/punchd_example.c src/client/c/punchd.h $(C_BUILD)/libpunchd.a
+	$(CC) $(C_CLIENT_FLAGS) $(CFLAGS) -Isrc/client/c -o $@ src/client/c/punchd_example.c $(C_BUILD)/libpunchd.a
 
 clean:
 	rm -rf dist
