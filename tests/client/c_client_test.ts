@@ -156,6 +156,80 @@ function socketsOf(pid: number): boolean[] {
   return out;
 }
 
+function hasMake(): boolean {
+  try {
+    return new Deno.Command("make", { args: ["--version"], stdout: "null", stderr: "null" })
+      .outputSync().success;
+  } catch {
+    return false;
+  }
+}
+
+const MAKE = "make c-client builds libpunchd.a and the example, and a program links with -lpunchd";
+Deno.test({
+  name: MAKE,
+  ignore: skipUnless(HAVE_CC, MAKE, `no C compiler (${CC})`) ||
+    skipUnless(hasMake(), MAKE, "no make"),
+}, async () => {
+  const dir = await Deno.makeTempDir({ prefix: "punchd-c-make-" });
+  try {
+    const root = new URL("../../", import.meta.url).pathname;
+    await run([
+      "make",
+      "-s",
+      "-C",
+      root,
+      "c-client",
+      `C_BUILD=${dir}`,
+      `CC=${CC}`,
+      "CFLAGS=-O2 -Werror",
+    ]);
+    const usage = await new Deno.Command(`${dir}/punchd_example`, { stderr: "piped" }).output();
+    assertEquals(usage.code, 2);
+    assertMatch(decoder.decode(usage.stderr), /^usage: punchd_example /);
+    // An application of its own: the header from the source tree, the library from the build.
+    await Deno.writeTextFile(
+      `${dir}/app.c`,
+      `#include <stdio.h>
+#include "punchd.h"
+int main(int argc, char **argv) {
+  char err[256];
+  punchd *p = punchd_open(argv[argc - 1], 0, err, sizeof err);
+  if (p == NULL) { printf("%s\\n", err); return 1; }
+  punchd_close(p);
+  return 0;
+}
+`,
+    );
+    await run([
+      CC,
+      "-std=c99",
+      "-Wall",
+      "-Werror",
+      "-I",
+      SOURCES,
+      "-o",
+      `${dir}/app`,
+      `${dir}/app.c`,
+      "-L",
+      dir,
+      "-lpunchd",
+    ]);
+    const app = await new Deno.Command(`${dir}/app`, {
+      args: [`${dir}/nothing.socket`],
+      stdout: "piped",
+    })
+      .output();
+    assertEquals(app.code, 1);
+    assertEquals(
+      decoder.decode(app.stdout),
+      `Cannot connect to punchd at ${dir}/nothing.socket: No such file or directory\n`,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 // ---- A real punchd ------------------------------------------------------------------------
 
 const ROOT = isRoot();
