@@ -302,7 +302,9 @@ static int read_some(punchd *p) {
   truncated = (msg.msg_flags & MSG_CTRUNC) != 0;
   for (c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
     size_t count, i;
-    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS || c->cmsg_len < CMSG_LEN(0)) {
+      continue;
+    }
     count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
     for (i = 0; i < count; i++) {
       int fd;

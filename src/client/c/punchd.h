@@ -26,8 +26,12 @@
  *   punchd_close(p);
  *
  * One handle is for one thread at a time. Functions that can fail return 0 or -1 with errno
- * set and a one-line message in punchd_error(). Nothing is logged and no signal is raised
- * (sends use MSG_NOSIGNAL).
+ * set and a one-line message in punchd_error(). A request refused before it is sent (EINVAL,
+ * EMSGSIZE) and a wait that timed out (ETIMEDOUT) leave the connection usable; any other
+ * failure makes it unusable. Nothing is logged and no signal is raised (sends use
+ * MSG_NOSIGNAL); calls interrupted by a signal (EINTR) are resumed.
+ *
+ * Build: `make c-client` (build/c/libpunchd.a), then `cc -I src/client/c app.c -L build/c -lpunchd`.
  */
 #ifndef PUNCHD_H
 #define PUNCHD_H
