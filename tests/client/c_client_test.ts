@@ -56,10 +56,16 @@ async function sanitizersWork(dir: string, flags: string[]): Promise<boolean> {
   }
 }
 
-let built: Promise<string> | undefined;
+/** Where the library and example were built, and the compiler flags they were built with. */
+interface Build {
+  dir: string;
+  flags: string[];
+}
 
-/** The example program, compiled once for this file into a temporary directory. */
-function example(): Promise<string> {
+let built: Promise<Build> | undefined;
+
+/** The library and example program, compiled once for this file into a temporary directory. */
+function build(): Promise<Build> {
   built ??= (async () => {
     const dir = await Deno.makeTempDir({ prefix: "punchd-c-client-" });
     globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
@@ -87,9 +93,14 @@ function example(): Promise<string> {
       `${SOURCES}punchd_example.c`,
       `${dir}/punchd.o`,
     ]);
-    return `${dir}/punchd_example`;
+    return { dir, flags };
   })();
   return built;
+}
+
+/** The example program's path. */
+async function example(): Promise<string> {
+  return `${(await build()).dir}/punchd_example`;
 }
 
 /** A running example program. */
@@ -462,6 +473,9 @@ async function withFake(
       if (request !== "") await serve(conn);
       return request;
     })();
+    // Handled here so that a client going away mid-answer does not crash the runner; rows
+    // that await `request` still see the failure.
+    served.catch(() => {});
     await body(path, served);
   } finally {
     controller.abort();
@@ -752,6 +766,79 @@ Deno.test({ name: PEER, ignore: skipUnless(HAVE_CC, PEER, `no C compiler (${CC})
     assertEquals(await request, INITIATE_LINE);
   });
 });
+
+/** An application that takes SIGALRM every millisecond without SA_RESTART while it waits. */
+const EINTR_APP = `#define _POSIX_C_SOURCE 200809L
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include "punchd.h"
+static volatile sig_atomic_t ticks;
+static void tick(int sig) { (void)sig; ticks++; }
+int main(int argc, char **argv) {
+  static punchd_reply reply;
+  struct sigaction sa;
+  struct itimerval timer;
+  char err[256];
+  int ok;
+  punchd *p = punchd_open(argv[1], (uid_t)atol(argv[2]), err, sizeof err);
+  if (argc != 3 || p == NULL) { printf("open failed: %s\\n", err); return 1; }
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = tick; /* no SA_RESTART: blocking calls fail with EINTR */
+  sigaction(SIGALRM, &sa, NULL);
+  memset(&timer, 0, sizeof timer);
+  timer.it_interval.tv_usec = 1000;
+  timer.it_value.tv_usec = 1000;
+  setitimer(ITIMER_REAL, &timer, NULL);
+  ok = punchd_status(p, "s1") == 0 && punchd_recv(p, &reply, 10000) == 0;
+  memset(&timer, 0, sizeof timer);
+  setitimer(ITIMER_REAL, &timer, NULL);
+  if (!ok) { printf("failed: %s\\n", punchd_error(p)); punchd_close(p); return 1; }
+  printf("%s %s %zu\\n", reply.kind == PUNCHD_STATUS ? "status" : "other", reply.id,
+         strlen(reply.fields[0]));
+  printf("%s\\n", ticks > 10 ? "interrupted" : "not interrupted");
+  punchd_close(p);
+  return 0;
+}
+`;
+
+const EINTR = "the C client resumes waits and reads that a signal interrupts (EINTR)";
+Deno.test(
+  { name: EINTR, ignore: skipUnless(HAVE_CC, EINTR, `no C compiler (${CC})`) },
+  async () => {
+    const { dir, flags } = await build();
+    await Deno.writeTextFile(`${dir}/eintr.c`, EINTR_APP);
+    await run([
+      CC,
+      ...flags,
+      "-I",
+      SOURCES,
+      "-o",
+      `${dir}/eintr`,
+      `${dir}/eintr.c`,
+      `${dir}/punchd.o`,
+    ]);
+    await withFake(
+      // A 16 KiB reply in 60 pieces over about 150 ms: many signals arrive while the client waits.
+      (conn) => dribble(conn, lines(`status|s1|${json(16384)}`), 280),
+      async (path) => {
+        const out = await new Deno.Command(`${dir}/eintr`, {
+          args: [path, `${Deno.uid()}`],
+          env: SANITIZER_ENV,
+          stdout: "piped",
+          stderr: "piped",
+        }).output();
+        assertEquals(
+          [out.code, decoder.decode(out.stdout)],
+          [0, "status s1 16384\ninterrupted\n"],
+          decoder.decode(out.stderr),
+        );
+      },
+    );
+  },
+);
 
 const UID = "the C client refuses a listener of another uid than --daemon-uid and sends nothing";
 Deno.test({ name: UID, ignore: skipUnless(HAVE_CC, UID, `no C compiler (${CC})`) }, async () => {
