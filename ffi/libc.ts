@@ -105,19 +105,54 @@ export const LIBC_SYMBOLS = {
 /** The opened library's symbols. */
 export type LibcSymbols = Deno.DynamicLibrary<typeof LIBC_SYMBOLS>["symbols"];
 
-let opened: Deno.DynamicLibrary<typeof LIBC_SYMBOLS> | undefined;
+let opened: LibcSymbols | undefined;
+/** errno as the last synchronous symbol left it, captured as that call returned. */
+let lastErrno = 0;
 
-/** libc, opened on first use in this thread. */
-export function libc(): LibcSymbols {
-  opened ??= Deno.dlopen("libc.so.6", LIBC_SYMBOLS);
-  return opened.symbols;
+/**
+ * The thread's errno variable itself: an Int32Array over the memory that
+ * `__errno_location()` names (one per thread, fixed for its life).
+ */
+function errnoCell(raw: LibcSymbols): Int32Array {
+  const location = raw.__errno_location();
+  if (location === null) throw new Error("Cannot locate errno");
+  return new Int32Array(Deno.UnsafePointerView.getArrayBuffer(location, 4));
 }
 
-/** The calling thread's errno. Call it right after the failing symbol. */
+/**
+ * libc, opened on first use in this thread. Every synchronous symbol is
+ * wrapped so that errno is read the moment the C function returns, in the
+ * same JavaScript step, before anything else can run on this thread: the
+ * Deno runtime makes system calls of its own on the JS thread (a stat of a
+ * missing file leaves ENOENT), and V8 services interrupts at every function
+ * entry, so errno read by a later call may be someone else's.
+ */
+export function libc(): LibcSymbols {
+  if (opened !== undefined) return opened;
+  const raw = Deno.dlopen("libc.so.6", LIBC_SYMBOLS).symbols;
+  const cell = errnoCell(raw);
+  const wrapped: Record<string, unknown> = {};
+  for (const [name, fn] of Object.entries(raw)) {
+    const definition: Deno.ForeignFunction = LIBC_SYMBOLS[name as keyof typeof LIBC_SYMBOLS];
+    if (definition.nonblocking === true || typeof fn !== "function") {
+      // Runs on another thread: its errno is not this thread's to read.
+      wrapped[name] = fn;
+      continue;
+    }
+    const call = fn as (...args: unknown[]) => unknown;
+    wrapped[name] = (...args: unknown[]) => {
+      const result = call(...args);
+      lastErrno = cell[0] ?? 0;
+      return result;
+    };
+  }
+  opened = wrapped as LibcSymbols;
+  return opened;
+}
+
+/** errno as the last synchronous libc call on this thread left it (read as it returned). */
 export function errno(): number {
-  const location = libc().__errno_location();
-  if (location === null) return 0;
-  return new Deno.UnsafePointerView(location).getInt32();
+  return lastErrno;
 }
 
 /**
