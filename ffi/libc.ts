@@ -98,6 +98,8 @@ export const LIBC_SYMBOLS = {
   getifaddrs: { parameters: ["buffer"], result: "i32" },
   /** void freeifaddrs(struct ifaddrs *ifa); */
   freeifaddrs: { parameters: ["pointer"], result: "void" },
+  /** struct passwd *getpwnam(const char *name); */
+  getpwnam: { parameters: ["buffer"], result: "pointer" },
   /** struct group *getgrnam(const char *name); */
   getgrnam: { parameters: ["buffer"], result: "pointer" },
 } as const satisfies Deno.ForeignLibraryInterface;
@@ -163,6 +165,14 @@ export function groupId(name: string): number | undefined {
   const pointer = libc().getgrnam(cString(name));
   if (pointer === null) return undefined;
   // struct group { char *gr_name; char *gr_passwd; gid_t gr_gid; char **gr_mem; }
+  return new Deno.UnsafePointerView(pointer).getUint32(16);
+}
+
+/** The uid of user `name`, or undefined when there is none. */
+export function userId(name: string): number | undefined {
+  const pointer = libc().getpwnam(cString(name));
+  if (pointer === null) return undefined;
+  // struct passwd { char *pw_name; char *pw_passwd; uid_t pw_uid; gid_t pw_gid; ... }
   return new Deno.UnsafePointerView(pointer).getUint32(16);
 }
 

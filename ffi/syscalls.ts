@@ -26,7 +26,7 @@ import {
   SOL_SOCKET,
 } from "./constants.ts";
 import { EAGAIN, EINPROGRESS, EINTR, SyscallError } from "./errno.ts";
-import { cString, errno, groupId, libc } from "./libc.ts";
+import { cString, errno, groupId, libc, userId } from "./libc.ts";
 import {
   type BpfInstruction,
   cmsg,
@@ -485,6 +485,11 @@ export function umask(mask: number): number {
 /** The gid of a group name, or undefined when there is no such group. */
 export function lookupGroup(name: string): number | undefined {
   return groupId(name);
+}
+
+/** The uid of a user by name (getpwnam(3)); undefined when there is none. */
+export function lookupUser(name: string): number | undefined {
+  return userId(name);
 }
 
 /** The fds open in process `pid` (default: this one), from /proc/PID/fd. */

@@ -18,7 +18,7 @@
  */
 
 import { Socket } from "../../ffi/socket.ts";
-import { peerCredentials, setNonBlocking } from "../../ffi/syscalls.ts";
+import { lookupUser, peerCredentials, setNonBlocking } from "../../ffi/syscalls.ts";
 import {
   decodeReply,
   encodeRequest,
@@ -125,9 +125,21 @@ class ProgressQueue implements AsyncIterable<string> {
 
 /** Options of {@linkcode PunchdClient.connect}. */
 export interface ConnectOptions {
-  /** The uid punchd must run as (default 0). */
+  /**
+   * The uid punchd must run as. Default: root (0), or the `punchd` system user that the Debian
+   * package's service runs as (only root can create that account).
+   */
   daemonUid?: number;
 }
+
+/** The uids a daemon may run as when the application names none: root and the service user. */
+export function defaultDaemonUids(): number[] {
+  const service = lookupUser(SERVICE_USER);
+  return service === undefined || service === 0 ? [0] : [0, service];
+}
+
+/** The system user the packaged service runs as. */
+export const SERVICE_USER = "punchd";
 
 interface Pending {
   progress: ProgressQueue;
@@ -165,20 +177,23 @@ export class PunchdClient {
 
   /**
    * Connects to punchd at `path` and checks by SO_PEERCRED that the process
-   * listening there runs as `daemonUid` (default 0: punchd runs as root), so
-   * that an impostor on the path gets no request (and no data) of ours.
+   * listening there runs as `daemonUid` (default: root, or the packaged service's `punchd`
+   * user), so that an impostor on the path gets no request (and no data) of ours.
    */
   static async connect(
     path: string = DEFAULT_SOCKET_PATH,
-    { daemonUid = 0 }: ConnectOptions = {},
+    { daemonUid }: ConnectOptions = {},
   ): Promise<PunchdClient> {
     const socket = Socket.create("unix", "stream");
     try {
       await socket.connect({ family: "unix", path });
       const { uid, pid } = peerCredentials(socket.fd);
-      if (uid !== daemonUid) {
+      const allowed = daemonUid === undefined ? defaultDaemonUids() : [daemonUid];
+      if (!allowed.includes(uid)) {
         throw new Error(
-          `the process listening there (pid ${pid}) runs as uid ${uid}, not ${daemonUid}: not punchd`,
+          `the process listening there (pid ${pid}) runs as uid ${uid}, not ${
+            allowed.join(" or ")
+          }: not punchd`,
         );
       }
     } catch (error) {

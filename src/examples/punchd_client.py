@@ -20,6 +20,7 @@ of stream is read and printed as "received TEXT". Errors go to stderr as
 
 import argparse
 import array
+import pwd
 import socket
 import struct
 import sys
@@ -32,20 +33,31 @@ class PunchdError(Exception):
     """punchd answered error|ID|REASON."""
 
 
+def default_daemon_uids():
+    """Root, and the `punchd` system user the packaged service runs as, when it exists."""
+    try:
+        service = pwd.getpwnam("punchd").pw_uid
+    except KeyError:
+        return [0]
+    return [0] if service == 0 else [0, service]
+
+
 class PunchdClient:
     """One connection to punchd's control socket."""
 
-    def __init__(self, path=DEFAULT_SOCKET, daemon_uid=0):
-        """Connects, and checks by SO_PEERCRED that the listener runs as daemon_uid (root)."""
+    def __init__(self, path=DEFAULT_SOCKET, daemon_uid=None):
+        """Connects, and checks by SO_PEERCRED that the listener runs as daemon_uid (default:
+        root, or the packaged service's `punchd` user, which only root can create)."""
+        allowed = [daemon_uid] if daemon_uid is not None else default_daemon_uids()
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self.sock.connect(path)
             cred = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
             pid, uid, _gid = struct.unpack("3i", cred)
-            if uid != daemon_uid:
+            if uid not in allowed:
                 raise PunchdError(
                     f"the process listening at {path} (pid {pid}) runs as uid {uid}, "
-                    f"not {daemon_uid}: not punchd"
+                    f"not {' or '.join(str(a) for a in allowed)}: not punchd"
                 )
         except BaseException:
             self.sock.close()
@@ -108,7 +120,10 @@ class PunchdClient:
 def main(argv):
     parser = argparse.ArgumentParser(description="punchd example client")
     parser.add_argument("--socket", default=DEFAULT_SOCKET)
-    parser.add_argument("--daemon-uid", type=int, default=0, help="uid punchd must run as (default 0)")
+    parser.add_argument(
+        "--daemon-uid", type=int, default=None,
+        help="uid punchd must run as (default: 0, or the punchd service user)",
+    )
     parser.add_argument("--send", help="text to send to the peer over the punched connection")
     parser.add_argument("request", nargs="+", help="initiate|respond and its fields")
     args = parser.parse_args(argv)

@@ -14,6 +14,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <pwd.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -74,6 +75,31 @@ static void close_fd(int fd) {
   errno = saved;
 }
 
+/* The `punchd` service user's uid, or (uid_t)-1 when there is none. */
+static uid_t service_uid(void) {
+  struct passwd *pw = getpwnam("punchd");
+  return pw == NULL ? (uid_t)-1 : pw->pw_uid;
+}
+
+static int uid_allowed(uid_t uid, uid_t daemon_uid) {
+  if (daemon_uid != PUNCHD_ANY_DAEMON_UID) return uid == daemon_uid;
+  return uid == 0 || (service_uid() != (uid_t)-1 && uid == service_uid());
+}
+
+/* The expected uids, for the error message (a static buffer: punchd_open's error path only). */
+static const char *expected_uids(uid_t daemon_uid) {
+  static char text[64];
+  uid_t service = service_uid();
+  if (daemon_uid != PUNCHD_ANY_DAEMON_UID) {
+    snprintf(text, sizeof text, "%lu", (unsigned long)daemon_uid);
+  } else if (service != (uid_t)-1 && service != 0) {
+    snprintf(text, sizeof text, "0 or %lu", (unsigned long)service);
+  } else {
+    snprintf(text, sizeof text, "0");
+  }
+  return text;
+}
+
 punchd *punchd_open(const char *path, uid_t daemon_uid, char *err, size_t errlen) {
   struct sockaddr_un address;
   struct ucred cred;
@@ -117,11 +143,11 @@ punchd *punchd_open(const char *path, uid_t daemon_uid, char *err, size_t errlen
     errno = error;
     return NULL;
   }
-  if (cred.uid != daemon_uid) {
+  if (!uid_allowed(cred.uid, daemon_uid)) {
     open_error(err, errlen,
                "Cannot connect to punchd at %s: the process listening there (pid %ld) runs as uid "
-               "%lu, not %lu: not punchd",
-               path, (long)cred.pid, (unsigned long)cred.uid, (unsigned long)daemon_uid);
+               "%lu, not %s: not punchd",
+               path, (long)cred.pid, (unsigned long)cred.uid, expected_uids(daemon_uid));
     close_fd(fd);
     errno = EPERM;
     return NULL;

@@ -88,10 +88,15 @@ typedef struct punchd_reply {
   char line[PUNCHD_MAX_REPLY + 1];
 } punchd_reply;
 
+/** `daemon_uid` for punchd_open: root, or the packaged service's `punchd` user (only root can
+ * create that account). */
+#define PUNCHD_ANY_DAEMON_UID ((uid_t)-1)
+
 /**
  * Connects to punchd at `path` (NULL: PUNCHD_DEFAULT_SOCKET) and checks by SO_PEERCRED that
- * the process listening there runs as `daemon_uid` (0 when punchd runs as root, or the uid of
- * its service user), so that an impostor on the path gets no request of ours. Returns NULL on
+ * the process listening there runs as `daemon_uid` (0 when punchd runs as root, the uid of
+ * its service user, or PUNCHD_ANY_DAEMON_UID for either), so that an impostor on the path gets
+ * no request of ours. Returns NULL on
  * failure with errno set (EPERM for a listener of another uid) and the reason in `err` (when
  * not NULL): "Cannot connect to punchd at PATH: ...".
  */

@@ -8,7 +8,7 @@
  *   punchd_example [OPTIONS] status|report [ID]
  * Options:
  *   --socket PATH     punchd's control socket (default /run/punchd/punchd.socket)
- *   --daemon-uid UID  the uid punchd must run as (default 0)
+ *   --daemon-uid UID  the uid punchd must run as (default: 0 or the punchd service user)
  *   --send TEXT       once connected: write TEXT, shut down the write side, read until the end
  *   --timeout MS      give up when punchd says nothing for MS milliseconds (default: wait)
  *
@@ -154,7 +154,7 @@ int main(int argc, char **argv) {
   const char *path = PUNCHD_DEFAULT_SOCKET, *send_text = NULL, *command, *id;
   char err[512], pending[PUNCHD_MAX_MESSAGE + 1];
   size_t used = 0;
-  long uid = 0, timeout = -1;
+  long uid = -1, timeout = -1; /* uid -1: root or the punchd service user */
   int i = 1, nargs, sent, stdin_open = 1, code = 1;
   punchd *p;
 
@@ -186,7 +186,7 @@ int main(int argc, char **argv) {
     return usage();
   }
 
-  p = punchd_open(path, (uid_t)uid, err, sizeof err);
+  p = punchd_open(path, uid < 0 ? PUNCHD_ANY_DAEMON_UID : (uid_t)uid, err, sizeof err);
   if (p == NULL) {
     fprintf(stderr, "error %s\n", err);
     return 1;
