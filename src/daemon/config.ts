@@ -124,7 +124,8 @@ Options:
                            (default 512)
   --max-guards N           firewall set elements held at once, 1-1000000
                            (default 16384)
-  --max-guards-per-user N  ... by one non-root user, 1-1000000 (default 4096)
+  --max-guards-per-user N  firewall set elements held at once by one non-root
+                           user, 1-1000000 (default 4096)
   --allow-ports RANGES     source ports non-root clients may use, e.g.
                            20000-60000,7000 (default: every unprivileged port)
   --deny-ports RANGES      source ports non-root clients may never use

@@ -21,9 +21,10 @@ import { isPeerId } from "./codec.ts";
 import { tokenFor } from "./credentials.ts";
 import { type RendezvousAuth, type RendezvousOptions, RendezvousServer } from "./server.ts";
 
-const HELP = `punchd-rendezvous: rendezvous and probe server for punchd peers
+/** The --help text (also the man page punchd-rendezvous(8)). */
+export const HELP = `punchd-rendezvous: rendezvous and probe server for punchd peers
 
-Usage: rendezvous [options]
+Usage: punchd-rendezvous [options]
 
   --listen IP:PORT     main TCP endpoint (UDP there: the UDP protocol and STUN Binding);
                        default 0.0.0.0:7000
