@@ -174,7 +174,11 @@ async function familyReport(
     () => probeHops({ source: WILDCARD[family], destination: first.address }, signal),
   );
   if (hops !== null) {
+    // Every router before the first outside one (or before the server itself, when the probes
+    // reached it first) belongs to the host's own NATs and firewalls.
+    const reached = hops.hops.find((h) => h.side === "destination");
     if (hops.firstOutside !== null) report.hops = hops.firstOutside - 1;
+    else if (reached !== undefined) report.hops = reached.ttl - 1;
     notes.push(`hops: ${hops.reason}`);
   }
   return report;
