@@ -20,6 +20,7 @@ import {
   encodeRequest,
   isValidData,
   isValidId,
+  jsonField,
   MAX_MESSAGE_BYTES,
   PROTOCOLS,
   type Reply,
@@ -92,6 +93,9 @@ const validCase: fc.Arbitrary<Case> = fc.oneof(
     line: `peer|${id}|${data}`,
   })),
   id.map((id) => ({ request: { type: "cancel" as const, id }, line: `cancel|${id}` })),
+  fc.record({ id, type: fc.constantFrom("status" as const, "report" as const) }).map((
+    { id, type },
+  ) => ({ request: { type, id }, line: `${type}|${id}` })),
   fc.record({
     id,
     protocol: fc.constantFrom(...PROTOCOLS),
@@ -116,6 +120,8 @@ const ADDRESS_FIELDS: Record<Request["type"], number[]> = {
   peer: [],
   cancel: [],
   endpoint: [3],
+  status: [],
+  report: [],
 };
 
 function assertCanonical(ip: string): void {
@@ -140,6 +146,8 @@ function assertValidRequest(r: Request): void {
       assert(isValidData(r.data));
       return;
     case "cancel":
+    case "status":
+    case "report":
       return;
     case "endpoint":
       assert((PROTOCOLS as readonly string[]).includes(r.protocol));
@@ -282,6 +290,14 @@ const replyArb: fc.Arbitrary<Reply> = fc.oneof(
     ip: canonicalAddress,
     ports: portList,
     source: data(20),
+  }),
+  fc.record({
+    type: fc.constantFrom("status" as const, "report" as const),
+    id,
+    // Any JSON object value, as jsonField writes it (printable ASCII, | allowed).
+    json: fc.dictionary(fc.string({ maxLength: 10 }), fc.jsonValue({ maxDepth: 2 }), {
+      maxKeys: 5,
+    }).map((value) => jsonField(value)),
   }),
   fc.record({
     type: fc.constant("error" as const),
