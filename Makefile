@@ -111,7 +111,7 @@ $(C_BUILD)/punchd_example: src/client/c/punchd_example.c src/client/c/punchd.h $
 	$(CC) $(C_CLIENT_FLAGS) $(CFLAGS) -Isrc/client/c -o $@ src/client/c/punchd_example.c $(C_BUILD)/libpunchd.a
 
 clean:
-	rm -rf dist
+	rm -rf dist build
 
 # Self-contained executables, offline: dist/punchd, dist/punchd-rendezvous and dist/punchctl,
 # each a shell header plus the Deno runtime and punchd's modules, unpacked once into a cache
