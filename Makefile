@@ -26,7 +26,7 @@ endif
 # intent rather than confine.)
 RUN_FLAGS := --allow-ffi --allow-read --allow-run=nft
 
-.PHONY: all deno test fmt lint check unit daemon demo grid compile clean
+.PHONY: all deno deps test fmt lint check unit daemon demo grid compile clean
 
 all: test
 
@@ -46,19 +46,25 @@ $(LOCAL_DENO):
 deno: $(DENO_DEP)
 	@"$(DENO)" --version | head -n 1
 
-fmt: $(DENO_DEP)
+# The npm packages deno.json names (smol-toml for punchd's configuration file, fast-check for the
+# tests), fetched from the npm registry into Deno's cache at set-up, as the lock pins them, so
+# that nothing is fetched when punchd or the tests run. Instant once cached.
+deps: $(DENO_DEP)
+	"$(DENO)" install --frozen --quiet
+
+fmt: deps
 	"$(DENO)" fmt --check
 
-lint: $(DENO_DEP)
+lint: deps
 	"$(DENO)" lint
 
-check: $(DENO_DEP)
+check: deps
 	"$(DENO)" check src ffi tests
 
 # Tests run with every permission: they read /proc/PID/fd of the daemons they
 # start (Deno grants /proc only with --allow-all); the daemons they spawn get
 # the narrow set README documents.
-unit: $(DENO_DEP)
+unit: deps
 	"$(DENO)" test --allow-all tests/
 
 # The README's test command: formatting, lint, type check, then every test.
@@ -66,7 +72,7 @@ test: fmt lint check unit
 
 # punchd's main job end to end: two peers behind two NATs in the lab punch a
 # direct TCP connection with tcp-nutss. Needs root, like punchd itself.
-demo: $(DENO_DEP)
+demo: deps
 	@[ "$$(id -u)" = 0 ] || { echo "make demo: needs root (network namespaces and nftables), like punchd: run sudo make demo" >&2; exit 1; }
 	@command -v ip >/dev/null && command -v nft >/dev/null || { echo "make demo: needs iproute2 and nftables (apt-get install -y iproute2 nftables)" >&2; exit 1; }
 	"$(DENO)" run --allow-all src/examples/demo.ts
@@ -77,16 +83,16 @@ demo: $(DENO_DEP)
 # --timeout, --threshold). Needs root, like the lab.
 N ?= 10
 GRID_DIR ?= grid
-grid: $(DENO_DEP)
+grid: deps
 	@[ "$$(id -u)" = 0 ] || { echo "make grid: needs root (network namespaces and nftables), like punchd: run sudo make grid" >&2; exit 1; }
 	"$(DENO)" run --allow-all tests/lab/grid.ts --n $(N) --out $(GRID_DIR) $(GRID_ARGS)
 
-daemon: $(DENO_DEP)
+daemon: deps
 	"$(DENO)" run $(RUN_FLAGS) src/daemon/main.ts $(ARGS)
 
 # One self-contained executable. deno compile needs Deno's runtime base
 # binary; set DENORT_BIN to a local copy (it cannot be downloaded here).
-compile: $(DENO_DEP)
+compile: deps
 	@[ -n "$$DENORT_BIN" ] && [ -x "$$DENORT_BIN" ] || { echo "make compile: set DENORT_BIN to a local denort $(DENO_VERSION) binary (it is not downloaded)" >&2; exit 1; }
 	"$(DENO)" compile $(RUN_FLAGS) --include src/techniques --output dist/punchd src/daemon/main.ts
 
@@ -118,16 +124,16 @@ clean:
 # directory and run with fixed permissions (src/packaging/dist.ts). Work files go to build/.
 PACKAGING_FLAGS := --allow-read --allow-write --allow-run --allow-env
 .PHONY: dist deb man
-dist: $(DENO_DEP)
+dist: deps
 	"$(DENO)" run $(PACKAGING_FLAGS) src/packaging/dist.ts --deno "$(DENO)" --out dist --build build/dist
 
 # The Debian package dist/punchd_VERSION_ARCH.deb (dpkg-deb, offline): the same tree under
 # /usr/lib/punchd, wrappers in /usr/bin, the systemd unit, man pages, /etc/punchd/punchd.toml.
-deb: $(DENO_DEP)
+deb: deps
 	"$(DENO)" run $(PACKAGING_FLAGS) src/packaging/deb.ts --deno "$(DENO)" --out dist --build build/deb
 
 # Man pages into build/man (from src/docs/man.ts, when it exists).
-man: $(DENO_DEP)
+man: deps
 	@if [ -f src/docs/man.ts ]; then \
 	  "$(DENO)" run --allow-read --allow-write --allow-run src/docs/man.ts --out build/man; \
 	else \
