@@ -115,6 +115,10 @@ Deno.test(
       } finally {
         await client.close();
       }
+      // The installed punchctl, with no uid named, accepts the service user as punchd.
+      const ctl = await root.run(["punchctl", "status", "--json"]);
+      assertEquals(ctl.code, 0, ctl.stderr);
+      assertEquals(JSON.parse(ctl.stdout).pid, child.pid);
       child.kill("SIGTERM");
       stopped = true;
       assertMatch(await nextNotice(notify), /^STOPPING=1$/m, sofar());
