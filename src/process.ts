@@ -20,6 +20,9 @@ export async function runCommand(
 ): Promise<CommandResult> {
   const child = new Deno.Command(command, {
     args,
+    // Not the daemon's working directory: one its user cannot enter (a service started from
+    // root's home) makes the spawn fail with EACCES.
+    cwd: "/",
     stdin: input === undefined ? "null" : "piped",
     stdout: "piped",
     stderr: "piped",
