@@ -164,7 +164,8 @@ esac
 # A directory owned by this user or root that nobody else can write to.
 check() {
   [ -d "$1" ] && [ ! -L "$1" ] || fail "cannot use cache directory $1: not a directory"
-  [ -z "$(find "$1" -maxdepth 0 \\( -perm /022 -o \\( ! -uid "$uid" ! -uid 0 \\) \\) -print)" ] ||
+  # find runs from /: from a working directory this user cannot enter it complains on stderr.
+  [ -z "$(cd / && find "$1" -maxdepth 0 \\( -perm /022 -o \\( ! -uid "$uid" ! -uid 0 \\) \\) -print)" ] ||
     fail "cannot use cache directory $1: owned by someone else or writable by group or others"
 }
 payload() {
