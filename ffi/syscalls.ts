@@ -248,7 +248,11 @@ export function recvFrom(
   const { result, errno: e } = retry(() =>
     libc().recvfrom(fd, buf, BigInt(buf.byteLength), MSG_DONTWAIT, out.buf, out.len)
   );
-  if (result >= 0) return { length: result, from: readAddress(out) };
+  if (result >= 0) {
+    // A datagram from an unbound unix socket (sd_notify senders do that) has no address at all.
+    if (decodeInt(out.len) === 0) return { length: result, from: { family: "unix", path: "" } };
+    return { length: result, from: readAddress(out) };
+  }
   if (e === EAGAIN) return null;
   throw new SyscallError("recvfrom", e);
 }

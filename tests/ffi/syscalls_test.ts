@@ -147,3 +147,19 @@ Deno.test({
   assertEquals(accepted.address.family, "inet6");
   assertEquals((accepted.address as { address: string }).address, "::1");
 });
+
+Deno.test("receiveFrom takes a datagram from an unbound unix socket (no address) as from an unnamed one", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "punchd-unnamed-" });
+  try {
+    using receiver = Socket.create("unix", "datagram");
+    receiver.bind({ family: "unix", path: `${dir}/r` });
+    using sender = Socket.create("unix", "datagram");
+    await sender.sendTo(new TextEncoder().encode("READY=1"), { family: "unix", path: `${dir}/r` });
+    const buf = new Uint8Array(64);
+    const { length, from } = await receiver.receiveFrom(buf, AbortSignal.timeout(5000));
+    assertEquals(new TextDecoder().decode(buf.subarray(0, length)), "READY=1");
+    assertEquals(from, { family: "unix", path: "" });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
