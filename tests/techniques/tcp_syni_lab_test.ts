@@ -230,10 +230,20 @@ function parseSent(output: string, ip: string, peer: string): Sent[] {
   });
 }
 
+const TSVAL_TEST =
+  "on the wire, a responder's TSvals count milliseconds on from its priming SYN, on every socket of 10";
+const hasTcpdump = (() => {
+  try {
+    return new Deno.Command("tcpdump", { args: ["--version"], stdout: "null", stderr: "null" })
+      .outputSync().success;
+  } catch {
+    return false;
+  }
+})();
+
 Deno.test({
-  name:
-    "on the wire, a responder's TSvals count milliseconds on from its priming SYN, on every socket of 10",
-  ignore: needsRoot,
+  name: TSVAL_TEST,
+  ignore: needsRoot || skipUnless(hasTcpdump, TSVAL_TEST, "no tcpdump (apt-get install tcpdump)"),
 }, async () => {
   await withLab("preserving", "preserving", [], async (lab, clientA, clientB) => {
     // B's own segments before its NAT: the priming SYN, the SYN-ACKs, then the repaired socket's.
