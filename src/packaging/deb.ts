@@ -21,33 +21,13 @@
  */
 
 import { parseArgs } from "../cli.ts";
-import { buildTree, readVersion, REPO } from "./dist.ts";
+import { buildTree, must, readVersion, REPO } from "./dist.ts";
 import { treeWrapper } from "./launcher.ts";
 
 /** Where the tree is installed. */
 export const TREE_DIR = "/usr/lib/punchd";
 
 const HERE = new URL(".", import.meta.url).pathname;
-
-async function run(command: string, args: string[], cwd?: string): Promise<string> {
-  const out = await new Deno.Command(command, {
-    args,
-    ...(cwd !== undefined ? { cwd } : {}),
-    env: { DENO_NO_UPDATE_CHECK: "1" },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const decoder = new TextDecoder();
-  if (out.code !== 0) {
-    throw new Error(
-      `Cannot run ${command} ${args.join(" ")}: ${
-        decoder.decode(out.stderr).trim() || `exit ${out.code}`
-      }`,
-    );
-  }
-  return decoder.decode(out.stdout);
-}
 
 async function install(from: string, to: string, mode: number): Promise<void> {
   await Deno.mkdir(to.slice(0, to.lastIndexOf("/")), { recursive: true });
@@ -83,7 +63,7 @@ async function manPages(deno: string, dir: string, warn?: (text: string) => void
     return [];
   }
   await Deno.mkdir(dir, { recursive: true });
-  await run(deno, [
+  await must(deno, [
     "run",
     "--allow-read",
     "--allow-write",
@@ -91,7 +71,7 @@ async function manPages(deno: string, dir: string, warn?: (text: string) => void
     generator,
     "--out",
     dir,
-  ], REPO);
+  ], { cwd: REPO });
   const pages: { section: string; file: string }[] = [];
   for await (const entry of Deno.readDir(dir)) {
     const section = entry.name.match(/\.([1-8])$/)?.[1];
@@ -123,7 +103,7 @@ Description: hole punching daemon
 /** Builds the package; returns its path. */
 export async function buildDeb(options: DebOptions): Promise<string> {
   const version = await readVersion();
-  const arch = (await run("dpkg", ["--print-architecture"])).trim();
+  const arch = (await must("dpkg", ["--print-architecture"])).trim();
   const root = `${options.build}/root`;
   await Deno.remove(options.build, { recursive: true }).catch((error) => {
     if (!(error instanceof Deno.errors.NotFound)) throw error;
@@ -145,25 +125,25 @@ export async function buildDeb(options: DebOptions): Promise<string> {
   for (const page of await manPages(options.deno, `${options.build}/man`, options.warn)) {
     const target = `${root}/usr/share/man/man${page.section}/${page.file}`;
     await install(`${options.build}/man/${page.file}`, target, 0o644);
-    await run("gzip", ["-9", "-n", "-f", target]);
+    await must("gzip", ["-9", "-n", "-f", target]);
   }
   const debian = `${root}/DEBIAN`;
   for (const script of ["postinst", "prerm", "postrm"]) {
     await install(`${HERE}debian/${script}`, `${debian}/${script}`, 0o755);
   }
   await writeFile(`${debian}/conffiles`, "/etc/punchd/punchd.toml\n", 0o644);
-  const md5sums = await run("sh", [
+  const md5sums = await must("sh", [
     "-c",
     "find . -path ./DEBIAN -prune -o -type f -printf '%P\\0' | LC_ALL=C sort -z | xargs -0 md5sum",
-  ], root);
+  ], { cwd: root });
   await writeFile(`${debian}/md5sums`, md5sums, 0o644);
-  const kb = Number((await run("du", ["-sk", "--exclude=DEBIAN", root])).split(/\s/)[0]);
+  const kb = Number((await must("du", ["-sk", "--exclude=DEBIAN", root])).split(/\s/)[0]);
   await writeFile(`${debian}/control`, controlFile(version, arch, kb), 0o644);
   // Every directory 0755, owned by root in the archive (--root-owner-group).
-  await run("find", [root, "-type", "d", "-exec", "chmod", "0755", "{}", "+"]);
+  await must("find", [root, "-type", "d", "-exec", "chmod", "0755", "{}", "+"]);
   await Deno.mkdir(options.out, { recursive: true });
   const deb = `${options.out}/punchd_${version}_${arch}.deb`;
-  await run("dpkg-deb", ["--root-owner-group", "-Zgzip", "-z6", "--build", root, deb]);
+  await must("dpkg-deb", ["--root-owner-group", "-Zgzip", "-z6", "--build", root, deb]);
   return deb;
 }
 

@@ -64,9 +64,18 @@ export interface Tree {
   files: string[];
 }
 
-async function must(command: string, args: string[], env: Record<string, string> = {}) {
+/**
+ * Runs a build step to completion and returns its stdout; throws with its stderr when it fails.
+ * Shared by the Debian package's build (deb.ts).
+ */
+export async function must(
+  command: string,
+  args: string[],
+  { env = {}, cwd }: { env?: Record<string, string>; cwd?: string } = {},
+): Promise<string> {
   const child = await new Deno.Command(command, {
     args,
+    ...(cwd !== undefined ? { cwd } : {}),
     env: { DENO_NO_UPDATE_CHECK: "1", ...env },
     stdin: "null",
     stdout: "piped",
@@ -137,7 +146,7 @@ async function moduleGraph(
   const text = await must(
     deno,
     ["info", "--json", "--frozen-lockfile", "--config", `${REPO}/deno.json`, `${REPO}/${root}`],
-    OFFLINE,
+    { env: OFFLINE },
   );
   const info = JSON.parse(text) as {
     modules: InfoModule[];
