@@ -11,8 +11,8 @@ import { Socket } from "../../ffi/socket.ts";
 import { AF_UNIX, SOCK_STREAM } from "../../ffi/constants.ts";
 import { lockFile, setNonBlocking, socketpair } from "../../ffi/syscalls.ts";
 import { freePort, type RunningDaemon, startDaemon } from "../helpers/daemon.ts";
-import { canRunMembers, finishMember, MEMBER_UID, PYTHON } from "../helpers/member.ts";
-import { isRoot, note, skipUnless } from "../helpers/skip.ts";
+import { canRunMembers, finishMember, spawnImpostor } from "../helpers/member.ts";
+import { hasCommand, isRoot, note, skipUnless } from "../helpers/skip.ts";
 import { withVoidNamespace } from "../helpers/void_ns.ts";
 
 const SOURCES = new URL("../../src/client/c/", import.meta.url).pathname;
@@ -27,16 +27,7 @@ const SANITIZER_ENV = {
   UBSAN_OPTIONS: `print_stacktrace=1:halt_on_error=1:exitcode=${SANITIZER_EXIT}`,
 };
 
-function hasCc(): boolean {
-  try {
-    return new Deno.Command(CC, { args: ["--version"], stdout: "null", stderr: "null" })
-      .outputSync().success;
-  } catch {
-    return false;
-  }
-}
-
-const HAVE_CC = hasCc();
+const HAVE_CC = hasCommand(CC);
 
 async function run(args: string[]): Promise<void> {
   const out = await new Deno.Command(args[0] ?? "", { args: args.slice(1), stderr: "piped" })
@@ -167,20 +158,11 @@ function socketsOf(pid: number): boolean[] {
   return out;
 }
 
-function hasMake(): boolean {
-  try {
-    return new Deno.Command("make", { args: ["--version"], stdout: "null", stderr: "null" })
-      .outputSync().success;
-  } catch {
-    return false;
-  }
-}
-
 const MAKE = "make c-client builds libpunchd.a and the example, and a program links with -lpunchd";
 Deno.test({
   name: MAKE,
   ignore: skipUnless(HAVE_CC, MAKE, `no C compiler (${CC})`) ||
-    skipUnless(hasMake(), MAKE, "no make"),
+    skipUnless(hasCommand("make"), MAKE, "no make"),
 }, async () => {
   const dir = await Deno.makeTempDir({ prefix: "punchd-c-make-" });
   try {
@@ -373,33 +355,7 @@ Deno.test({
   await Deno.chmod(dir, 0o777);
   const path = `${dir}/punchd.socket`;
   // A user outside punchd's group listening where clients look; it prints what it receives.
-  const impostor = new Deno.Command("setpriv", {
-    args: [
-      `--reuid=${MEMBER_UID}`,
-      `--regid=${MEMBER_UID}`,
-      "--clear-groups",
-      PYTHON,
-      "-c",
-      "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.bind(sys.argv[1])\ns.listen(8)\n" +
-      "print('up',flush=True)\nc,_=s.accept()\nprint(repr(c.recv(100)),flush=True)\nsys.stdin.read()",
-      path,
-    ],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "null",
-  }).spawn();
-  const reader = impostor.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let pending = "";
-  const next = async () => {
-    while (!pending.includes("\n")) {
-      const { value, done } = await reader.read();
-      if (done) throw new Error(`the impostor exited; output so far: ${pending}`);
-      pending += value;
-    }
-    const [line = "", ...rest] = pending.split("\n");
-    pending = rest.join("\n");
-    return line;
-  };
+  const { child: impostor, next } = spawnImpostor(path);
   try {
     assertEquals(await next(), "up");
     const client = await runExample([
@@ -424,7 +380,6 @@ Deno.test({
     // What reached the impostor: the connection and nothing else.
     assertEquals(await next(), "b''");
   } finally {
-    reader.releaseLock();
     await finishMember(impostor);
     await Deno.remove(dir, { recursive: true });
   }

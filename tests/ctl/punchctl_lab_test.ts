@@ -11,7 +11,7 @@
 import { assert, assertEquals, assertMatch } from "../assert.ts";
 import { Lab } from "../lab/lab.ts";
 import { startServices } from "../lab/services.ts";
-import { isRoot, skipUnless } from "../helpers/skip.ts";
+import { hasCommand, isRoot, skipUnless } from "../helpers/skip.ts";
 import { VERSION } from "../../src/daemon/config.ts";
 import type { DaemonStatus, NatReport } from "../../src/control/status.ts";
 
@@ -346,14 +346,7 @@ Deno.test({
 
 const SSH_TEST =
   "ssh reaches its peer through punchctl connect as ProxyCommand (%h is the peer ID)";
-const hasSsh = (() => {
-  try {
-    return new Deno.Command("ssh", { args: ["-V"], stdout: "null", stderr: "null" }).outputSync()
-      .success;
-  } catch {
-    return false;
-  }
-})();
+const hasSsh = hasCommand("ssh", ["-V"]);
 Deno.test({
   name: SSH_TEST,
   ignore: skipUnless(
@@ -424,14 +417,7 @@ Deno.test({
 
 const NODE_TEST =
   "the Node example talks to a punchctl listen peer through punchctl connect as a child process";
-const hasNode = (() => {
-  try {
-    return new Deno.Command("node", { args: ["--version"], stdout: "null", stderr: "null" })
-      .outputSync().success;
-  } catch {
-    return false;
-  }
-})();
+const hasNode = hasCommand("node");
 Deno.test({
   name: NODE_TEST,
   ignore: skipUnless(

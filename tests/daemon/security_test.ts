@@ -16,6 +16,7 @@ import {
   memberRequest,
   OTHER_MEMBER_UID,
   PYTHON,
+  spawnImpostor,
   spawnMember,
   startMemberDaemon,
 } from "../helpers/member.ts";
@@ -220,22 +221,7 @@ Deno.test({
   await Deno.chmod(dir, 0o777);
   const path = `${dir}/punchd.socket`;
   // The impostor: a user outside the group listening where clients look.
-  const impostor = new Deno.Command("setpriv", {
-    args: [
-      `--reuid=${MEMBER_UID}`,
-      `--regid=${MEMBER_UID}`,
-      "--clear-groups",
-      PYTHON,
-      "-c",
-      "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.bind(sys.argv[1])\ns.listen(8)\n" +
-      "print('up',flush=True)\nc,_=s.accept()\nprint(repr(c.recv(100)),flush=True)\nsys.stdin.read()",
-      path,
-    ],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "null",
-  }).spawn();
-  const next = lineReader(impostor);
+  const { child: impostor, next } = spawnImpostor(path);
   try {
     assertEquals(await next(), "up");
     await assertRejects(

@@ -8,7 +8,7 @@
  */
 
 import { assert, assertEquals, assertThrows } from "../assert.ts";
-import { note, skipUnless } from "../helpers/skip.ts";
+import { hasCommand, note, skipUnless } from "../helpers/skip.ts";
 import {
   buildPages,
   CONFIG_PATH,
@@ -46,15 +46,6 @@ const REPLY_KINDS: Record<Reply["type"], true> = {
   status: true,
   report: true,
 };
-
-function hasTool(name: string): boolean {
-  try {
-    return new Deno.Command(name, { args: ["--version"], stdout: "null", stderr: "null" })
-      .outputSync().success;
-  } catch {
-    return false;
-  }
-}
 
 async function run(
   command: string,
@@ -192,9 +183,9 @@ Deno.test("the generator refuses a bad command line with exit code 2", async () 
   assertEquals((await generate(["--out", "/tmp/x", "--date", "today"])).code, 2);
 });
 
-const GROFF = hasTool("groff");
-const MAN = hasTool("man");
-const LEXGROG = hasTool("lexgrog");
+const GROFF = hasCommand("groff");
+const MAN = hasCommand("man");
+const LEXGROG = hasCommand("lexgrog");
 
 Deno.test({
   name: "every page renders with groff -man -ww without a warning",

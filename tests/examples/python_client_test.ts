@@ -1,23 +1,16 @@
 import { assertEquals, assertMatch } from "../assert.ts";
 import { PunchdClient } from "../../src/client/client.ts";
 import { freePort, type RunningDaemon, startDaemon } from "../helpers/daemon.ts";
-import { isRoot, skipUnless } from "../helpers/skip.ts";
+import { hasCommand, isRoot, skipUnless } from "../helpers/skip.ts";
 import { withVoidNamespace } from "../helpers/void_ns.ts";
 
 const SCRIPT = new URL("../../src/examples/punchd_client.py", import.meta.url).pathname;
 
 function hasPython(): boolean {
-  try {
-    const out = new Deno.Command("python3", {
-      args: ["-c", "import socket; socket.socket.recvmsg; socket.MSG_CMSG_CLOEXEC"],
-      stdout: "null",
-      stderr: "null",
-    })
-      .outputSync();
-    return out.success;
-  } catch {
-    return false;
-  }
+  return hasCommand("python3", [
+    "-c",
+    "import socket; socket.socket.recvmsg; socket.MSG_CMSG_CLOEXEC",
+  ]);
 }
 
 interface Python {

@@ -128,6 +128,32 @@ export function lineReader(child: Deno.ChildProcess): () => Promise<string> {
   };
 }
 
+/**
+ * An impostor: a user outside punchd's group (MEMBER_UID, no groups) listening at `path`, where
+ * clients look for punchd. It prints `up` once listening, then the repr() of what its first
+ * client sent (up to 100 bytes). `next` reads its lines; finishMember ends it.
+ */
+export function spawnImpostor(
+  path: string,
+): { child: Deno.ChildProcess; next: () => Promise<string> } {
+  const child = new Deno.Command("setpriv", {
+    args: [
+      `--reuid=${MEMBER_UID}`,
+      `--regid=${MEMBER_UID}`,
+      "--clear-groups",
+      PYTHON,
+      "-c",
+      "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.bind(sys.argv[1])\ns.listen(8)\n" +
+      "print('up',flush=True)\nc,_=s.accept()\nprint(repr(c.recv(100)),flush=True)\nsys.stdin.read()",
+      path,
+    ],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  return { child, next: lineReader(child) };
+}
+
 /** Lets a spawned member go (closing its stdin ends it) and waits for it. */
 export async function finishMember(child: Deno.ChildProcess): Promise<void> {
   await child.stdin.close().catch(() => {});

@@ -39,3 +39,12 @@ export function hasIpv6Loopback(): boolean {
     return false;
   }
 }
+
+/** True when `command` runs here and exits 0 with `args` (default `--version`). */
+export function hasCommand(command: string, args: string[] = ["--version"]): boolean {
+  try {
+    return new Deno.Command(command, { args, stdout: "null", stderr: "null" }).outputSync().success;
+  } catch {
+    return false;
+  }
+}

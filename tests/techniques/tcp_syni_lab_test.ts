@@ -9,7 +9,7 @@ import {
   withLab,
 } from "../lab/punch.ts";
 import { spawnService, waitForOutput } from "../lab/services.ts";
-import { isRoot, skipUnless } from "../helpers/skip.ts";
+import { hasCommand, isRoot, skipUnless } from "../helpers/skip.ts";
 
 const bytes = (s: string) => new TextEncoder().encode(s);
 const needsRoot = skipUnless(
@@ -232,14 +232,7 @@ function parseSent(output: string, ip: string, peer: string): Sent[] {
 
 const TSVAL_TEST =
   "on the wire, a responder's TSvals count milliseconds on from its priming SYN, on every socket of 10";
-const hasTcpdump = (() => {
-  try {
-    return new Deno.Command("tcpdump", { args: ["--version"], stdout: "null", stderr: "null" })
-      .outputSync().success;
-  } catch {
-    return false;
-  }
-})();
+const hasTcpdump = hasCommand("tcpdump");
 
 Deno.test({
   name: TSVAL_TEST,
