@@ -4,6 +4,7 @@ import { inetAddress } from "../../ffi/structs.ts";
 import { PunchdClient, PunchdError } from "../../src/client/client.ts";
 import {
   freePort,
+  punchDirect,
   rawConnect,
   readExactly,
   readLines,
@@ -28,36 +29,6 @@ function describeFds(pid: number): string {
   return out.join("\n");
 }
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
-
-/** Runs initiate on `a` and respond on `b` for one tcp-direct connection on loopback. */
-async function punchDirect(
-  a: PunchdClient,
-  b: PunchdClient,
-  idA = "a",
-  idB = "b",
-): Promise<[Socket, Socket]> {
-  const [portA, portB] = [freePort(), freePort()];
-  const initiator = a.initiate({
-    id: idA,
-    technique: "tcp-direct",
-    srcIp: "127.0.0.1",
-    srcPorts: [portA],
-    dstIp: "127.0.0.1",
-    dstPorts: [portB],
-  });
-  const first = await initiator.progress[Symbol.asyncIterator]().next();
-  assert(!first.done, "initiator sent no progress data");
-  const responder = b.respond({
-    id: idB,
-    technique: "tcp-direct",
-    srcIp: "127.0.0.1",
-    srcPorts: [portB],
-    dstIp: "127.0.0.1",
-    dstPorts: [portA],
-    extra: first.value,
-  });
-  return await Promise.all([initiator.socket, responder.socket]);
-}
 
 Deno.test("two clients receive both ends of one tcp-direct connection and bytes flow both ways", async () => {
   await using daemon = await startDaemon();

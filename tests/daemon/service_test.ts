@@ -6,7 +6,13 @@
 import { assert, assertEquals, assertMatch } from "../assert.ts";
 import { Socket } from "../../ffi/socket.ts";
 import { PunchdClient, PunchdError } from "../../src/client/client.ts";
-import { freePort, spawnPunchd, startDaemon, waitForSocket } from "../helpers/daemon.ts";
+import {
+  freePort,
+  punchDirect,
+  spawnPunchd,
+  startDaemon,
+  waitForSocket,
+} from "../helpers/daemon.ts";
 import { answer, renderMetrics } from "../../src/daemon/metrics.ts";
 import { AttemptCounters, failureClass, percentiles } from "../../src/control/status.ts";
 import { formatJournalRecord, stderrIsJournal } from "../../src/log.ts";
@@ -24,27 +30,7 @@ const decoder = new TextDecoder();
 
 /** One tcp-direct connection on loopback through `a` and `b`; closes both ends. */
 async function punch(a: PunchdClient, b: PunchdClient, id: string): Promise<void> {
-  const [portA, portB] = [freePort(), freePort()];
-  const initiator = a.initiate({
-    id,
-    technique: "tcp-direct",
-    srcIp: "127.0.0.1",
-    srcPorts: [portA],
-    dstIp: "127.0.0.1",
-    dstPorts: [portB],
-  });
-  const first = await initiator.progress[Symbol.asyncIterator]().next();
-  assert(!first.done);
-  const responder = b.respond({
-    id,
-    technique: "tcp-direct",
-    srcIp: "127.0.0.1",
-    srcPorts: [portB],
-    dstIp: "127.0.0.1",
-    dstPorts: [portA],
-    extra: first.value,
-  });
-  const [sa, sb] = await Promise.all([initiator.socket, responder.socket]);
+  const [sa, sb] = await punchDirect(a, b, id, id);
   sa.close();
   sb.close();
 }

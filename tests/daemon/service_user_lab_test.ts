@@ -13,7 +13,7 @@ import { assert, assertEquals, assertMatch } from "../assert.ts";
 import { PunchdClient, PunchdError } from "../../src/client/client.ts";
 import type { TechniqueChoice } from "../../src/control/codec.ts";
 import { Lab, type NatProfile } from "../lab/lab.ts";
-import { punch } from "../lab/punch.ts";
+import { punch, readExactly } from "../lab/punch.ts";
 import { hasCoturn, startStunServer } from "../lab/stun_server.ts";
 import type { RunningDaemon } from "../helpers/daemon.ts";
 import { freePort } from "../helpers/daemon.ts";
@@ -27,30 +27,12 @@ const ignore = skipUnless(canRunServiceUser(), NAME, "needs root and setpriv") |
 const USER = "svc";
 const PASSWORD = "service-user-password";
 const encoder = new TextEncoder();
-const decoder = new TextDecoder();
 
 /** The uid and capability sets of process `pid`. */
 function processIdentity(pid: number): { uid: string; capEff: string; capBnd: string } {
   const status = Deno.readTextFileSync(`/proc/${pid}/status`);
   const field = (name: string) => status.match(new RegExp(`^${name}:\\s*(\\S+)`, "m"))?.[1] ?? "";
   return { uid: field("Uid"), capEff: field("CapEff"), capBnd: field("CapBnd") };
-}
-
-/** The daemon's deno process: the child of setpriv's sh exec chain is the daemon itself. */
-function daemonPid(daemon: RunningDaemon): number {
-  // startDaemon's pid is `ip netns exec`/env/setpriv/sh, each exec'ing the next: the same pid.
-  return daemon.pid;
-}
-
-async function readText(socket: import("../../ffi/socket.ts").Socket, length: number) {
-  const buf = new Uint8Array(length);
-  let have = 0;
-  while (have < length) {
-    const n = await socket.read(buf.subarray(have), AbortSignal.timeout(10_000));
-    if (n === 0) break;
-    have += n;
-  }
-  return decoder.decode(buf.subarray(0, have));
 }
 
 interface Cell {
@@ -98,7 +80,9 @@ for (const cell of CELLS) {
         daemons.push(await runtime.start(name, args, ["ip", "netns", "exec", host.ns]));
       }
       for (const daemon of daemons) {
-        const identity = processIdentity(daemonPid(daemon));
+        // startDaemon's pid runs `ip netns exec`, env, setpriv and sh, each exec'ing the next:
+        // it is the daemon's own.
+        const identity = processIdentity(daemon.pid);
         assertEquals(identity.uid, String(SERVICE_UID));
         assertEquals(identity.capEff, "0000000000003000");
         assertEquals(identity.capBnd, "0000000000003000");
@@ -121,11 +105,11 @@ for (const cell of CELLS) {
             }
             await outcome.a.write(encoder.encode(`ping ${technique} ${n}`));
             assertEquals(
-              await readText(outcome.b, `ping ${technique} ${n}`.length),
+              await readExactly(outcome.b, `ping ${technique} ${n}`.length),
               `ping ${technique} ${n}`,
             );
             await outcome.b.write(encoder.encode(`pong ${n}`));
-            assertEquals(await readText(outcome.a, `pong ${n}`.length), `pong ${n}`);
+            assertEquals(await readExactly(outcome.a, `pong ${n}`.length), `pong ${n}`);
           } finally {
             outcome.a.close();
             outcome.b.close();

@@ -7,6 +7,8 @@
 
 import { Socket } from "../../ffi/socket.ts";
 import { openFds } from "../../ffi/syscalls.ts";
+import type { PunchdClient } from "../../src/client/client.ts";
+import { assert } from "../assert.ts";
 
 const MAIN = new URL("../../src/daemon/main.ts", import.meta.url).pathname;
 
@@ -261,4 +263,34 @@ export function freePort(): number {
   } finally {
     probe.close();
   }
+}
+
+/** Runs initiate on `a` and respond on `b` for one tcp-direct connection on loopback. */
+export async function punchDirect(
+  a: PunchdClient,
+  b: PunchdClient,
+  idA = "a",
+  idB = "b",
+): Promise<[Socket, Socket]> {
+  const [portA, portB] = [freePort(), freePort()];
+  const initiator = a.initiate({
+    id: idA,
+    technique: "tcp-direct",
+    srcIp: "127.0.0.1",
+    srcPorts: [portA],
+    dstIp: "127.0.0.1",
+    dstPorts: [portB],
+  });
+  const first = await initiator.progress[Symbol.asyncIterator]().next();
+  assert(!first.done, "initiator sent no progress data");
+  const responder = b.respond({
+    id: idB,
+    technique: "tcp-direct",
+    srcIp: "127.0.0.1",
+    srcPorts: [portB],
+    dstIp: "127.0.0.1",
+    dstPorts: [portA],
+    extra: first.value,
+  });
+  return await Promise.all([initiator.socket, responder.socket]);
 }
