@@ -216,31 +216,24 @@ const OPTIONS = {
 type OptionName = keyof typeof OPTIONS;
 
 const COMMON: readonly OptionName[] = ["socket", "json", "timeout", "help", "version"];
+/** connect and listen: a whole attempt through a rendezvous server. */
+const SESSION: readonly OptionName[] = [
+  ...COMMON,
+  "quiet",
+  "rendezvous",
+  "id",
+  "credential-file",
+  "local-ip",
+  "port",
+  "technique",
+];
 const ALLOWED: Record<CommandName, readonly OptionName[]> = {
   status: COMMON,
   report: COMMON,
   initiate: [...COMMON, "src", "dst", "technique", "id"],
   respond: [...COMMON, "src", "dst", "technique", "id", "extra"],
-  connect: [
-    ...COMMON,
-    "quiet",
-    "rendezvous",
-    "id",
-    "credential-file",
-    "local-ip",
-    "port",
-    "technique",
-  ],
-  listen: [
-    ...COMMON,
-    "quiet",
-    "rendezvous",
-    "id",
-    "credential-file",
-    "local-ip",
-    "port",
-    "technique",
-  ],
+  connect: SESSION,
+  listen: SESSION,
 };
 
 function usage<T>(run: () => T, flag?: string): T {

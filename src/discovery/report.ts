@@ -15,9 +15,8 @@
  * @module
  */
 
-import { type InetAddress, inetAddress } from "../../ffi/structs.ts";
+import { formatAddress, type InetAddress, inetAddress } from "../../ffi/structs.ts";
 import { Socket } from "../../ffi/socket.ts";
-import { formatAddress } from "../../ffi/structs.ts";
 import { interfaceAddresses } from "../../ffi/ifaddrs.ts";
 import type { FamilyReport, NatReport } from "../control/status.ts";
 import { discoverEndpoint } from "./endpoint.ts";
@@ -35,7 +34,8 @@ export interface ReportOptions {
 
 const WILDCARD = { inet: "0.0.0.0", inet6: "::" } as const;
 
-function emptyFamily(note: string): FamilyReport {
+/** A report that knows nothing yet, with `notes`. */
+function emptyFamily(notes: string[]): FamilyReport {
   return {
     public: null,
     mapping: null,
@@ -44,7 +44,7 @@ function emptyFamily(note: string): FamilyReport {
     portPreservation: null,
     hairpin: null,
     hops: null,
-    notes: [note],
+    notes,
   };
 }
 
@@ -117,11 +117,10 @@ async function familyReport(
 ): Promise<FamilyReport> {
   const first = servers[0];
   if (first === undefined) {
-    return emptyFamily(`no ${family === "inet" ? "IPv4" : "IPv6"} discovery server (--stun)`);
+    return emptyFamily([`no ${family === "inet" ? "IPv4" : "IPv6"} discovery server (--stun)`]);
   }
-  const report = emptyFamily("");
-  report.notes = [];
-  const notes = report.notes;
+  const notes: string[] = [];
+  const report = emptyFamily(notes);
   const locals = new Set(
     (options.localAddresses ?? (() => interfaceAddresses().map((a) => a.address)))(),
   );
