@@ -222,7 +222,7 @@ export class PunchdClient {
     srcIp: string,
     srcPorts: number[],
   ): Promise<PublicEndpoint> {
-    if (this.#endpoints.has(id) || this.#attempts.has(id)) {
+    if (this.#endpoints.has(id) || this.#attempts.has(id) || this.#info.has(id)) {
       return Promise.reject(new Error(`Cannot ask for endpoint: ID ${id} is in use`));
     }
     let line: string;
@@ -254,7 +254,10 @@ export class PunchdClient {
   }
 
   #ask(type: "status" | "report"): Promise<string> {
-    const id = `${type}-${this.#nextInfo++}`;
+    // An ID no attempt or endpoint question of the application uses: replies (errors too) are
+    // routed by ID.
+    let id = `${type}-${this.#nextInfo++}`;
+    while (this.#attempts.has(id) || this.#endpoints.has(id)) id = `${type}-${this.#nextInfo++}`;
     return new Promise((resolve, reject) => {
       this.#info.set(id, { resolve, reject });
       this.#send(encodeRequest({ type, id })).catch((error) => {
@@ -272,6 +275,9 @@ export class PunchdClient {
   #attempt(id: string, line: string): Attempt {
     if (this.#attempts.has(id)) {
       throw new Error(`Cannot start attempt: ID ${id} is already active on this client`);
+    }
+    if (this.#info.has(id)) {
+      throw new Error(`Cannot start attempt: ID ${id} is in use by a status or report question`);
     }
     const progress = new ProgressQueue();
     let resolve!: (s: Socket) => void;
