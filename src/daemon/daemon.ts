@@ -820,7 +820,7 @@ export class Daemon {
       await Promise.allSettled([...this.#sessions]);
       await this.#workers.cleaned();
       if (this.#firewall !== undefined) {
-        await this.#firewall.flushed();
+        await this.#firewall.close();
         await deleteTable();
       }
       // Like a pid file: removed on a clean stop (a killed daemon's stays, unlocked, for reuse).

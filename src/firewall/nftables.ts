@@ -6,11 +6,15 @@
  * runs: attempts add and remove elements of its sets (guards.ts) through
  * the one firewall service (service.ts).
  *
- * Changes are made by running `nft` (the daemon needs `--allow-run=nft`).
+ * Guards are written through libnftables in-process where the library is
+ * installed ({@linkcode libraryNft}: a batch costs about 0.1 ms instead of
+ * the 9-17 ms of spawning `nft`); the table itself is created, deleted and
+ * listed by running `nft` (the daemon needs `--allow-run=nft`).
  *
  * @module
  */
 
+import { Nftables } from "../../ffi/nftables.ts";
 import { type CommandResult, runCommand } from "../process.ts";
 import { TABLE, TABLE_RULESET } from "./guards.ts";
 
@@ -25,6 +29,30 @@ export type NftRunner = (args: string[], input?: string) => Promise<NftResult>;
 /** Runs the `nft` binary. */
 export const runNft: NftRunner = (args: string[], input?: string): Promise<NftResult> =>
   runCommand("nft", args, input);
+
+/** An nft runner that calls libnftables in-process, and the way to free it. */
+export interface LibraryNft {
+  run: NftRunner;
+  close(): Promise<void>;
+}
+
+/**
+ * A runner through libnftables for `["-f", "-"]` with a script and for
+ * plain commands (no options; words joined as `nft` joins its arguments);
+ * anything else is spawned. Null when the library cannot be opened.
+ */
+export function libraryNft(): LibraryNft | null {
+  const library = Nftables.open();
+  if (library === null) return null;
+  const run: NftRunner = (args, input) => {
+    if (args.length === 2 && args[0] === "-f" && args[1] === "-") return library.run(input ?? "");
+    if (args.length > 0 && args.every((a) => !a.startsWith("-"))) {
+      return library.run(args.join(" "));
+    }
+    return runNft(args, input);
+  };
+  return { run, close: () => library.close() };
+}
 
 async function must(nft: NftRunner, what: string, args: string[], input?: string): Promise<string> {
   let result: NftResult;

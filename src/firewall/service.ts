@@ -3,6 +3,10 @@
  * elements, queued and written in batches by at most one `nft -f -` process
  * at a time, with caps on the elements each uid and everyone may hold.
  *
+ * Batches go through libnftables in-process when it is installed (spawning
+ * `nft` otherwise), so installing a guard costs a fraction of a millisecond
+ * and stays cheap on an attempt's success path.
+ *
  * Each guard has an owner (an attempt) and a timeout, so the elements of a
  * daemon that dies expire by themselves. Removal is idempotent (`add` then
  * `delete` in one batch), so an element that already expired never fails a
@@ -14,7 +18,7 @@
 
 import type { Logger } from "../log.ts";
 import { type Element, type Guard, guardElements, TABLE } from "./guards.ts";
-import { type NftRunner, runNft } from "./nftables.ts";
+import { type LibraryNft, libraryNft, type NftRunner, runNft } from "./nftables.ts";
 
 /** A cap on guards was reached; the attempt asking fails with this message. */
 export class GuardLimitError extends Error {
@@ -34,6 +38,7 @@ export interface FirewallServiceOptions {
   maxElementsPerUid: number;
   /** Operations in one nft batch (default 2000). */
   batchLimit?: number;
+  /** Runs nft (default: libnftables in-process when installed, else the `nft` command). */
   nft?: NftRunner;
 }
 
@@ -57,6 +62,8 @@ function elementText(e: Element): string {
 export class FirewallService {
   readonly #options: FirewallServiceOptions;
   readonly #nft: NftRunner;
+  /** The in-process library behind #nft, when the default runner uses it. */
+  readonly #library: LibraryNft | null;
   readonly #owners = new Map<number, Held>();
   readonly #perUid = new Map<number, number>();
   /** Element text to the number of guards that need it. */
@@ -70,7 +77,19 @@ export class FirewallService {
   /** Builds the service; nothing runs until the first guard. */
   constructor(options: FirewallServiceOptions) {
     this.#options = options;
-    this.#nft = options.nft ?? runNft;
+    this.#library = options.nft === undefined ? libraryNft() : null;
+    this.#nft = options.nft ?? this.#library?.run ?? runNft;
+  }
+
+  /** True when batches go through libnftables in-process rather than the `nft` command. */
+  get inProcess(): boolean {
+    return this.#library !== null;
+  }
+
+  /** Writes what is queued, then frees the library's context (the service is done). */
+  async close(): Promise<void> {
+    await this.flushed();
+    await this.#library?.close();
   }
 
   /** Elements held now, by everyone. */
