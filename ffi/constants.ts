@@ -100,3 +100,13 @@ export const TCP_REPAIR_WINDOW = 29;
 export const TCP_RECV_QUEUE = 1;
 export const TCP_SEND_QUEUE = 2;
 export const IPV6_HDRINCL = 36;
+
+// TCP_MAXSEG, TCP_INFO (struct tcp_info) and its tcpi_options bits.
+export const TCP_MAXSEG = 2;
+export const TCP_INFO = 11;
+export const TCPI_OPT_TIMESTAMPS = 1;
+export const TCPI_OPT_SACK = 2;
+export const TCPI_OPT_WSCALE = 4;
+
+// setns(2) (network namespaces of the lab).
+export const CLONE_NEWNET = 0x40000000;

@@ -8,6 +8,7 @@
 
 import {
   IPPROTO_TCP,
+  TCP_MAXSEG,
   TCP_QUEUE_SEQ,
   TCP_RECV_QUEUE,
   TCP_REPAIR,
@@ -45,6 +46,13 @@ export interface RepairedConnection {
   recvSeq: number;
   /** The peer's MSS. */
   mss: number;
+  /**
+   * The MSS this side advertises, as the kernel shows it once the handshake
+   * is done (tcpi_advmss): the SYN's MSS option, minus the timestamp
+   * option's 12 bytes when timestamps are on. Default: the route's, as if
+   * timestamps were off.
+   */
+  advertisedMss?: number;
   /** Window scaling when both sides offered it: the peer's shift and ours. */
   windowScale?: { send: number; receive: number };
   sackPermitted: boolean;
@@ -98,6 +106,10 @@ export function repairConnect(c: RepairedConnection): { socket: Socket; receiveW
   try {
     const fd = socket.fd;
     sys.setIntOption(fd, IPPROTO_TCP, TCP_REPAIR, 1);
+    // connect() takes the advertised MSS from the route, clamped to TCP_MAXSEG.
+    if (c.advertisedMss !== undefined) {
+      sys.setIntOption(fd, IPPROTO_TCP, TCP_MAXSEG, c.advertisedMss);
+    }
     socket.bind(c.local);
     sys.setIntOption(fd, IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE);
     sys.setIntOption(fd, IPPROTO_TCP, TCP_QUEUE_SEQ, c.sendSeq | 0);

@@ -22,9 +22,10 @@
  *                                              its seq and options are the real ones)
  *  peer data "syniready" ◄───────────────── progress "syniready"
  *  raw RST(a+1), TTL low ──X               (A's NAT forgets the flow: see below)
- *  raw SYN(a), full TTL ───────────────────► captured (the stack drops it: no RST)
+ *  first socket dropped silently;
+ *  new socket, ISN a, full TTL ──SYN(a)────► captured (the stack drops it: no RST)
  *                                           TCP_REPAIR socket: snd b+1, rcv a+1,
- *                                              negotiated MSS, wscale, SACK, TS
+ *                                              options as B's kernel negotiates
  *  ◄─────────────────────────────────────── raw SYN-ACK(b, a+1), full TTL
  *  kernel: ESTABLISHED ── ACK(a+1, b+1) ───► captured: done (else SYN-ACK resent)
  *  ─────────── "initiator" (16 bytes) ─────►
@@ -39,11 +40,29 @@
  * then its SYN-ACK; the priming SYN carries the sequence number and options
  * B's socket really uses, since conntrack tracks the window from it.
  *
+ * Both sockets end up as the kernels would have built them. A's is an
+ * ordinary client socket, connected by its second SYN: the kernel times the
+ * handshake from that SYN (with a copy of the first one, the first RTT
+ * sample spanned the whole wait for "syniready", 14-250 ms) and resends it
+ * itself (1 s, 3 s, ...) if it is lost. The first socket keeps the low TTL
+ * for its whole life, so that its kernel's SYN retransmissions, should the
+ * wait pass one second, die before B's NAT too (one at full TTL reached an
+ * unprimed NAT and got the attempt reset). B's socket carries what B's
+ * kernel would offer that peer (ffi/tcp_syn_options.ts: the route's MSS, the
+ * window scale its receive buffer limit calls for, SACK and timestamps as
+ * the sysctls allow), negotiated against A's SYN option by option, and its
+ * advertised MSS leaves room for the timestamp option as the kernel's does.
+ * What remains different: B's first RTT sample (its data's first ACK) is
+ * the kernel's too, but A's includes B's work between the SYN and the
+ * SYN-ACK (about a millisecond); and B's receive-MSS guess starts at 88
+ * bytes rather than 536 until the first segment of 88 bytes or more
+ * arrives (the kernel sets it up before the window in repair mode).
+ *
  * Forged segments (tcp_flow_guard.ts): both ISNs are chosen before the
  * first packet, so the guards are in place before it leaves. While A waits
  * for "syniready", its NAT holds the flow open and a blind SYN-ACK sent to
  * it corrupts the NAT's record of the reply direction; the low-TTL RST
- * right before the SYN's re-injection makes the NAT start afresh, so B's
+ * right before the second SYN makes the NAT start afresh, so B's
  * SYN-ACK is the first reply it sees. B sends its SYN-ACK again every
  * RESEND_MS until A's ACK shows up, at most MAX_SYN_ACKS times. Forged
  * SYN-ACKs that arrive during the few milliseconds of the handshake itself
@@ -75,16 +94,16 @@ import { CaptureSocket, RawSender } from "../../ffi/packet_socket.ts";
 import { Socket } from "../../ffi/socket.ts";
 import { formatAddress, type InetAddress, inetAddress } from "../../ffi/structs.ts";
 import { repairConnect } from "../../ffi/tcp_repair.ts";
+import { kernelSynOptions } from "../../ffi/tcp_syn_options.ts";
 import { TechniqueError } from "../errors.ts";
 import { tcpFlowProgram } from "../packet/bpf.ts";
 import { buildTcpPacket, parsePacket } from "../packet/packet.ts";
 import { FLAGS, type TcpOptions, type TcpSegment } from "../packet/tcp.ts";
-import { delay } from "./delay.ts";
 import type { AttemptSpec } from "./protocol.ts";
 import { findLowTtl } from "./low_ttl.ts";
 import type { AttemptContext, Technique } from "./technique.ts";
 import { assertAttemptToken, confirmPeer, newAttemptToken } from "./tcp_confirm.ts";
-import { FlowGuard, presetIsn, randomIsn } from "./tcp_flow_guard.ts";
+import { closeQuietly, FlowGuard, presetIsn, randomIsn } from "./tcp_flow_guard.ts";
 import { DEFAULT_HOP_LIMIT, HopFinder } from "../discovery/hop_limit.ts";
 import { assertLocalAddress, assertOwnFlow } from "./tcp_raw.ts";
 import { PacketWarning } from "./tcp_warn_limit.ts";
@@ -96,10 +115,8 @@ export const SYNI_READY = "syniready";
  * predicts at most two for one source port, `delta`).
  */
 export const MAX_DST_PORTS = 4;
-/** The window scale the responder offers. */
-const RESPONDER_WSCALE = 7;
-/** SYN(a) re-injections, at most this many times. */
-const MAX_SENDS = 3;
+/** The bytes of the timestamp option in every segment once timestamps are on (with padding). */
+const TIMESTAMP_OPTION_BYTES = 12;
 /**
  * SYN-ACK sends, at most this many times (10 s): a forged SYN-ACK can leave
  * the initiator's NAT out of step until one of ours takes over again
@@ -187,10 +204,17 @@ function timestampClock(): { now(): number } {
   return { now: () => (start + Math.floor(performance.now() - since)) >>> 0 };
 }
 
-function sameOptions(a: TcpOptions, b: TcpOptions): boolean {
-  return a.mss === b.mss && a.windowScale === b.windowScale &&
-    !!a.sackPermitted === !!b.sackPermitted &&
-    a.timestamp?.value === b.timestamp?.value;
+/**
+ * True when `syn` is the announced SYN, sent again by a new socket: the same
+ * options, and a timestamp that is the announced one or later (the kernel
+ * keeps one clock offset per address pair, so a later SYN's TSval has moved
+ * on by the time that passed).
+ */
+function sameOptions(syn: TcpOptions, announced: TcpOptions): boolean {
+  const [ts, was] = [syn.timestamp?.value, announced.timestamp?.value];
+  return syn.mss === announced.mss && syn.windowScale === announced.windowScale &&
+    !!syn.sackPermitted === !!announced.sackPermitted &&
+    (ts === undefined || was === undefined ? ts === was : ((ts - was) >>> 0) < 0x80000000);
 }
 
 /** Tunables (injected in tests). */
@@ -236,7 +260,7 @@ export class TcpSyni implements Technique {
     const local = inetAddress(spec.srcIp, spec.srcPorts[0] ?? 0);
     const peers = spec.dstPorts.map((port) => inetAddress(spec.dstIp, port));
     // B's priming SYN must cross every NAT of B's (and no more): B finds the TTL. A's SYN is
-    // re-injected at full TTL, so a low TTL that dies inside A's own NATs costs nothing, and A
+    // sent again at full TTL, so a low TTL that dies inside A's own NATs costs nothing, and A
     // does not probe (hop probes are new flows: behind a NAT that allocates ports in sequence they
     // would take the ports A's peer was told to expect).
     const lowTtl = await findLowTtl(
@@ -287,26 +311,19 @@ export class TcpSyni implements Technique {
           synOnly: true,
         }));
         captures.push(capture);
-        const socket = Socket.create(local.family, "stream", {
-          reuseAddress: true,
-          reusePort: true,
-        });
         const flow: InitiatorFlow = {
           peer,
           isn,
           guard,
-          socket,
+          socket: connectingSocket(local, isn),
           connecting: Promise.resolve(),
           connected: false,
         };
         flows.push(flow);
-        socket.bind(local);
-        presetIsn(socket, isn);
-        const normalTtl = socket.hopLimit();
-        socket.setHopLimit(lowTtl);
-        flow.connecting = socket.connect(peer, signal);
-        socket.setHopLimit(normalTtl);
-        flow.connecting.then(() => flow.connected = true, () => {});
+        // The TTL stays low for this socket's life: its kernel's SYN retransmissions (after 1 s,
+        // 3 s, ...) must not reach the peer's NAT before the peer primes it either.
+        flow.socket.setHopLimit(lowTtl);
+        connect(flow, signal);
       }
       // The kernel's own SYNs: their options are the connections'.
       const syns = await Promise.all(captures.map((capture) => this.#ownSyn(capture, signal)));
@@ -328,30 +345,20 @@ export class TcpSyni implements Technique {
         );
       }
       raw = RawSender.open(local.family);
-      const packets = [];
-      for (const [i, flow] of flows.entries()) {
+      for (const flow of flows) {
         // Our NAT may have learnt a forged reply direction since our SYN went out: make it
         // forget the flow, so that the SYN below opens a fresh entry just before the SYN-ACK.
         await flow.guard.resetNat(raw, (flow.isn + 1) >>> 0, lowTtl, signal);
-        // Re-inject the same SYN at full TTL: it now passes the peer's primed NAT.
-        const { checksum: _, ...segment } = syns[i] as TcpSegment;
-        const packet = buildTcpPacket(parseIp(local.address), parseIp(flow.peer.address), segment, {
-          ttl: flow.socket.hopLimit(),
-        }) as Uint8Array<ArrayBuffer>;
-        assertOwnFlow(packet, local, flow.peer);
-        packets.push(packet);
+        // The same SYN again, now at full TTL: it passes the peer's primed NAT. A new socket
+        // sends it (same ISN, same options, the timestamp clock moved on) rather than a copy
+        // of the first: the kernel then times the handshake from this SYN, not from the first
+        // one (its first RTT sample would span the whole wait for "syniready"), and resends it
+        // itself if it is lost. The first socket goes without a packet.
+        closeQuietly(flow.socket);
+        flow.socket = connectingSocket(local, flow.isn);
+        connect(flow, signal);
       }
-      const first = firstConnected(flows);
-      first.catch(() => {});
-      for (let i = 0; i < MAX_SENDS && !flows.some((f) => f.connected); i++) {
-        for (const [n, flow] of flows.entries()) {
-          if (!flow.connected) {
-            await raw.send(packets[n] as Uint8Array<ArrayBuffer>, flow.peer, signal);
-          }
-        }
-        await Promise.race([first.catch(() => {}), delay(RESEND_MS, signal)]);
-      }
-      const winner = (await first).socket;
+      const winner = (await firstConnected(flows)).socket;
       for (const flow of flows) if (flow.socket !== winner) flow.socket.close();
       if (flows.length > 1) {
         context.log.info("connected flow", { to: formatAddress(winner.peerAddress()) });
@@ -425,7 +432,14 @@ export class TcpSyni implements Technique {
       const sender = raw;
       const clock = timestampClock();
       const ts = clock.now();
-      const mss = local.family === "inet" ? 1460 : 1440;
+      // What this host's kernel would offer the peer (route MSS, window scale, SACK, timestamps).
+      const offer = kernelSynOptions(local, peers[0] as InetAddress);
+      const offered: TcpOptions = {
+        mss: offer.mss,
+        ...(offer.sackPermitted ? { sackPermitted: true } : {}),
+        ...(offer.timestamps ? { timestamp: { value: ts, echo: 0 } } : {}),
+        ...(offer.windowScale !== undefined ? { windowScale: offer.windowScale } : {}),
+      };
       const send = async (
         peer: InetAddress,
         segment: Omit<TcpSegment, "checksum">,
@@ -445,14 +459,9 @@ export class TcpSyni implements Technique {
           seq: b,
           ack: 0,
           flags: FLAGS.SYN,
-          window: 65535,
+          window: offer.window,
           urgent: 0,
-          options: {
-            mss,
-            sackPermitted: true,
-            timestamp: { value: ts, echo: 0 },
-            windowScale: RESPONDER_WSCALE,
-          },
+          options: offered,
           payload: new Uint8Array(0),
         }, lowTtl);
       }
@@ -469,19 +478,30 @@ export class TcpSyni implements Technique {
       const capture = captures[index] as CaptureSocket;
       const a1 = (syn.seq + 1) >>> 0;
       const theirs = syn.options;
+      // Negotiated as the kernel does: each option only when both SYNs carry it.
+      const sack = !!theirs.sackPermitted && offer.sackPermitted;
+      const timestamps = theirs.timestamp !== undefined && offer.timestamps;
+      const scaling = theirs.windowScale !== undefined && offer.windowScale !== undefined;
       const connection = {
         local,
         remote: peer,
         sendSeq: (b + 1) >>> 0,
         recvSeq: a1,
-        mss: Math.min(theirs.mss ?? 536, mss),
-        sackPermitted: !!theirs.sackPermitted,
+        // The kernel's clamp is the peer's MSS option (536 without one, RFC 879).
+        mss: theirs.mss ?? 536,
+        advertisedMss: offer.mss - (timestamps ? TIMESTAMP_OPTION_BYTES : 0),
+        sackPermitted: sack,
         peerWindow: syn.window,
-        ...(theirs.windowScale !== undefined
-          ? { windowScale: { send: theirs.windowScale, receive: RESPONDER_WSCALE } }
+        ...(scaling
+          ? {
+            windowScale: {
+              send: Math.min(theirs.windowScale ?? 0, 14),
+              receive: offer.windowScale ?? 0,
+            },
+          }
           : {}),
         // The socket's clock counts on from the priming SYN's, in milliseconds.
-        ...(theirs.timestamp !== undefined ? { timestamp: clock.now() } : {}),
+        ...(timestamps ? { timestamp: clock.now() } : {}),
       };
       const built = repairConnect(connection);
       repaired = built.socket;
@@ -494,12 +514,12 @@ export class TcpSyni implements Technique {
         window: built.receiveWindow,
         urgent: 0,
         options: {
-          mss,
-          ...(theirs.sackPermitted ? { sackPermitted: true } : {}),
-          ...(theirs.timestamp
+          mss: offer.mss,
+          ...(sack ? { sackPermitted: true } : {}),
+          ...(timestamps && theirs.timestamp
             ? { timestamp: { value: clock.now(), echo: theirs.timestamp.value } }
             : {}),
-          ...(theirs.windowScale !== undefined ? { windowScale: RESPONDER_WSCALE } : {}),
+          ...(scaling && offer.windowScale !== undefined ? { windowScale: offer.windowScale } : {}),
         },
         payload: new Uint8Array(0),
       });
@@ -530,7 +550,14 @@ export class TcpSyni implements Technique {
     }
   }
 
-  /** The peer's SYN as it arrives through our NAT: the sequence number and options it announced. */
+  /**
+   * The peer's SYN as it arrives through our NAT: the sequence number and
+   * options it announced. Its TCP checksum is not looked at: a SYN its
+   * kernel sent may reach a capture between virtual interfaces with the
+   * checksum still left to the (absent) hardware, and this stack never takes
+   * the SYN in (the pure-syn guard drops it); the sequence number, 32 random
+   * bits only the peer was told, is what identifies it.
+   */
   async #peerSyn(
     capture: CaptureSocket,
     expected: SynInfo,
@@ -538,13 +565,9 @@ export class TcpSyni implements Technique {
     mismatched: PacketWarning,
   ): Promise<TcpSegment> {
     for (;;) {
-      const parsed = parsePacket((await capture.next(signal)).packet);
-      const t = parsed.tcp;
+      const t = parsePacket((await capture.next(signal)).packet).tcp;
       if (t === undefined || !(t.flags & FLAGS.SYN) || t.flags & FLAGS.ACK) continue;
-      if (
-        !parsed.checksumsValid ||
-        !expected.flows.some((f) => t.seq === f.seq && sameOptions(t.options, f.options))
-      ) {
+      if (!expected.flows.some((f) => t.seq === f.seq && sameOptions(t.options, f.options))) {
         mismatched.note({ seq: t.seq, expected: expected.flows.map((f) => f.seq).join(",") });
         continue;
       }
@@ -567,6 +590,28 @@ export class TcpSyni implements Technique {
       return false;
     }
   }
+}
+
+/** A socket bound to `local` whose connect() sends a SYN with sequence number `isn`. */
+function connectingSocket(local: InetAddress, isn: number): Socket {
+  const socket = Socket.create(local.family, "stream", { reuseAddress: true, reusePort: true });
+  try {
+    socket.bind(local);
+    presetIsn(socket, isn);
+    return socket;
+  } catch (error) {
+    socket.close();
+    throw error;
+  }
+}
+
+/** Starts `flow`'s socket connecting; `flow.connected` turns true when it completes. */
+function connect(flow: InitiatorFlow, signal: AbortSignal): void {
+  const socket = flow.socket;
+  flow.connecting = socket.connect(flow.peer, signal);
+  flow.connecting.then(() => {
+    if (flow.socket === socket) flow.connected = true;
+  }, () => {});
 }
 
 /**
