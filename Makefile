@@ -26,7 +26,7 @@ endif
 # intent rather than confine.)
 RUN_FLAGS := --allow-ffi --allow-read --allow-run=nft
 
-.PHONY: all deno deps test fmt lint check unit daemon demo grid compile clean
+.PHONY: all deno deps test fmt lint check unit daemon demo grid bench compile clean
 
 all: test
 
@@ -86,6 +86,15 @@ GRID_DIR ?= grid
 grid: deps
 	@[ "$$(id -u)" = 0 ] || { echo "make grid: needs root (network namespaces and nftables), like punchd: run sudo make grid" >&2; exit 1; }
 	"$(DENO)" run --allow-all tests/lab/grid.ts --n $(N) --out $(GRID_DIR) $(GRID_ARGS)
+
+# The benchmarks (tests/bench/main.ts): time to connect per technique and NAT pair against the
+# floor the path allows, daemon start-up, and the other sections; prints one table and writes
+# build/bench/latest.json. BENCH_ARGS passes more flags (--quick, --trials N, --only a,b,
+# --json FILE). Needs root, like the lab. A benchmark, not part of make test.
+bench: deps
+	@[ "$$(id -u)" = 0 ] || { echo "make bench: needs root (network namespaces and nftables), like punchd: run sudo make bench" >&2; exit 1; }
+	@command -v ip >/dev/null && command -v nft >/dev/null && [ -x /usr/bin/python3 ] || { echo "make bench: needs iproute2, nftables and python3 (apt-get install -y iproute2 nftables python3)" >&2; exit 1; }
+	"$(DENO)" run --allow-all tests/bench/main.ts $(BENCH_ARGS)
 
 # The peer systems make bench runs beside punchd (hyperdht, node-datachannel, js-libp2p and Node 22
 # itself, all npm packages), installed from the npm registry as tests/bench/peers/package-lock.json
