@@ -151,6 +151,18 @@ export interface Trial {
   winner?: string | null;
   /** For a failure: its short reason. */
   error?: string;
+  /** For a success: when each step happened, ms after initiate (see {@linkcode Phases}). */
+  phases?: Phases;
+}
+
+/** Steps of a successful attempt, ms after `initiate` was sent. */
+export interface Phases {
+  /** The initiator's first progress line (its offer) reached the application. */
+  offerMs: number;
+  /** The initiator's socket arrived. */
+  aOkMs: number;
+  /** The responder's socket arrived. */
+  bOkMs: number;
 }
 
 /** A technique's results on one pair. */
@@ -174,6 +186,8 @@ export interface ConnectCell {
   stopped: boolean;
   /** Every success's time, ms, in the order run. */
   times: number[];
+  /** Medians of the successes' {@linkcode Phases}; null without successes. */
+  phasesMs: Phases | null;
   /**
    * The uncounted first attempt's time (it starts the technique's worker in the daemon), ms;
    * null when it failed or was not run.
@@ -190,6 +204,12 @@ export function roundTripsOf(
   const top = Object.entries(winners).sort((x, y) => y[1] - x[1])[0]?.[0];
   if (top === undefined || !(top in ROUND_TRIPS)) return null;
   return ROUND_TRIPS[top as keyof typeof ROUND_TRIPS].bench;
+}
+
+/** The median of one phase over the successes that recorded it (0.01 ms). */
+function phaseMedian(trials: readonly Trial[], key: keyof Phases): number {
+  const values = trials.flatMap((t) => t.phases === undefined ? [] : [t.phases[key]]);
+  return Math.round(median(values.filter(Number.isFinite)) * 100) / 100;
 }
 
 /** Folds one technique's trials on a pair into its cell (rounded to 0.01 ms). */
@@ -223,6 +243,11 @@ export function foldCell(
     winners,
     stopped,
     times: times.map(round),
+    phasesMs: times.length === 0 ? null : {
+      offerMs: phaseMedian(trials, "offerMs"),
+      aOkMs: phaseMedian(trials, "aOkMs"),
+      bOkMs: phaseMedian(trials, "bOkMs"),
+    },
   };
 }
 
@@ -234,18 +259,40 @@ export function trialOrder(trial: number, count: number): number[] {
 /** Times when `initiate` was sent and each side's socket arrived (performance.now()). */
 interface Marks {
   start?: number;
+  /** The initiator's first progress line reached the bench (the responder is asked next). */
+  offer?: number;
   a?: number;
   b?: number;
 }
 
 /**
  * `client` as punch() sees it, except that its initiate (or respond) also
- * records when the request went out and when the attempt's socket arrived.
+ * records when the request went out, when the initiator's first progress
+ * line arrived, and when the attempt's socket arrived.
  */
 function timedClient(client: PunchdClient, marks: Marks, side: "a" | "b"): PunchdClient {
   const watch = (attempt: Attempt) => {
     attempt.socket.then(() => marks[side] = performance.now(), () => {});
-    return attempt;
+    if (side === "b") return attempt;
+    const progress: AsyncIterable<string> = {
+      [Symbol.asyncIterator]: () => {
+        const lines = attempt.progress[Symbol.asyncIterator]();
+        return {
+          next: async () => {
+            const line = await lines.next();
+            if (!line.done) marks.offer ??= performance.now();
+            return line;
+          },
+        };
+      },
+    };
+    return new Proxy(attempt, {
+      get: (target, property) => {
+        if (property === "progress") return progress;
+        const value = Reflect.get(target, property, target);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    });
   };
   return new Proxy(client, {
     get(target, property) {
@@ -349,8 +396,13 @@ async function timeAttempt(
         throw new Error("Cannot time the attempt: a mark is missing");
       }
       const ms = Math.max(marks.a, marks.b) - marks.start;
+      const phases = {
+        offerMs: (marks.offer ?? NaN) - marks.start,
+        aOkMs: marks.a - marks.start,
+        bOkMs: marks.b - marks.start,
+      };
       await verifyDirect(outcome.a, outcome.b, pair, technique.startsWith("udp"));
-      return { ok: true, ms, winner: outcome.winner };
+      return { ok: true, ms, winner: outcome.winner, phases };
     } finally {
       outcome.a.close();
       outcome.b.close();
@@ -442,6 +494,7 @@ export function connectTable(pairs: readonly ConnectPairResult[], trials: number
     "RTTs",
     "floor ms",
     "ratio",
+    "offer/A/B ms",
     "cold ms",
     "note",
   ]];
@@ -450,6 +503,7 @@ export function connectTable(pairs: readonly ConnectPairResult[], trials: number
       const notes: string[] = [];
       const top = Object.entries(c.winners).map(([w, k]) => `${w} ${k}`).join(", ");
       if (top !== "") notes.push(`won: ${top}`);
+      if (c.technique === "udp-birthday") notes.push("floor without the port search");
       if (c.stopped) notes.push("stopped");
       const error = Object.entries(c.errors).sort((x, y) => y[1] - x[1])[0];
       if (error !== undefined) notes.push(`${error[1]}x ${error[0].slice(0, 60)}`);
@@ -462,6 +516,9 @@ export function connectTable(pairs: readonly ConnectPairResult[], trials: number
         c.roundTrips === null ? "-" : String(c.roundTrips),
         fixed(c.floorMs, 2),
         fixed(c.ratio, 2),
+        c.phasesMs === null
+          ? "-"
+          : [c.phasesMs.offerMs, c.phasesMs.aOkMs, c.phasesMs.bOkMs].map((v) => fixed(v)).join("/"),
         fixed(c.coldMs ?? null),
         notes.join("; "),
       ]);
@@ -472,7 +529,7 @@ export function connectTable(pairs: readonly ConnectPairResult[], trials: number
   ).join(", ");
   return [
     `Time to connect: initiate to both sides' ok, verified direct path; ${trials} trials per cell, interleaved`,
-    `floor = round trips x RTT + ${PROCESSING_MS} ms; RTT (kernel handshake RTT, both legs): ${rtts}`,
+    `floor = round trips x RTT + ${PROCESSING_MS} ms; offer/A/B: medians of A's first progress, A's ok, B's ok after initiate; RTT (kernel handshake RTT, both legs): ${rtts}`,
     ...alignTable(rows),
   ];
 }
@@ -529,7 +586,7 @@ if (import.meta.main) {
   const { values } = parseArgs({
     args: Deno.args,
     options: {
-      trials: { type: "string", default: "50" },
+      trials: { type: "string" },
       quick: { type: "boolean", default: false },
       json: { type: "string" },
       pairs: { type: "string" },
@@ -546,10 +603,11 @@ if (import.meta.main) {
     }
     return spec;
   });
-  const trials = Number(values.trials);
-  if (!/^[0-9]+$/.test(values.trials) || trials < 1) {
-    throw new RangeError(`--trials: ${values.trials} is not a positive integer`);
+  const text = values.trials ?? (values.quick ? "3" : "50");
+  if (!/^[1-9][0-9]*$/.test(text)) {
+    throw new RangeError(`--trials: ${text} is not a positive integer`);
   }
+  const trials = Number(text);
   const result = await runConnect({
     trials,
     quick: values.quick,

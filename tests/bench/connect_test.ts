@@ -128,3 +128,14 @@ Deno.test("table: one row per cell with its counts, floor and ratio", () => {
     "1.20",
   ]);
 });
+
+Deno.test("fold: each phase's median over the successes that recorded it", () => {
+  const cell = foldCell("udp", [
+    { ok: true, ms: 10, phases: { offerMs: 1, aOkMs: 9, bOkMs: 10 } },
+    { ok: true, ms: 12, phases: { offerMs: 3, aOkMs: 12, bOkMs: 11 } },
+    { ok: true, ms: 20, phases: { offerMs: 2, aOkMs: 15, bOkMs: 20 } },
+    { ok: false, ms: 5000, error: "timed out" },
+  ], 1);
+  assertEquals(cell.phasesMs, { offerMs: 2, aOkMs: 12, bOkMs: 11 });
+  assertEquals(foldCell("udp", [{ ok: false, ms: 1, error: "x" }], 1).phasesMs, null);
+});

@@ -172,17 +172,18 @@ if (import.meta.main) {
   const { values } = parseArgs({
     args: Deno.args,
     options: {
-      trials: { type: "string", default: "10" },
+      trials: { type: "string" },
       quick: { type: "boolean", default: false },
       json: { type: "string" },
     },
   });
-  if (!/^[1-9][0-9]*$/.test(values.trials)) {
-    throw new RangeError(`--trials: ${values.trials} is not a positive integer`);
+  const text = values.trials ?? (values.quick ? "3" : "10");
+  if (!/^[1-9][0-9]*$/.test(text)) {
+    throw new RangeError(`--trials: ${text} is not a positive integer`);
   }
   const encoder = new TextEncoder();
   const result = await section({
-    trials: Number(values.trials),
+    trials: Number(text),
     quick: values.quick,
     log: (line) => Deno.stderr.writeSync(encoder.encode(`${line}\n`)),
   });
