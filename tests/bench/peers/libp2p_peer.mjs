@@ -1,0 +1,124 @@
+// js-libp2p in the lab. Roles:
+//   relay {host, port}: a circuit relay v2 server on host:port (the internet router); ready {addr}
+//   A, B {relay, mode, iceServers}: dial the relay, reserve a slot, ready {peerId, addrs};
+//     at go, A dials B through the relay and the upgrade to a direct connection runs:
+//     mode "dcutr": TCP with DCUtR (B starts it on the relayed connection, both sides dial);
+//     mode "webrtc": the WebRTC transport, signalled over the relayed connection, ICE with
+//     the lab's STUN server only.
+// Success is a connection to the other peer that is not relayed (no limits, no /p2p-circuit)
+// carrying one stream each way.
+import { createLibp2p } from "libp2p";
+import { tcp } from "@libp2p/tcp";
+import { noise } from "@chainsafe/libp2p-noise";
+import { yamux } from "@chainsafe/libp2p-yamux";
+import { identify } from "@libp2p/identify";
+import { dcutr } from "@libp2p/dcutr";
+import { circuitRelayServer, circuitRelayTransport } from "@libp2p/circuit-relay-v2";
+import { multiaddr } from "@multiformats/multiaddr";
+import { args, lifetime, next, Outcome, performance, send, tag } from "./common.mjs";
+
+const PROTOCOL = "/punchd-bench/1.0.0";
+const { role, config } = args();
+lifetime(config.lifetimeMs ?? 60000);
+// Every address of the lab is private; let libp2p dial them.
+const connectionGater = { denyDialMultiaddr: () => false };
+
+if (role === "relay") {
+  const node = await createLibp2p({
+    addresses: { listen: [`/ip4/${config.host}/tcp/${config.port}`] },
+    transports: [tcp()],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    connectionGater,
+    services: {
+      identify: identify(),
+      relay: circuitRelayServer({ reservations: { maxReservations: 1024 } }),
+    },
+  });
+  send({ type: "ready", addr: `/ip4/${config.host}/tcp/${config.port}/p2p/${node.peerId}` });
+} else {
+  const webrtc = config.mode === "webrtc";
+  const transports = [tcp(), circuitRelayTransport()];
+  if (webrtc) {
+    const { webRTC } = await import("@libp2p/webrtc");
+    transports.push(webRTC({
+      rtcConfiguration: { iceServers: config.iceServers.map((urls) => ({ urls })) },
+    }));
+  }
+  const node = await createLibp2p({
+    addresses: {
+      listen: ["/ip4/0.0.0.0/tcp/0", "/p2p-circuit", ...(webrtc ? ["/webrtc"] : [])],
+    },
+    transports,
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    connectionGater,
+    services: { identify: identify(), ...(webrtc ? {} : { dcutr: dcutr() }) },
+  });
+  const circuit = () => node.getMultiaddrs().map(String).filter((a) => a.includes("/p2p-circuit"));
+  const reserved = new Promise((resolve) => {
+    const check = () => {
+      if (circuit().length > 0) resolve();
+    };
+    node.addEventListener("self:peer:update", check);
+    check();
+  });
+  await node.dial(multiaddr(config.relay));
+  await reserved;
+  send({ type: "ready", peerId: node.peerId.toString(), addrs: node.getMultiaddrs().map(String) });
+
+  const connections = [];
+  const describe = (c) => ({
+    remote: c.remoteAddr.toString(),
+    direction: c.direction,
+    limited: c.limits !== undefined,
+    status: c.status,
+  });
+  const isDirect = (c) =>
+    c.limits === undefined && !c.remoteAddr.toString().includes("/p2p-circuit");
+  let outcome = null;
+  const direct = [];
+  const detail = () => ({
+    connections: connections.map(describe),
+    addrs: node.getMultiaddrs().map(String),
+  });
+  const remoteOf = (c) => {
+    const opts = c.remoteAddr.toOptions?.();
+    if (opts !== undefined && opts.host !== undefined) return { host: opts.host, port: opts.port };
+    return { addr: c.remoteAddr.toString() };
+  };
+  const useDirect = async (c) => {
+    try {
+      const stream = await c.newStream(PROTOCOL);
+      stream.send(new TextEncoder().encode(tag(role)));
+      await stream.close();
+      outcome.sent();
+    } catch (error) {
+      outcome.fail(`stream: ${error.message}`);
+    }
+  };
+  await node.handle(PROTOCOL, async (stream, c) => {
+    let text = "";
+    for await (const chunk of stream) text += new TextDecoder().decode(chunk.subarray());
+    if (outcome !== null && isDirect(c)) outcome.received(text, remoteOf(c));
+  });
+  node.addEventListener("connection:open", (event) => {
+    const c = event.detail;
+    connections.push(c);
+    if (!isDirect(c) || c.remoteAddr.toString().includes(config.relayId ?? "-")) return;
+    if (outcome === null) direct.push(c);
+    else void useDirect(c);
+  });
+  const go = await next("go");
+  outcome = new Outcome(performance.now(), detail);
+  for (const c of direct) {
+    if (c.remotePeer.toString() === go.peer.peerId) void useDirect(c);
+  }
+  if (role === "A") {
+    const relay = config.relay;
+    const target = webrtc
+      ? `${relay}/p2p-circuit/webrtc/p2p/${go.peer.peerId}`
+      : `${relay}/p2p-circuit/p2p/${go.peer.peerId}`;
+    node.dial(multiaddr(target)).catch((error) => outcome.fail(`dial: ${error.message}`));
+  }
+}
