@@ -1,0 +1,212 @@
+/**
+ * A tcp-syni connection against an ordinary kernel connection between the
+ * same two lab hosts, across the same NATs (tests/bench/syni.ts opens it
+ * through a port forward on router B): what `ss -ti` shows on each end must
+ * match, and the initiator's RTT estimate must not count the time it waited
+ * for the responder.
+ *
+ * @module
+ */
+
+import { assert, assertEquals } from "../assert.ts";
+import type { Socket } from "../../ffi/socket.ts";
+import { tcpInfo } from "../../ffi/tcp_info.ts";
+import type { PunchdClient } from "../../src/client/client.ts";
+import type { Lab, NatProfile } from "../lab/lab.ts";
+import { punch, readExactly, relayUntilSettled, withLab } from "../lab/punch.ts";
+import { type EndInfo, endInfo, type Pair, plainConnection } from "../bench/syni.ts";
+import { isRoot, skipUnless } from "../helpers/skip.ts";
+
+const needsRoot = skipUnless(
+  isRoot(),
+  "tcp-syni options lab tests",
+  "network namespaces, raw sockets and TCP_REPAIR need root",
+);
+
+/** What a user compares between two connections: everything negotiated in the handshake. */
+function negotiated(e: EndInfo) {
+  const { sndWscale, rcvWscale, timestamps, sack, sndMss, advmss } = e;
+  return { sndWscale, rcvWscale, timestamps, sack, sndMss, advmss };
+}
+
+function close(...pairs: Pair[]): void {
+  for (const { a, b } of pairs) {
+    a.close();
+    b.close();
+  }
+}
+
+/** Ping-pongs one byte `count` times, so that both ends have RTT samples of their own data. */
+async function pingPong(pair: Pair, count: number): Promise<void> {
+  const one = new Uint8Array([120]);
+  for (let i = 0; i < count; i++) {
+    await pair.a.write(one);
+    assertEquals(await readExactly(pair.b, 1), "x");
+    await pair.b.write(one);
+    assertEquals(await readExactly(pair.a, 1), "x");
+  }
+}
+
+/** Opens a plain and a tcp-syni connection between A and B and checks they negotiated alike. */
+async function assertSameAsKernel(
+  lab: Lab,
+  clientA: PunchdClient,
+  clientB: PunchdClient,
+): Promise<{ plain: { a: EndInfo; b: EndInfo }; syni: { a: EndInfo; b: EndInfo } }> {
+  const plain = await plainConnection(lab, 31000);
+  try {
+    const syni = await punch(clientA, clientB, lab, "tcp-syni", 1);
+    try {
+      const info = (p: Pair) => ({ a: endInfo(tcpInfo(p.a)), b: endInfo(tcpInfo(p.b)) });
+      const result = { plain: info(plain), syni: info(syni) };
+      assertEquals(negotiated(result.syni.a), negotiated(result.plain.a), "host A's end");
+      assertEquals(negotiated(result.syni.b), negotiated(result.plain.b), "host B's end");
+      await pingPong(syni, 3);
+      return result;
+    } finally {
+      close(syni);
+    }
+  } finally {
+    close(plain);
+  }
+}
+
+Deno.test({
+  name:
+    "a tcp-syni connection negotiates what a kernel connection between the same hosts does: window scale, timestamps, SACK, MSS",
+  ignore: needsRoot,
+}, async () => {
+  await withLab("preserving", "preserving", [], async (lab, clientA, clientB) => {
+    const { syni } = await assertSameAsKernel(lab, clientA, clientB);
+    // This host's tcp_rmem[2] calls for more than the 8 MB that a scale of 7 allows.
+    const [, , rmemMax = 0] = (await lab.exec(lab.hostB.ns, ["sysctl", "-n", "net.ipv4.tcp_rmem"]))
+      .trim().split(/\s+/).map(Number);
+    if (rmemMax > 65535 * 2 ** 8) assert(syni.a.sndWscale > 7, `B offered ${syni.a.sndWscale}`);
+    assert(syni.a.timestamps && syni.a.sack);
+  });
+});
+
+Deno.test({
+  name:
+    "tcp-syni follows each host's own settings like the kernel does: B's smaller receive buffer limit, A without SACK, B without timestamps",
+  ignore: needsRoot,
+}, async () => {
+  await withLab("preserving", "preserving", [], async (lab, clientA, clientB) => {
+    await lab.exec(lab.hostB.ns, [
+      "sysctl",
+      "-qw",
+      "net.ipv4.tcp_rmem=4096 131072 1048576",
+      "net.ipv4.tcp_timestamps=0",
+    ]);
+    await lab.exec(lab.hostA.ns, ["sysctl", "-qw", "net.ipv4.tcp_sack=0"]);
+    const { plain, syni } = await assertSameAsKernel(lab, clientA, clientB);
+    // The settings took effect on the kernel's connection (else the comparison proves little).
+    assertEquals(
+      [plain.a.timestamps, plain.a.sack, plain.b.timestamps, plain.b.sack],
+      [false, false, false, false],
+    );
+    assertEquals(plain.a.sndMss, 1460, "no timestamp option in the segments");
+    assertEquals(syni.b.advmss, 1460);
+  });
+});
+
+/**
+ * One tcp-syni attempt like tests/lab/punch.ts punch(), on port-preserving
+ * NATs (the public ports are the hosts' own), where the responder starts only
+ * `waitMs` after the initiator's first progress.
+ */
+async function punchLate(
+  clientA: PunchdClient,
+  clientB: PunchdClient,
+  lab: Lab,
+  n: number,
+  waitMs: number,
+): Promise<Pair & { ms: number }> {
+  const started = performance.now();
+  const initiator = clientA.initiate({
+    id: `late-a${n}`,
+    technique: "tcp-syni",
+    srcIp: lab.hostA.ip,
+    srcPorts: [20000 + n],
+    dstIp: lab.publicB,
+    dstPorts: [30000 + n],
+  });
+  const fromA = initiator.progress[Symbol.asyncIterator]();
+  const first = await fromA.next();
+  assert(!first.done, "the initiator ended without progress");
+  await new Promise((r) => setTimeout(r, waitMs));
+  const responder = clientB.respond({
+    id: `late-b${n}`,
+    technique: "tcp-syni",
+    srcIp: lab.hostB.ip,
+    srcPorts: [30000 + n],
+    dstIp: lab.publicA,
+    dstPorts: [20000 + n],
+    extra: first.value,
+  });
+  const [a, b] = await relayUntilSettled(initiator, fromA, responder);
+  const ms = performance.now() - started;
+  if (a.status === "rejected" || b.status === "rejected") {
+    if (a.status === "fulfilled") a.value.close();
+    if (b.status === "fulfilled") b.value.close();
+    throw a.status === "rejected" ? a.reason : (b as PromiseRejectedResult).reason;
+  }
+  return { a: a.value as Socket, b: b.value as Socket, ms };
+}
+
+Deno.test({
+  name:
+    "the initiator's first RTT estimate is its handshake's, not the time it waited for the responder",
+  ignore: needsRoot,
+}, async () => {
+  await withLab("preserving", "preserving", [], async (lab, clientA, clientB) => {
+    const plain = await plainConnection(lab, 31000);
+    try {
+      const plainRtt = tcpInfo(plain.a).rtt;
+      for (let n = 0; n < 3; n++) {
+        // The responder starts 400 ms late: a sample from the first SYN would be 400 ms or more.
+        const late = await punchLate(clientA, clientB, lab, n, 400);
+        try {
+          const rttA = tcpInfo(late.a).rtt;
+          const rttB = tcpInfo(late.b).rtt;
+          // A's sample includes the responder's work between SYN and SYN-ACK (about a
+          // millisecond, more on a busy machine): 50 ms is far from the 400 ms wait.
+          assert(
+            rttA < plainRtt + 50_000,
+            `A's RTT ${rttA} µs after a ${late.ms.toFixed(0)} ms attempt (plain ${plainRtt} µs)`,
+          );
+          assert(rttB < plainRtt + 50_000, `B's RTT ${rttB} µs (plain ${plainRtt} µs)`);
+        } finally {
+          close(late);
+        }
+      }
+    } finally {
+      close(plain);
+    }
+  });
+});
+
+const lateBehind = (nat: NatProfile) =>
+  `a responder later than the initiator's SYN retransmission (1 s) behind a ${nat} NAT: tcp-syni still connects, 2 of 2`;
+
+for (const nat of ["preserving", "answering"] as const) {
+  Deno.test({ name: lateBehind(nat), ignore: needsRoot }, async () => {
+    // Behind an answering NAT, a retransmitted SYN at full TTL meets B's router before B primed
+    // its NAT: the router's RST closes A's NAT entry and resets A's socket.
+    await withLab("preserving", nat, [], async (lab, clientA, clientB) => {
+      for (let n = 0; n < 2; n++) {
+        const late = await punchLate(clientA, clientB, lab, n, 1300);
+        try {
+          assertEquals(late.a.peerAddress(), {
+            family: "inet",
+            address: lab.publicB,
+            port: 30000 + n,
+          });
+          await pingPong(late, 1);
+        } finally {
+          close(late);
+        }
+      }
+    });
+  });
+}
