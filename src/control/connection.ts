@@ -1,7 +1,9 @@
 /**
  * One client connection on the control socket: splits the byte stream into
- * request lines (refusing over-long ones without losing sync), and writes
- * replies one at a time, an `ok` together with its fd in one sendmsg.
+ * request lines (refusing over-long ones without losing sync), hands them out
+ * one per turn of the server's {@linkcode TurnScheduler} (so a client that
+ * pipelines requests cannot hold up the others), and writes replies one at
+ * a time, an `ok` together with its fd in one sendmsg.
  *
  * @module
  */
@@ -11,6 +13,7 @@ import { Socket } from "../../ffi/socket.ts";
 import { pollNow } from "../../ffi/syscalls.ts";
 import type { Ucred } from "../../ffi/structs.ts";
 import { encodeReply, MAX_MESSAGE_BYTES, type Reply } from "./codec.ts";
+import { TurnScheduler } from "./turns.ts";
 
 /** The default control socket, in a root-owned runtime directory. */
 export const DEFAULT_SOCKET_PATH = "/run/punchd/punchd.socket";
@@ -88,14 +91,19 @@ export class ClientConnection {
   /** SO_PEERCRED of the client. */
   readonly credentials: Ucred;
   readonly #socket: Socket;
+  readonly #turns: TurnScheduler;
   #writes: Promise<void> = Promise.resolve();
   readonly #closed = new AbortController();
 
-  /** Wraps an accepted socket. */
-  constructor(socket: Socket, number: number, credentials: Ucred) {
+  /**
+   * Wraps an accepted socket. `turns` is shared by every connection of a
+   * server (default: one of its own, which takes turns with nobody).
+   */
+  constructor(socket: Socket, number: number, credentials: Ucred, turns = new TurnScheduler()) {
     this.#socket = socket;
     this.number = number;
     this.credentials = credentials;
+    this.#turns = turns;
   }
 
   /** Aborted when the connection is closed. */
@@ -103,15 +111,24 @@ export class ClientConnection {
     return this.#closed.signal;
   }
 
-  /** Yields request lines until the client disconnects or the connection is closed. */
+  /**
+   * Yields request lines until the client disconnects or the connection is
+   * closed, each once this connection has its turn: handle a line before
+   * asking for the next. Bytes are read only when the lines read before are
+   * used up, so a client that pipelines waits in its own socket buffer.
+   */
   async *lines(): AsyncGenerator<Line> {
     const splitter = new LineSplitter();
     const buf = new Uint8Array(4096);
+    const signal = this.#closed.signal;
     try {
       for (;;) {
-        const n = await this.#socket.read(buf, this.#closed.signal);
+        const n = await this.#socket.read(buf, signal);
         if (n === 0) return;
-        yield* splitter.push(buf.subarray(0, n));
+        for (const line of splitter.push(buf.subarray(0, n))) {
+          await this.#turns.turn(this, signal);
+          yield line;
+        }
       }
     } catch (error) {
       if (this.#closed.signal.aborted) return;

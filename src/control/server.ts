@@ -13,6 +13,7 @@ import * as sys from "../../ffi/syscalls.ts";
 import { StartupError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { ClientConnection, DEFAULT_SOCKET_PATH } from "./connection.ts";
+import { TurnScheduler } from "./turns.ts";
 
 export { DEFAULT_SOCKET_PATH };
 
@@ -125,6 +126,8 @@ export class ControlServer {
   readonly #log: Logger;
   #nextClient = 1;
   readonly #stopped = new AbortController();
+  /** Every client's requests take turns here (see turns.ts). */
+  readonly #turns = new TurnScheduler();
 
   private constructor(listener: Socket, path: string, log: Logger) {
     this.#listener = listener;
@@ -209,7 +212,7 @@ export class ControlServer {
         accepted.socket.close();
         continue;
       }
-      yield new ClientConnection(accepted.socket, this.#nextClient++, credentials);
+      yield new ClientConnection(accepted.socket, this.#nextClient++, credentials, this.#turns);
     }
   }
 
