@@ -13,7 +13,8 @@
  * offset size field
  *  0      4   "PDU2"  magic and version
  *  4      1   ROLE    "I" initiator or "R" responder
- *  5      1   FLAGS   bit 0 SEEN: the sender has received the other's punch; other bits 0
+ *  5      1   FLAGS   bit 0 SEEN: the sender has received the other's punch;
+ *                     bit 1 LAST (only with SEEN): the sender's last punch; other bits 0
  *  6      8   NONCE   the sender's, random, one per side and attempt
  * 14      8   ECHO    with SEEN, the NONCE of the other's punch it received; else zeros
  * 22      4   COUNT   the sender's punch number, big-endian
@@ -21,13 +22,85 @@
  *                     "punchd udp PDU2" 0x00, LEN, IP (LEN bytes), bytes 0-25
  * ```
  * TOKEN is the attempt's 16 token bytes; IP the responder's address as the
- * initiator punches it (its DST_IP), LEN 4 or 16. A side is done when it
- * has accepted the other's punch and then a punch with SEEN that echoes its
- * own NONCE (the other has received one of its own), or, once the other
- * has finished, the other's first datagram that is not a punch (it stays
- * queued); it then sends two more with SEEN, discards the other's punches
- * for `lingerMs`, and hands the application a socket `connect()`ed to the
- * endpoint the other's first accepted punch came from.
+ * initiator punches it (its DST_IP), LEN 4 or 16. FLAGS is under the MAC,
+ * so no one without the token can forge a LAST (or strip one).
+ *
+ * Hand-over. The application gets a socket `connect()`ed to the endpoint
+ * the other's first accepted punch came from, bound to the local port it
+ * reached, and its first read there must never be a punch: the other's
+ * punches in flight when a side hands over would reach the application as
+ * data. So a side hands over only once it knows that no more can come:
+ *
+ * ```
+ *  first accepted punch ─► connected socket
+ *        │ (a SEEN punch echoing our NONCE? then done at once)
+ *        ▼
+ *   CONFIRMING ── SEEN punch every intervalMs
+ *        │ the other's SEEN punch echoing our NONCE (LAST or not)
+ *        ▼
+ *   DONE: one SEEN|LAST punch; nothing else is ever sent
+ *        │ the other's LAST ─────────────────────────────────► hand over
+ *        │ a datagram that is not a punch (stays queued) ─────► hand over
+ *        │ the other's SEEN punch sent after our LAST should
+ *        │   have reached it: our LAST was lost, send it again (at most 2)
+ *        │ fallback wait ran out ─────────────────────────────► hand over
+ *  (CONFIRMING also hands over, sending nothing, at a datagram that is
+ *   not a punch: the other has handed over already.)
+ * ```
+ * Why the other's LAST suffices: it is the last datagram the other sends,
+ * and every punch it sent before (plain ones from its punching socket, SEEN
+ * ones from its connected socket, probes) left before it on the same path,
+ * so they arrived before it: each sender stops for good once its peer is
+ * found, before its first SEEN punch (`sendPunch` and the birthday senders
+ * check the attempt's `found` signal before every send). Each side sends
+ * one LAST on becoming done, so with no loss the two LASTs are the last
+ * two datagrams of the exchange, and each side hands over on the other's.
+ * Both finishing at once is the same: each sends its LAST, each hands over
+ * on the other's. Punches that are already queued when the LAST is read
+ * (a duplicated datagram) are taken off before the hand-over.
+ *
+ * Typical timing: B's punch reaches A (A's first), A's SEEN punch reaches B
+ * (B's first, echoing B: B is done and sends LAST), B's LAST reaches A (A
+ * done, holds B's LAST: A sends its LAST and hands over), A's LAST reaches
+ * B (B hands over): 2 round trips from B's first punch, no wait. It was 1.5
+ * round trips and a fixed 150 ms linger.
+ *
+ * Loss. The round trip a side waits on is sampled when it becomes done:
+ * from its first SEEN punch when the other's LAST made it done (the LAST
+ * answers a SEEN punch sent no earlier), else from its first punch of any
+ * TTL (whatever the other echoed left no earlier). Either way the sample is
+ * an upper bound of the round trip (plus the other's processing; for an
+ * initiator done by a SEEN punch it also spans the offer's trip through
+ * the rendezvous channel). A side that is done waits for the other's LAST
+ * at most `1.5 × intervalMs + 3 × RTT + 5 ms`, capped at `lingerMs`
+ * (default 150): a side that is not done sends its next SEEN punch within
+ * one interval, and that wait lets this side answer it and hear the other's
+ * LAST. A SEEN punch of the other's that arrives more than `1.5 × RTT + 5
+ * ms` after this side's LAST left was sent after that LAST should have
+ * reached it, so the LAST was lost: this side sends it again (at most twice,
+ * each extending the wait by `2 × RTT + 5 ms`). Because the sample is an
+ * upper bound, a punch that merely crossed the LAST never triggers a
+ * resend, which would reach the other's application after its hand-over.
+ * - This side's LAST lost, the other done: the other hands over on its
+ *   fallback; nothing more comes from this side (it has handed over).
+ * - This side's LAST lost, the other not done: the other keeps sending SEEN
+ *   punches, this side sends its LAST again, both finish.
+ * - What is left: a LAST lost three times while the other is not done (the
+ *   other's next SEEN punches reach this side's application), a punch
+ *   reordered behind the LAST that followed it, or a LAST duplicated on the
+ *   path after it was read. Then a punch reaches an application, as one
+ *   delayed beyond the old 150 ms linger could; README tells applications
+ *   to ignore 42-byte datagrams that start with `PDU2` right after `ok`.
+ *   In the normal exchange the punches before a LAST left well before it:
+ *   a SEEN punch a round trip earlier, the last plain round before the
+ *   peer was found (and the connected socket made), rarely less than a
+ *   millisecond earlier; reordering on one path seldom spans that.
+ *
+ * Mixing with a punchd from before LAST (same MAGIC): the older side's
+ * strict codec takes a LAST for the other application's first datagram; it
+ * hands over with that punch queued (its application reads one `PDU2`
+ * datagram first), and this side, never getting a LAST, hands over on its
+ * fallback wait. Both connect.
  *
  * Progress: the initiator sends `udp2:TOKEN:MODE:IP` (TOKEN in 32 lowercase
  * hex digits; IP: its DST_IP in canonical text), the responder answers with
@@ -78,6 +151,7 @@ import {
   encodePunch,
   NONCE_LENGTH,
   type PeerAddressing,
+  type Punch,
   PunchKey,
   type PunchRole,
   sameNonce,
@@ -102,7 +176,11 @@ export { PUNCH_MAGIC } from "./udp_punch.ts";
 export interface UdpOptions {
   /** Milliseconds between punch rounds (default 50). */
   intervalMs?: number;
-  /** Milliseconds to discard late punches before handing over (default 150). */
+  /**
+   * Milliseconds at most to wait for the peer's LAST punch once this side
+   * has sent its own (default 150); the wait is shorter when the round trip
+   * is (see the module doc).
+   */
   lingerMs?: number;
   /** Sockets the hard side opens in birthday mode (default 256). */
   hardPorts?: number;
@@ -183,6 +261,32 @@ interface Plan {
   announce: () => void;
 }
 
+/** What the senders share with the rest of an attempt. */
+interface SendState {
+  /** The peer's mapping is known to exist: punches go at full TTL. */
+  peerMapped: boolean;
+  /** The peer's mode, once known. */
+  theirs: Mode | null;
+  /** When this side's first punch left (performance.now(), any TTL): see #handOver's RTT sample. */
+  firstPunchAt: number | null;
+}
+
+/** Why a side handed over (logged): the peer's LAST, its data, or the fallback wait ran out. */
+type Handover = "last" | "data" | "fallback";
+
+/** A side that is done: when its LAST left, the round trip it measured, how long it waits. */
+interface Finished {
+  lastAt: number;
+  rttMs: number;
+  until: number;
+  resends: number;
+}
+
+/** Milliseconds added to every wait that scales with the round trip (timer and scheduling slack). */
+const FLOOR_MS = 5;
+/** How many times a side sends its LAST again (each on evidence that the peer missed it). */
+const LAST_RESENDS = 2;
+
 /** This side's punches: a nonce for the attempt and a running count. */
 class Puncher {
   readonly nonce = crypto.getRandomValues(new Uint8Array(NONCE_LENGTH));
@@ -195,13 +299,14 @@ class Puncher {
     this.#role = role;
   }
 
-  /** The next punch; with `echo` (the peer's nonce) it says SEEN. */
-  next(echo: Uint8Array | null = null): Uint8Array<ArrayBuffer> {
+  /** The next punch; with `echo` (the peer's nonce) it says SEEN, with `last` also LAST. */
+  next(echo: Uint8Array | null = null, last = false): Uint8Array<ArrayBuffer> {
     const count = this.#count;
     this.#count = (count + 1) >>> 0;
     return encodePunch({
       role: this.#role,
       seen: echo !== null,
+      last: echo !== null && last,
       nonce: this.nonce,
       echo: echo ?? new Uint8Array(NONCE_LENGTH),
       count,
@@ -344,10 +449,7 @@ export class Udp implements Technique {
     const moved = new MovedPeer(this.#o.movedMs);
     const refused = new RefusedPunches(this.#o.movedMs);
     // The responder's offer left after the initiator's first punches: that mapping exists.
-    const state: { peerMapped: boolean; theirs: Mode | null } = {
-      peerMapped: p.role === "R",
-      theirs: null,
-    };
+    const state: SendState = { peerMapped: p.role === "R", theirs: null, firstPunchAt: null };
     const puncher = new Puncher(p.key, p.role);
     const share = PortShare.acquire(p.local);
     let unregister = () => {};
@@ -356,7 +458,7 @@ export class Udp implements Technique {
     try {
       // The first accepted punch tells the peer's endpoint, its nonce and which local port it reached.
       const first = await new Promise<
-        { from: SocketAddress; local: InetAddress; nonce: Uint8Array }
+        { from: SocketAddress; local: InetAddress; punch: Punch }
       >((resolve, reject) => {
         let done = false;
         const take = (bytes: Uint8Array, from: SocketAddress, local: InetAddress) => {
@@ -368,7 +470,7 @@ export class Udp implements Technique {
           if (typeof got === "string") return got;
           if (!done) {
             done = true;
-            resolve({ from, local, nonce: got.nonce });
+            resolve({ from, local, punch: got });
           }
           return null;
         };
@@ -408,6 +510,7 @@ export class Udp implements Technique {
           once: true,
         });
       });
+      // Every sender checks this before each send: none sends again (see #handOver).
       found.abort(new TechniqueError("peer found"));
       // From now on the peer's datagrams land on a socket connected to it, on the same local port.
       conn = Socket.create(first.local.family, "datagram", { reuseAddress: true, reusePort: true });
@@ -419,14 +522,23 @@ export class Udp implements Technique {
       });
       const peerPunch = (bytes: Uint8Array): ReturnType<typeof acceptPunch> => {
         const got = acceptPunch(bytes, first.from, p);
-        return typeof got !== "string" && !sameNonce(got.nonce, first.nonce) ? "forged" : got;
+        return typeof got !== "string" && !sameNonce(got.nonce, first.punch.nonce) ? "forged" : got;
       };
-      await this.#confirm(conn, puncher, first.nonce, peerPunch, strays, context.signal);
-      await this.#linger(conn, peerPunch, context.signal);
+      const how = await this.#handOver(
+        conn,
+        puncher,
+        first.punch,
+        peerPunch,
+        state,
+        strays,
+        context.signal,
+      );
       context.log.info("udp punched", {
         local: formatAddress(first.local),
         peer: formatAddress(first.from),
         birthday: first.local.port !== p.local.port,
+        handover: how.why,
+        rtt_ms: how.rttMs === null ? "-" : how.rttMs.toFixed(1),
       });
       // An ICMP error from the punching (a punch that an answering NAT
       // refused before the peer's mapping existed) would surface as
@@ -452,44 +564,128 @@ export class Udp implements Technique {
   }
 
   /**
-   * On the connected socket: punches with SEEN=1 (echoing the peer's nonce)
-   * until a punch from the peer with SEEN=1 that echoes ours arrives (it has
-   * ours), or application data (it has finished), then two more so that it
-   * can finish.
+   * On the connected socket: the hand-over (the module doc's diagram).
+   * Sends SEEN punches every `intervalMs` until the peer's SEEN punch that
+   * echoes this side's NONCE (this side is then done), sends one SEEN|LAST
+   * punch and no other, and returns once the peer's LAST has arrived (no
+   * punch of the peer's can follow it), at the peer's first datagram that
+   * is not a punch (it stays queued), or when the fallback wait runs out.
    */
-  async #confirm(
+  async #handOver(
     conn: Socket,
     puncher: Puncher,
-    theirNonce: Uint8Array,
+    first: Punch,
     peerPunch: (bytes: Uint8Array) => ReturnType<typeof acceptPunch>,
+    state: SendState,
     strays: StrayLog,
     signal: AbortSignal,
-  ): Promise<void> {
+  ): Promise<{ why: Handover; rttMs: number | null }> {
     const from = conn.peerAddress();
     const buf = new Uint8Array(128);
-    const finish = async () => {
-      for (let i = 0; i < 2; i++) {
-        await conn.write(puncher.next(theirNonce), signal).catch(() => {});
-      }
+    const echoesUs = (punch: Punch) => punch.seen && sameNonce(punch.echo, puncher.nonce);
+    let firstSeenAt: number | null = null;
+    const send = async (last: boolean) => {
+      firstSeenAt ??= performance.now();
+      await conn.write(puncher.next(first.nonce, last), signal).catch(() => {});
     };
+    /**
+     * This side is done (`by`: the peer's punch that says so): its LAST
+     * leaves, and the wait for the peer's is set from the round trip.
+     */
+    const finish = async (by: Punch): Promise<Finished> => {
+      const now = performance.now();
+      const rttMs = now - ((by.last ? firstSeenAt : null) ?? state.firstPunchAt ?? now);
+      await send(true);
+      const lastAt = performance.now();
+      return { lastAt, rttMs, until: lastAt + this.#fallbackMs(rttMs), resends: 0 };
+    };
+    let peerLast = false;
+    let done: Finished | null = null;
+    if (echoesUs(first)) {
+      peerLast = first.last;
+      done = await finish(first);
+    }
+    let nextSeen = 0;
     for (;;) {
-      await conn.write(puncher.next(theirNonce), signal).catch(() => {});
-      const wait = AbortSignal.any([signal, AbortSignal.timeout(this.#o.intervalMs)]);
+      if (done !== null && peerLast) {
+        await this.#dropQueued(conn, peerPunch);
+        return { why: "last", rttMs: done.rttMs };
+      }
+      const now = performance.now();
+      if (done === null && now >= nextSeen) {
+        await send(false);
+        nextSeen = performance.now() + this.#o.intervalMs;
+        continue;
+      }
+      if (done !== null && now >= done.until) return { why: "fallback", rttMs: done.rttMs };
+      const until = done === null ? nextSeen : done.until;
+      const wait = AbortSignal.any([signal, AbortSignal.timeout(Math.ceil(until - now))]);
+      let n: number;
       try {
-        for (;;) {
-          const n = await conn.peek(buf, wait);
-          const got = peerPunch(buf.subarray(0, n));
-          // Application data: the peer has finished, so it has our punch. It stays queued.
-          if (got === "not a punch") return await finish();
-          await conn.read(buf, signal);
-          if (typeof got === "string") strays.note(got, from);
-          else if (got.seen && sameNonce(got.echo, puncher.nonce)) return await finish();
-        }
+        n = await conn.peek(buf, wait);
       } catch (error) {
         if (signal.aborted) throw error;
-        // The interval ended, or an ICMP error (an answering NAT refusing an
-        // earlier punch) was read and cleared: punch again.
-        if (!wait.aborted && !isIcmpError(error)) throw error;
+        // The wait ended, or an ICMP error (an answering NAT refusing an
+        // earlier punch) was read and cleared.
+        if (wait.aborted || isIcmpError(error)) continue;
+        throw error;
+      }
+      const got = peerPunch(buf.subarray(0, n));
+      // Application data: the peer has handed over, so it has this side's
+      // punches and needs nothing more. It stays queued.
+      if (got === "not a punch") return { why: "data", rttMs: done?.rttMs ?? null };
+      await conn.read(buf, signal);
+      if (typeof got === "string") {
+        strays.note(got, from);
+      } else if (done === null) {
+        if (echoesUs(got)) {
+          peerLast = got.last;
+          done = await finish(got);
+        }
+      } else if (got.last) {
+        peerLast = true;
+      } else if (
+        got.seen && done.resends < LAST_RESENDS &&
+        performance.now() - done.lastAt > 1.5 * done.rttMs + FLOOR_MS
+      ) {
+        // The peer, not done, sent this after this side's LAST should have
+        // reached it (the sample is an upper bound): that LAST was lost.
+        await send(true);
+        done.resends++;
+        done.lastAt = performance.now();
+        done.until = Math.max(
+          done.until,
+          done.lastAt + Math.min(this.#o.lingerMs, 2 * done.rttMs + FLOOR_MS),
+        );
+      }
+    }
+  }
+
+  /**
+   * How long a side that has sent its LAST waits for the peer's: one and a
+   * half intervals (a peer that has not finished sends its next SEEN punch
+   * within one, and this side answers it with its LAST again) plus three
+   * round trips and `FLOOR_MS`, at most `lingerMs`.
+   */
+  #fallbackMs(rttMs: number): number {
+    return Math.min(this.#o.lingerMs, 1.5 * this.#o.intervalMs + 3 * rttMs + FLOOR_MS);
+  }
+
+  /** Takes the peer's punches already queued off the socket (a duplicated LAST); stops at anything else. */
+  async #dropQueued(
+    conn: Socket,
+    peerPunch: (bytes: Uint8Array) => ReturnType<typeof acceptPunch>,
+  ): Promise<void> {
+    const buf = new Uint8Array(128);
+    const now = AbortSignal.abort();
+    for (let i = 0; i < 64; i++) {
+      try {
+        const n = await conn.peek(buf, now);
+        if (peerPunch(buf.subarray(0, n)) === "not a punch") return;
+        await conn.read(buf);
+      } catch (error) {
+        // An ICMP error was read (and so cleared); anything else: nothing is queued.
+        if (!isIcmpError(error)) return;
       }
     }
   }
@@ -503,7 +699,7 @@ export class Udp implements Technique {
    */
   async #senders(
     p: Plan,
-    state: { peerMapped: boolean; theirs: Mode | null },
+    state: SendState,
     main: Socket,
     extra: Socket[],
     punch: () => Uint8Array<ArrayBuffer>,
@@ -515,6 +711,7 @@ export class Udp implements Technique {
     let answer: unknown = null;
     p.theirs.then((m) => theirs = m, (e) => answer = e ?? new Error("no answer"));
     const hard = p.birthday && p.mine === "h";
+    state.firstPunchAt ??= performance.now();
     if (hard) await this.#openHardPorts(p, extra, punch, watch, signal, context);
     let probing = false;
     let probed = false;
@@ -575,7 +772,11 @@ export class Udp implements Technique {
     }
     const round = async () => {
       for (const socket of extra) {
-        for (const peer of p.peers) await socket.sendTo(punch(), peer, signal).catch(() => {});
+        for (const peer of p.peers) {
+          // No punch leaves once the peer is found (see #handOver).
+          if (signal.aborted) return;
+          await socket.sendTo(punch(), peer, signal).catch(() => {});
+        }
       }
     };
     await round();
@@ -632,27 +833,6 @@ export class Udp implements Technique {
     for (;;) {
       const reason = decodeNotice(await context.nextPeerData());
       if (reason !== null) throw new TechniqueError(reason);
-    }
-  }
-
-  /** Drops the peer's last punches for `lingerMs`; stops at the first datagram that is not one (it stays queued). */
-  async #linger(
-    socket: Socket,
-    peerPunch: (bytes: Uint8Array) => ReturnType<typeof acceptPunch>,
-    signal: AbortSignal,
-  ): Promise<void> {
-    const wait = AbortSignal.any([signal, AbortSignal.timeout(this.#o.lingerMs)]);
-    const buf = new Uint8Array(128);
-    for (;;) {
-      try {
-        const n = await socket.peek(buf, wait);
-        if (typeof peerPunch(buf.subarray(0, n)) === "string") return;
-        await socket.read(buf, signal);
-      } catch (error) {
-        if (signal.aborted) throw signal.reason;
-        // An ICMP error was read (and so cleared): keep lingering.
-        if (wait.aborted || !isIcmpError(error)) return;
-      }
     }
   }
 }

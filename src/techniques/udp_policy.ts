@@ -131,7 +131,9 @@ export class GiveUp extends TechniqueError {
  * so attempts that share the socket never send at each other's TTL. Send
  * errors are dropped (a punch is one of many). A pending socket error (an
  * ICMP error on a socket that queues them) is cleared first: the kernel
- * would otherwise fail this send with it instead of sending.
+ * would otherwise fail this send with it instead of sending. Nothing is
+ * sent once `signal` has aborted: the attempt's hand-over relies on no
+ * punch leaving after its LAST (see `udp.ts`).
  */
 export async function sendPunch(
   socket: Socket,
@@ -140,6 +142,7 @@ export async function sendPunch(
   ttl: number | null,
   signal: AbortSignal,
 ): Promise<void> {
+  if (signal.aborted) return;
   socket.getOption(SOL_SOCKET, SO_ERROR);
   if (ttl === null) {
     await socket.sendTo(data, to, signal).catch(() => {});

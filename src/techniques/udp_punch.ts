@@ -11,7 +11,9 @@
  * offset size field
  *  0      4   MAGIC  "PDU2" (magic and version)
  *  4      1   ROLE   "I" (0x49) initiator or "R" (0x52) responder
- *  5      1   FLAGS  bit 0 SEEN: the sender has received the other's punch; other bits 0
+ *  5      1   FLAGS  bit 0 SEEN: the sender has received the other's punch;
+ *                    bit 1 LAST (only with SEEN): the sender's last punch of the attempt,
+ *                    it has stopped sending; other bits 0
  *  6      8   NONCE  the sender's random nonce, one per side and attempt
  * 14      8   ECHO   with SEEN, the NONCE of the other's punch it received; else zeros
  * 22      4   COUNT  the sender's punch number in this attempt (no two punches are equal)
@@ -23,7 +25,8 @@
  *
  * A receiver accepts a punch only when all of these hold, checked in this
  * order (the first that fails names the rejection):
- * 1. 42 bytes, MAGIC, ROLE `I` or `R`, no unknown FLAGS bit ("not a punch");
+ * 1. 42 bytes, MAGIC, ROLE `I` or `R`, FLAGS none, SEEN, or SEEN and LAST
+ *    ("not a punch": an unknown bit, or LAST without SEEN);
  * 2. it came from the peer's address: DST_IP and one of DST_PORTS, or any
  *    port of DST_IP while birthday probing sends to random ports ("wrong address";
  *    "wrong port" instead when it came from DST_IP and passes 3 and 4: a real
@@ -31,8 +34,14 @@
  * 3. the MAC matches, compared in constant time ("forged");
  * 4. ROLE is the peer's, not the receiver's own ("reflected").
  * So a punch replayed from any other address is refused, whoever captured it,
- * and one with any field changed fails its MAC. Proof of receipt is ECHO: a
- * side counts its punch as received only when a SEEN punch echoes its NONCE.
+ * and one with any field changed fails its MAC: FLAGS is signed, so a
+ * forged LAST cannot end the other side's wait for the real one. Proof of
+ * receipt is ECHO: a side counts its punch as received only when a SEEN
+ * punch echoes its NONCE.
+ *
+ * LAST was added after the first PDU2 punchd (with MAGIC unchanged: an
+ * older side treats a LAST punch as the other application's first
+ * datagram, see `udp.ts` on mixing versions).
  *
  * @module
  */
@@ -55,6 +64,9 @@ export const MAC_LENGTH = 16;
 const MAGIC = new TextEncoder().encode(PUNCH_MAGIC);
 const SIGNED = PUNCH_LENGTH - MAC_LENGTH;
 const FLAG_SEEN = 1;
+const FLAG_LAST = 2;
+/** The FLAGS bytes a punch may carry: none, SEEN, SEEN and LAST. */
+const VALID_FLAGS: ReadonlySet<number> = new Set([0, FLAG_SEEN, FLAG_SEEN | FLAG_LAST]);
 const ROLE_BYTES = { I: 0x49, R: 0x52 } as const;
 const LABEL = new TextEncoder().encode("punchd udp PDU2\0");
 
@@ -68,6 +80,8 @@ export interface Punch {
   seen: boolean;
   /** The sender's nonce (8 bytes). */
   nonce: Uint8Array;
+  /** The sender's last punch: it has stopped sending (only with `seen`). */
+  last: boolean;
   /** The other's nonce when `seen`, else 8 zero bytes. */
   echo: Uint8Array;
   /** The sender's punch number, 0 to 2^32-1. */
@@ -115,10 +129,11 @@ export function encodePunch(p: Punch, key: PunchKey): Uint8Array<ArrayBuffer> {
   if (!Number.isInteger(p.count) || p.count < 0 || p.count > 0xffffffff) {
     throw new RangeError(`Cannot encode punch: count ${p.count} out of range 0..2^32-1`);
   }
+  if (p.last && !p.seen) throw new RangeError("Cannot encode punch: LAST needs SEEN");
   const out = new Uint8Array(PUNCH_LENGTH);
   out.set(MAGIC, 0);
   out[4] = ROLE_BYTES[p.role];
-  out[5] = p.seen ? FLAG_SEEN : 0;
+  out[5] = (p.seen ? FLAG_SEEN : 0) | (p.last ? FLAG_LAST : 0);
   out.set(p.nonce, 6);
   out.set(p.echo, 14);
   new DataView(out.buffer).setUint32(22, p.count, false);
@@ -131,7 +146,7 @@ export function isPunchShaped(bytes: Uint8Array): boolean {
   if (bytes.length !== PUNCH_LENGTH) return false;
   for (let i = 0; i < MAGIC.length; i++) if (bytes[i] !== MAGIC[i]) return false;
   return (bytes[4] === ROLE_BYTES.I || bytes[4] === ROLE_BYTES.R) &&
-    ((bytes[5] ?? 0) & ~FLAG_SEEN) === 0;
+    VALID_FLAGS.has(bytes[5] ?? -1);
 }
 
 /**
@@ -148,6 +163,7 @@ export function decodePunch(
   return {
     role: bytes[4] === ROLE_BYTES.I ? "I" : "R",
     seen: ((bytes[5] ?? 0) & FLAG_SEEN) !== 0,
+    last: ((bytes[5] ?? 0) & FLAG_LAST) !== 0,
     nonce: bytes.slice(6, 14),
     echo: bytes.slice(14, 22),
     count: new DataView(bytes.buffer, bytes.byteOffset + 22, 4).getUint32(0, false),

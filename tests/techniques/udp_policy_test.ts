@@ -96,6 +96,27 @@ Deno.test("a low-TTL punch leaves and the socket's own TTL is restored", async (
   assertEquals([second.length, buf[0]], [1, 8]);
 });
 
+Deno.test("no punch leaves once the sender's signal has aborted, at either TTL", async () => {
+  using receiver = Socket.create("inet", "datagram");
+  receiver.bind(inetAddress("127.0.0.1", 0));
+  using sender = Socket.create("inet", "datagram");
+  sender.bind(inetAddress("127.0.0.1", 0));
+  const stopped = new AbortController();
+  stopped.abort();
+  await sendPunch(sender, new Uint8Array([1]), receiver.localAddress(), 1, stopped.signal);
+  await sendPunch(sender, new Uint8Array([2]), receiver.localAddress(), null, stopped.signal);
+  await sendPunch(
+    sender,
+    new Uint8Array([3]),
+    receiver.localAddress(),
+    null,
+    AbortSignal.timeout(2000),
+  );
+  const buf = new Uint8Array(8);
+  const got = await receiver.receiveFrom(buf, AbortSignal.timeout(2000));
+  assertEquals([got.length, buf[0]], [1, 3]);
+});
+
 /** A queued error as the kernel reports an answering NAT's refusal of a punch to 172.16.2.2:30000. */
 function refusal(over: Partial<QueuedError> = {}): QueuedError {
   return {

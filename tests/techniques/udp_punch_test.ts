@@ -16,6 +16,7 @@ const key = new PunchKey(token, "172.16.2.2");
 const punch: Punch = {
   role: "R",
   seen: true,
+  last: false,
   nonce: hex("1111111111111111"),
   echo: hex("2222222222222222"),
   count: 7,
@@ -34,6 +35,8 @@ Deno.test("a punch round-trips through its 42 bytes", () => {
   assertEquals(decodePunch(bytes, key), punch);
   const unseen = { ...punch, role: "I" as const, seen: false, echo: new Uint8Array(8), count: 0 };
   assertEquals(decodePunch(encodePunch(unseen, key), key), unseen);
+  const last = { ...punch, last: true, count: 9 };
+  assertEquals(decodePunch(encodePunch(last, key), key), last);
 });
 
 Deno.test("a punch's fields sit where the wire description says, before the MAC", () => {
@@ -47,6 +50,44 @@ Deno.test("a punch's fields sit where the wire description says, before the MAC"
       "2222222222222222" + // ECHO
       "01020304", // COUNT
   );
+  const last = encodePunch({ ...punch, last: true, count: 0x01020304 }, key);
+  assertEquals(last.subarray(0, 5), bytes.subarray(0, 5));
+  assertEquals(last[5], 0x03); // FLAGS: SEEN and LAST
+  assertEquals(last.subarray(6, 26), bytes.subarray(6, 26));
+});
+
+Deno.test("a LAST flag set or cleared on the wire makes the punch forged: FLAGS is under the MAC", () => {
+  const seen = encodePunch(punch, key);
+  const forgedLast = seen.slice();
+  forgedLast[5] = 0x03;
+  assert(isPunchShaped(forgedLast));
+  assertEquals(decodePunch(forgedLast, key), "forged");
+  assertEquals(acceptPunch(forgedLast, peerAddress, initiator), "forged");
+  const last = encodePunch({ ...punch, last: true }, key);
+  const cleared = last.slice();
+  cleared[5] = 0x01;
+  assertEquals(decodePunch(cleared, key), "forged");
+  assertEquals(acceptPunch(last, peerAddress, initiator), { ...punch, last: true });
+});
+
+Deno.test("LAST only comes with SEEN: encoding refuses it alone, and such a datagram is not a punch", () => {
+  assertThrows(
+    () => encodePunch({ ...punch, seen: false, last: true, echo: new Uint8Array(8) }, key),
+    RangeError,
+    "LAST needs SEEN",
+  );
+  const bytes = encodePunch(punch, key);
+  for (const flags of [0x02, 0x04, 0x05, 0x07, 0x80, 0xff]) {
+    const odd = bytes.slice();
+    odd[5] = flags;
+    assert(!isPunchShaped(odd), `FLAGS ${flags}`);
+    assertEquals(decodePunch(odd, key), "not a punch");
+  }
+  for (const flags of [0x00, 0x01, 0x03]) {
+    const fine = bytes.slice();
+    fine[5] = flags;
+    assert(isPunchShaped(fine), `FLAGS ${flags}`);
+  }
 });
 
 Deno.test("the MAC is HMAC-SHA256 over the label, the responder's address and the fields", async () => {
@@ -110,7 +151,7 @@ Deno.test("truncated, extended and foreign datagrams are not punches", () => {
   const v1 = new TextEncoder().encode(`PDU1|${"ab".repeat(16)}|R|1`);
   assertEquals(decodePunch(v1, key), "not a punch");
   const unknownFlag = bytes.slice();
-  unknownFlag[5] = 0x03;
+  unknownFlag[5] = 0x05;
   assert(!isPunchShaped(unknownFlag));
   const badRole = bytes.slice();
   badRole[4] = 0x58;

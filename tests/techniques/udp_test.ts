@@ -44,6 +44,7 @@ Deno.test("both sides derive the same punch key from the offer", () => {
   const punch = {
     role: "I" as const,
     seen: false,
+    last: false,
     nonce: new Uint8Array(8).fill(1),
     echo: new Uint8Array(8),
     count: 0,
