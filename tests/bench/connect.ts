@@ -57,9 +57,11 @@
  *   probe of A's hits one of B's open ports. The search before that is not
  *   a round trip either: with 256 ports open in 64,512 and 1,000 probes a
  *   second it takes about 252 probes, 0.25 s, on average (udp.ts).
- * - `auto` the floor of the technique that won (most often, in this cell);
- *   the hellos and the winner's `w<K>` are progress lines (no network trip
- *   here, +0.5 RTT and +0.5 RTT relayed).
+ * - `auto` the floor of the technique that won (most often, in this cell).
+ *   Its hellos (`auto1i`, then `auto1r`, which the initiator waits for
+ *   before its first step) and the winner's `w<K>` are progress lines: no
+ *   network trip here; relayed, the hellos add 1 RTT before the first step,
+ *   and `w<K>` up to 0.5 more where the responder has to wait for it.
  *
  * ```
  * sudo deno run --allow-all tests/bench/connect.ts --trials 3 --quick --json /tmp/connect.json
