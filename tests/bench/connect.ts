@@ -48,15 +48,19 @@
  *   simultaneous open), B's SYN-ACK reaches A (2d, A established: ok), A's
  *   ACK reaches B (3d, B established: ok). No confirmation. Relayed: two
  *   lines (`prime1`, `primed1`): +1.
- * - `udp` 1.5 RTT: B's first full-TTL punch reaches A (d; A's low-TTL
- *   punches opened its NAT), A answers with a punch that echoes B's nonce
- *   (2d: B done), B's punch echoing A's reaches A (3d: A done). The linger
- *   after that (udp.ts `lingerMs`) is no round trip and so not in the
- *   floor. Relayed: one line (A's offer) before B's punch: +0.5.
- * - `udp-birthday` (A easy, B endpoint-dependent) 1.5 RTT, as `udp` once a
- *   probe of A's hits one of B's open ports. The search before that is not
- *   a round trip either: with 256 ports open in 64,512 and 1,000 probes a
- *   second it takes about 252 probes, 0.25 s, on average (udp.ts).
+ * - `udp` 2 RTT (hand-over on the other's LAST punch, udp.ts): B's first
+ *   full-TTL punch reaches A (d; A's low-TTL punches opened its NAT), A
+ *   answers with a SEEN punch echoing B's nonce (2d: B done, sends its
+ *   LAST), B's LAST reaches A (3d: A done, sends its LAST, and holds B's:
+ *   A hands over), A's LAST reaches B (4d: B hands over). A fallback wait
+ *   (when a LAST is lost) is no round trip and so not in the floor.
+ *   Relayed: one line (A's offer) before B's punch: +0.5.
+ * - `udp-birthday` (A easy, B endpoint-dependent) 2 RTT, as `udp` once a
+ *   probe of A's hits one of B's open ports (d), with the roles swapped: B's
+ *   SEEN punch (2d: A done), A's LAST (3d: B hands over), B's LAST (4d: A
+ *   hands over). The search before the hit is not a round trip: with 256
+ *   ports open in 64,512 and 1,000 probes a second it takes about 252
+ *   probes, 0.25 s, on average (udp.ts), and the floor leaves it out.
  * - `auto` the floor of the technique that won (most often, in this cell).
  *   Its hellos (`auto1i`, then `auto1r`, which the initiator waits for
  *   before its first step) and the winner's `w<K>` are progress lines: no
@@ -110,8 +114,8 @@ export const ROUND_TRIPS: Record<Exclude<ConnectTechnique, "auto">, RoundTrips> 
   "tcp-nutss": { bench: 3, viaRendezvous: 3.5 },
   "tcp-syni": { bench: 2.5, viaRendezvous: 3.5 },
   "tcp-prime": { bench: 1.5, viaRendezvous: 2.5 },
-  udp: { bench: 1.5, viaRendezvous: 2 },
-  "udp-birthday": { bench: 1.5, viaRendezvous: 2 },
+  udp: { bench: 2, viaRendezvous: 2.5 },
+  "udp-birthday": { bench: 2, viaRendezvous: 2.5 },
 };
 
 /** Processing time the floor allows for (both daemons, both clients), milliseconds. */
