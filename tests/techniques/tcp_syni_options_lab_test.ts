@@ -14,7 +14,16 @@ import { tcpInfo } from "../../ffi/tcp_info.ts";
 import type { PunchdClient } from "../../src/client/client.ts";
 import type { Lab, NatProfile } from "../lab/lab.ts";
 import { punch, readExactly, relayUntilSettled, withLab } from "../lab/punch.ts";
-import { type EndInfo, endInfo, type Pair, plainConnection } from "../bench/syni.ts";
+import {
+  type EndInfo,
+  endInfo,
+  LONG_PATH_ONE_WAY_MS,
+  LONG_PATH_WMEM,
+  type Pair,
+  plainConnection,
+  transfer,
+  withDelay,
+} from "../bench/syni.ts";
 import { isRoot, skipUnless } from "../helpers/skip.ts";
 
 const needsRoot = skipUnless(
@@ -210,3 +219,34 @@ for (const nat of ["preserving", "answering"] as const) {
     });
   });
 }
+
+Deno.test({
+  name:
+    "on a 100 ms path, the window a tcp-syni responder advertises grows past 8 MB as a kernel connection's does",
+  ignore: needsRoot,
+}, async () => {
+  await withLab("preserving", "preserving", [], async (lab, clientA, clientB) => {
+    // A sender whose buffer can fill such a window (the default 4 MB cannot).
+    await lab.exec(lab.hostA.ns, [
+      "sysctl",
+      "-qw",
+      `net.ipv4.tcp_wmem=4096 16384 ${LONG_PATH_WMEM}`,
+    ]);
+    await withDelay(lab, LONG_PATH_ONE_WAY_MS, async () => {
+      const scale7 = 65535 * 2 ** 7;
+      const grown = async (pair: Pair) => {
+        try {
+          assert(tcpInfo(pair.a).rtt >= 2 * LONG_PATH_ONE_WAY_MS * 1000, "the delay is in place");
+          await transfer(pair.a, pair.b, 48 << 20);
+          return tcpInfo(pair.a).sndWnd;
+        } finally {
+          close(pair);
+        }
+      };
+      const plain = await grown(await plainConnection(lab, 31000));
+      assert(plain > scale7, `the kernel connection's window reached only ${plain} bytes`);
+      const syni = await grown(await punch(clientA, clientB, lab, "tcp-syni", 1));
+      assert(syni > scale7, `tcp-syni's window reached ${syni} bytes (kernel ${plain})`);
+    });
+  });
+});
