@@ -23,18 +23,27 @@
  *  initiator                                   responder
  *  (after "primed1") ── h (every intervalMs) ──► takes it off, answers each
  *                    ◄────────────── a ───────
- *  ───────────────────── d ──────────────────► takes it off, lingers
- *  lingers (drops late a)                       lingerMs (drops late h, d)
- *  hands over                                   hands over
+ *  ───────────────────── d ──────────────────► takes it off, hands over
+ *  one a per h sent: hands over
+ *  (else lingers, dropping late a)
  * ```
  *
- *   The initiator lingers `lingerMs`, or as long as the exchange took
- *   since its first hello when that is longer (at most `5 × lingerMs`):
- *   the acks of the hellos it sent last are then still on their way.
+ *   `d` is the last datagram the initiator sends, and its hellos left
+ *   before it on the same path, so the responder hands over at once. The
+ *   responder answers each hello it receives with one ack, so once the
+ *   initiator holds as many acks as it sent hellos (one, unless the round
+ *   trip exceeds `intervalMs` or a datagram was lost), no ack can follow
+ *   and it hands over at once too. Otherwise it lingers until the acks
+ *   missing have arrived, or for `lingerMs`, or as long as the exchange
+ *   took since its first hello when that is longer (at most
+ *   `5 × lingerMs`): the acks of the hellos it sent last are then still on
+ *   their way. What this leaves: a hello reordered behind `d` (it would
+ *   reach the responder's application), as one delayed beyond the old
+ *   `lingerMs` linger after `d` could.
  *
- *   Either side stops lingering at the first datagram that is not one of
- *   these: it is the other application's data, and stays queued; the same
- *   holds for the responder's wait for `d` (if `d` was lost, the
+ *   The initiator stops lingering at the first datagram that is not one
+ *   of these: it is the other application's data, and stays queued; the
+ *   same holds for the responder's wait for `d` (if `d` was lost, the
  *   initiator's first datagram ends the wait). At most `maxHellos` hellos
  *   per port.
  *
@@ -70,7 +79,7 @@ export interface UdpPrimeOptions {
   hops?: HopFinder;
   /** Milliseconds between the initiator's hellos (default 200). */
   intervalMs?: number;
-  /** Milliseconds each side lingers after the exchange (default 400). */
+  /** Milliseconds the initiator lingers when acks may still be on their way (default 400). */
   lingerMs?: number;
   /** Milliseconds between the responder's priming datagrams (default 2000). */
   primeMs?: number;
@@ -220,9 +229,8 @@ export class UdpPrime implements Technique {
       if (nonce === null) return socket;
       const text = decoder.decode(buf.subarray(0, Math.min(length, buf.length)));
       if (text === primeMessage("d", nonce)) {
+        // The initiator's last datagram: every hello came before it.
         await socket.read(buf);
-        const stale = [primeMessage("h", nonce), primeMessage("d", nonce)];
-        await this.#linger(socket, stale, this.#lingerMs, context);
         return socket;
       }
       // The initiator's application data: its "done" was lost (it stays queued).
@@ -257,9 +265,14 @@ export class UdpPrime implements Technique {
           const length = await socket.read(buf, until);
           if (decoder.decode(buf.subarray(0, Math.min(length, buf.length))) === ack) {
             sendNow(socket, done, peer, context);
+            // One ack per hello: those of the other `sent` hellos may still come.
+            if (sent === 0) return socket;
             const took = performance.now() - first;
             const lingerMs = Math.min(Math.max(this.#lingerMs, took), 5 * this.#lingerMs);
-            await this.#linger(socket, [ack, PRIME_DATAGRAM], lingerMs, context);
+            await this.#linger(socket, [ack, PRIME_DATAGRAM], lingerMs, context, {
+              ack,
+              missing: sent,
+            });
             return socket;
           }
         }
@@ -276,22 +289,26 @@ export class UdpPrime implements Technique {
 
   /**
    * For `lingerMs`: takes datagrams of `discard` off the queue; stops at
-   * the first other datagram, which stays queued for the application.
+   * the first other datagram, which stays queued for the application, or
+   * once `missing` more of `ack` have been taken (no other can come).
    */
   async #linger(
     socket: Socket,
     discard: string[],
     lingerMs: number,
     context: AttemptContext,
+    acks: { ack: string; missing: number },
   ): Promise<void> {
     const until = AbortSignal.any([context.signal, AbortSignal.timeout(lingerMs)]);
     const buf = new Uint8Array(64);
+    let missing = acks.missing;
     try {
-      for (;;) {
+      while (missing > 0) {
         const length = await socket.peek(buf, until);
         const text = decoder.decode(buf.subarray(0, Math.min(length, buf.length)));
         if (!discard.includes(text)) return;
         await socket.read(buf);
+        if (text === acks.ack) missing--;
       }
     } catch (error) {
       if (context.signal.aborted) throw error;

@@ -1,9 +1,9 @@
 /**
- * `udp`'s hand-over on loopback, both sides run in this process through a
- * relay that can delay or drop datagrams one way: whatever happens to the
- * punches, each application's first read after `ok` is the other
- * application's data, never a punch; and a lost LAST punch still ends in a
- * hand-over. No lab, no root.
+ * `udp`'s and `udp-prime`'s hand-over on loopback, both sides run in this
+ * process through a relay that can delay or drop datagrams one way:
+ * whatever happens to the punches, each application's first read after
+ * `ok` is the other application's data, never a punch (or a hello, ack or
+ * done); and a lost LAST punch still ends in a hand-over. No lab, no root.
  *
  * @module
  */
@@ -15,6 +15,7 @@ import { Logger, type LogRecord } from "../../src/log.ts";
 import type { AttemptSpec } from "../../src/techniques/protocol.ts";
 import type { AttemptContext } from "../../src/techniques/technique.ts";
 import { Udp } from "../../src/techniques/udp.ts";
+import { primeMessage, UdpPrime, type UdpPrimeOptions } from "../../src/techniques/udp_prime.ts";
 import { PUNCH_LENGTH } from "../../src/techniques/udp_punch.ts";
 
 const encoder = new TextEncoder();
@@ -160,9 +161,26 @@ function handover(records: LogRecord[]): string | undefined {
 }
 
 /**
+ * 300 ms after both sockets arrived (whatever was still on its way through
+ * the relay has landed), each application sends one datagram; each side's
+ * first read must be the other's.
+ */
+async function exchangeFirst(a: Socket, b: Socket): Promise<void> {
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  await a.write(encoder.encode("data from A"));
+  await b.write(encoder.encode("data from B"));
+  const buf = new Uint8Array(2048);
+  const m = await b.read(buf, AbortSignal.timeout(3000));
+  assertEquals(decoder.decode(buf.subarray(0, m)), "data from A");
+  const n = await a.read(buf, AbortSignal.timeout(3000));
+  assertEquals(decoder.decode(buf.subarray(0, n)), "data from B");
+}
+
+/**
  * Runs one `udp` attempt between A (initiator) and B (responder) through a
  * relay with `rules`; once both have their sockets, each application sends
- * one datagram, and each side's first read must be the other's. Returns the
+ * one datagram, and each side's first read must be the other's (see
+ * exchangeFirst). Returns the
  * relay's record and how each side handed over.
  */
 async function attempt(
@@ -208,13 +226,7 @@ async function attempt(
     const a = await initiator;
     const b = await (responder ?? Promise.reject(new Error("the initiator sent no offer")));
     try {
-      await a.write(encoder.encode("data from A"));
-      await b.write(encoder.encode("data from B"));
-      const buf = new Uint8Array(2048);
-      const m = await b.read(buf, AbortSignal.timeout(3000));
-      assertEquals(decoder.decode(buf.subarray(0, m)), "data from A");
-      const n = await a.read(buf, AbortSignal.timeout(3000));
-      assertEquals(decoder.decode(buf.subarray(0, n)), "data from B");
+      await exchangeFirst(a, b);
     } finally {
       a.close();
       b.close();
@@ -273,3 +285,88 @@ for (const [way, ms] of [["toA", 60], ["toB", 60], ["toA", 130]] as const) {
     assertEquals([a, b], ["last", "last"]);
   });
 }
+
+/**
+ * One `udp-prime` attempt between two punchds through a relay with
+ * `rules`, both sides with `options`, within 5 s; each side's first read
+ * must be the other application's datagram (see exchangeFirst). Returns
+ * the relay's record.
+ */
+async function primeAttempt(
+  rules: { toA?: (d: Uint8Array) => Verdict; toB?: (d: Uint8Array) => Verdict },
+  options: UdpPrimeOptions,
+): Promise<Relay["seen"]> {
+  const [portA, portB] = freePorts();
+  const relay = new Relay(portA, portB, rules);
+  const controller = new AbortController();
+  const signal = AbortSignal.any([controller.signal, AbortSignal.timeout(5000)]);
+  const toA = new PeerData();
+  const spec = (over: Partial<AttemptSpec>): AttemptSpec => ({
+    technique: "udp-prime",
+    role: "initiate",
+    id: "p",
+    client: 1,
+    srcIp: "127.0.0.1",
+    srcPorts: [portA],
+    dstIp: "127.0.0.1",
+    dstPorts: [portOf(relay.forA)],
+    timeoutMs: 5000,
+    ...over,
+  });
+  let responder: Promise<Socket> | undefined;
+  const initiator = new UdpPrime(options).run(
+    spec({}),
+    context(signal, toA, (offer) => {
+      responder ??= new UdpPrime(options).run(
+        spec({ role: "respond", srcPorts: [portB], dstPorts: [portOf(relay.forB)], extra: offer }),
+        context(signal, new PeerData(), (primed) => toA.push(primed), []),
+      );
+    }, []),
+  );
+  try {
+    const a = await initiator;
+    const b = await (responder ?? Promise.reject(new Error("the initiator sent no offer")));
+    try {
+      await exchangeFirst(a, b);
+    } finally {
+      a.close();
+      b.close();
+    }
+  } finally {
+    controller.abort();
+    await initiator.then((s) => s.close(), () => {});
+    await responder?.then((s) => s.close(), () => {});
+    await relay.close();
+  }
+  return relay.seen;
+}
+
+/** The datagrams of `kind` (hello, ack, done) in a relay's record, by verdict. */
+function primes(log: [Uint8Array, Verdict][], kind: "h" | "a" | "d"): Verdict[] {
+  return log.filter(([d]) => decoder.decode(d).startsWith(primeMessage(kind, ""))).map(([, v]) =>
+    v
+  );
+}
+
+Deno.test("udp-prime: one hello answered, both sides hand over without lingering", async () => {
+  // A linger of 60 s would outlast the attempt's 5 s: both must hand over without it.
+  const seen = await primeAttempt({}, { lingerMs: 60_000 });
+  assertEquals(primes(seen.toB, "h"), ["pass"]);
+  assertEquals(primes(seen.toA, "a"), ["pass"]);
+  assertEquals(primes(seen.toB, "d"), ["pass"]);
+});
+
+Deno.test("udp-prime: acks 800 ms late, the initiator hands over once every hello's ack is in, and no application reads one", async () => {
+  const seen = await primeAttempt({ toA: () => 800 }, { lingerMs: 60_000 });
+  const hellos = primes(seen.toB, "h").length;
+  assert(hellos >= 3, `${hellos} hellos: the acks were not late enough to test anything`);
+  assertEquals(primes(seen.toA, "a").length, hellos);
+});
+
+Deno.test("udp-prime: the first ack 300 ms late, behind the second hello's, the initiator waits for it and no application reads it", async () => {
+  let acks = 0;
+  const seen = await primeAttempt({
+    toA: (d) => decoder.decode(d).startsWith(primeMessage("a", "")) && acks++ === 0 ? 300 : "pass",
+  }, { lingerMs: 60_000 });
+  assertEquals(primes(seen.toA, "a"), [300, "pass"]);
+});
