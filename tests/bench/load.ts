@@ -83,6 +83,9 @@ export interface Pair {
 
 const encoder = new TextEncoder();
 
+/** Milliseconds after which an attempt without both outcomes counts as stalled (past its timeout). */
+const STALL_MS = 90_000;
+
 /** Checks a connection the way a user would: the other NAT's public endpoint, data both ways. */
 async function verify(
   pair: Pair,
@@ -152,7 +155,29 @@ async function attempt(
     () => both = performance.now(),
     () => {},
   );
-  const [sa, sb] = await relayUntilSettled(initiator, fromA, responder);
+  // A side that never reports (a daemon that lost an attempt) must not hang the bench.
+  const state = (p: Promise<Socket>) => {
+    const s = { now: "pending" };
+    p.then(() => s.now = "ok", () => s.now = "failed");
+    return s;
+  };
+  const [stateA, stateB] = [state(initiator.socket), state(responder.socket)];
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const stalled = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      reject(
+        new Error(
+          `stalled: no outcome within ${
+            STALL_MS / 1000
+          } s (initiator ${stateA.now}, responder ${stateB.now})`,
+        ),
+      );
+      // Whatever still arrives is closed.
+      for (const p of [initiator.socket, responder.socket]) p.then((s) => s.close(), () => {});
+    }, STALL_MS);
+  });
+  const [sa, sb] = await Promise.race([relayUntilSettled(initiator, fromA, responder), stalled])
+    .finally(() => clearTimeout(timer));
   if (sa.status === "rejected" || sb.status === "rejected") {
     if (sa.status === "fulfilled") sa.value.close();
     if (sb.status === "fulfilled") sb.value.close();
