@@ -79,6 +79,8 @@ interface System {
   packages: readonly string[];
   /** Needs coturn in the lab. */
   stun: boolean;
+  /** Environment of its programs. */
+  env?: Record<string, string>;
   /** The program's configuration, given the lab's infrastructure. */
   config(infra: Infra): Record<string, unknown>;
 }
@@ -124,6 +126,8 @@ const SYSTEMS: readonly System[] = [
       "@chainsafe/libp2p-yamux",
     ],
     stun: false,
+    // DCUtR's debug log says why no direct connection came (the program keeps it).
+    env: { DEBUG: "libp2p:dcutr*" },
     config: (infra) => ({ relay: infra.relay, mode: "dcutr" }),
   },
   {
@@ -136,6 +140,12 @@ const SYSTEMS: readonly System[] = [
     config: (infra) => ({ relay: infra.relay, mode: "webrtc", iceServers: infra.iceServers }),
   },
 ];
+
+/**
+ * A cell whose first this many trials all failed runs no more trials: a system that cannot
+ * connect on a pair costs its full time limit per trial, and 50 more failures say nothing new.
+ */
+const HOPELESS_AFTER = 5;
 
 /** Per-trial time limits (milliseconds). */
 const READY_TIMEOUT_MS = 20_000;
@@ -185,6 +195,8 @@ export interface PeerCell {
   rssKiB: number | null;
   /** Failure reasons and how often each occurred. */
   failures: Record<string, number>;
+  /** Stopped before `trials` planned trials: the first ones all failed (see HOPELESS_AFTER). */
+  stoppedEarly: boolean;
   runs: PeerTrial[];
 }
 
@@ -226,12 +238,33 @@ class Lines {
     });
   }
 
-  /** The next message of `type`, or null at `deadline` (performance.now() ms) or end of output. */
-  async next(type: string, deadline: number): Promise<Record<string, unknown> | null> {
+  /**
+   * The next message of `type`, or null at `deadline` (performance.now() ms), at the end of
+   * the output, or when `signal` aborts.
+   */
+  async next(
+    type: string,
+    deadline: number,
+    signal?: AbortSignal,
+  ): Promise<Record<string, unknown> | null> {
+    const wake = () => this.#wake?.();
+    signal?.addEventListener("abort", wake);
+    try {
+      return await this.#next(type, deadline, signal);
+    } finally {
+      signal?.removeEventListener("abort", wake);
+    }
+  }
+
+  async #next(
+    type: string,
+    deadline: number,
+    signal?: AbortSignal,
+  ): Promise<Record<string, unknown> | null> {
     for (;;) {
       const index = this.#queue.findIndex((m) => m.type === type);
       if (index >= 0) return this.#queue.splice(index, 1)[0] ?? null;
-      if (this.#ended) return null;
+      if (this.#ended || signal?.aborted) return null;
       const left = deadline - performance.now();
       if (left <= 0) return null;
       let timer: ReturnType<typeof setTimeout> | undefined;
@@ -263,10 +296,18 @@ class Peer {
     role: string,
     config: Record<string, unknown>,
     onSignal?: (data: unknown) => void,
+    env: Record<string, string> = {},
   ) {
-    this.child = lab.spawn(ns, [node, `${INSTALL_DIR}/${script}`, role, JSON.stringify(config)], {
-      stdin: "piped",
-    });
+    // env(1) execs node, so the child's pid is node's (for VmRSS).
+    const assignments = Object.entries(env).map(([k, v]) => `${k}=${v}`);
+    this.child = lab.spawn(ns, [
+      "env",
+      ...assignments,
+      node,
+      `${INSTALL_DIR}/${script}`,
+      role,
+      JSON.stringify(config),
+    ], { stdin: "piped" });
     this.#writer = this.child.stdin.getWriter();
     this.lines = new Lines(this.child.stdout, (m) => {
       if (m.type !== "signal" || onSignal === undefined) return false;
@@ -344,10 +385,10 @@ async function runTrial(
   try {
     a = new Peer(lab, lab.hostA.ns, node, system.script, system.roles[0], config, (data) => {
       void b?.send({ type: "signal", data });
-    });
+    }, system.env);
     b = new Peer(lab, lab.hostB.ns, node, system.script, system.roles[1], config, (data) => {
       void a?.send({ type: "signal", data });
-    });
+    }, system.env);
     const readyBy = performance.now() + READY_TIMEOUT_MS;
     const [readyA, readyB] = await Promise.all([
       a.lines.next("ready", readyBy),
@@ -372,10 +413,14 @@ async function runTrial(
       t1 = Math.max(t1, performance.now());
       return r as PeerResult | null;
     };
-    const [resultA, resultB] = await Promise.all([
-      a.lines.next("result", doneBy).then(stamp),
-      b.lines.next("result", doneBy).then(stamp),
-    ]);
+    // A side that failed ends the trial at once (the other cannot succeed without it).
+    const stopWaiting = new AbortController();
+    const result = (peer: Peer) =>
+      peer.lines.next("result", doneBy, stopWaiting.signal).then(stamp).then((r) => {
+        if (r !== null && !r.ok) stopWaiting.abort();
+        return r;
+      });
+    const [resultA, resultB] = await Promise.all([result(a), result(b)]);
     const trial: PeerTrial = { ok: false, ms: Math.round((t1 - t0) * 1000) / 1000 };
     const rssA = a.rssKiB();
     const rssB = b.rssKiB();
@@ -389,17 +434,19 @@ async function runTrial(
     if (remoteB !== undefined) trial.remoteB = remoteB;
     if (resultA?.detail !== undefined) trial.detailA = resultA.detail;
     if (resultB?.detail !== undefined) trial.detailB = resultB.detail;
-    const failed = [["A", resultA, a], ["B", resultB, b]] as const;
-    for (const [side, result, peer] of failed) {
+    const sides = [["A", resultA, a], ["B", resultB, b]] as const;
+    for (const [side, result] of sides) {
+      if (result !== null && !result.ok) {
+        trial.reason = `${side}: ${result.reason ?? "failed"}`;
+        return trial;
+      }
+    }
+    for (const [side, result, peer] of sides) {
       if (result === null) {
         const tail = peer.stderrTail();
         trial.reason = `${side}: no direct path in ${TRIAL_TIMEOUT_MS / 1000} s${
           tail === "" ? "" : ` (${tail})`
         }`;
-        return trial;
-      }
-      if (!result.ok) {
-        trial.reason = `${side}: ${result.reason ?? "failed"}`;
         return trial;
       }
     }
@@ -534,6 +581,7 @@ function summarize(
   natA: NatProfile,
   natB: NatProfile,
   runs: PeerTrial[],
+  planned: number,
 ): PeerCell {
   const good = runs.filter((r) => r.ok);
   const times = good.map((r) => r.ms);
@@ -543,8 +591,8 @@ function summarize(
   const failures: Record<string, number> = {};
   for (const r of runs) {
     if (r.ok) continue;
-    // Numbers (ports, addresses, times) vary; the reason's shape is what repeats.
-    const key = (r.reason ?? "failed").replace(/\d+(\.\d+)*(:\d+)?/g, "N").slice(0, 160);
+    // Ports and times vary; the reason's shape is what repeats.
+    const key = (r.reason ?? "failed").replace(/\b\d{4,}\b/g, "N").slice(0, 400);
     failures[key] = (failures[key] ?? 0) + 1;
   }
   return {
@@ -557,6 +605,7 @@ function summarize(
     p95Ms: times.length === 0 ? null : percentile(times, 95),
     rssKiB: rss.length === 0 ? null : median(rss),
     failures,
+    stoppedEarly: runs.length < planned,
     runs,
   };
 }
@@ -616,6 +665,8 @@ export function peersSection(options: PeersOptions = {}): Section {
         try {
           for (let i = 0; i < trials; i++) {
             for (const system of usable) {
+              const sofar = runs.get(system.name) ?? [];
+              if (sofar.length >= HOPELESS_AFTER && sofar.every((r) => !r.ok)) continue;
               const broken = failed.get(system.script);
               const trial = broken !== undefined
                 ? { ok: false, ms: 0, reason: `infrastructure: ${broken}` }
@@ -635,7 +686,7 @@ export function peersSection(options: PeersOptions = {}): Section {
         await lab.close();
       }
       for (const system of usable) {
-        cells.push(summarize(system.name, natA, natB, runs.get(system.name) ?? []));
+        cells.push(summarize(system.name, natA, natB, runs.get(system.name) ?? [], trials));
       }
     }
     const rows: string[][] = [[
@@ -654,7 +705,7 @@ export function peersSection(options: PeersOptions = {}): Section {
       rows.push([
         cell.system,
         key,
-        `${cell.successes}/${cell.trials}`,
+        `${cell.successes}/${cell.trials}${cell.stoppedEarly ? " (stopped)" : ""}`,
         ms(cell.medianMs),
         ms(cell.p95Ms),
         cell.rssKiB === null ? "-" : `${(cell.rssKiB / 1024).toFixed(0)} MiB`,
@@ -692,6 +743,11 @@ export function peersSection(options: PeersOptions = {}): Section {
         `Peer systems: time to a verified direct path both ways, ${trials} trials per cell (interleaved)`,
         ...alignTable(rows),
         ...(failureLines.length === 0 ? [] : ["Failures:", ...failureLines]),
+        ...(cells.some((c) => c.stoppedEarly)
+          ? [
+            `(stopped): the first ${HOPELESS_AFTER} trials of the cell all failed; no more were run`,
+          ]
+          : []),
       ],
     };
   };

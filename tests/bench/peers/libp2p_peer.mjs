@@ -20,6 +20,28 @@ import { args, lifetime, next, Outcome, performance, send, tag } from "./common.
 const PROTOCOL = "/punchd-bench/1.0.0";
 const { role, config } = args();
 lifetime(config.lifetimeMs ?? 60000);
+
+// DCUtR's own account of an attempt (the orchestrator sets DEBUG=libp2p:dcutr*): kept to say
+// why no direct connection came, and its last retry ends the trial at once.
+const dcutrLog = [];
+let onDcutrGiveUp = () => {};
+const writeStderr = process.stderr.write.bind(process.stderr);
+process.stderr.write = (chunk, ...rest) => {
+  for (const line of String(chunk).split("\n")) {
+    const match = line.match(/libp2p:dcutr(?::error)? (.*)$/);
+    if (match === null) continue;
+    const text = match[1]
+      .replace(/\[ Multiaddr\(.*$/, "")
+      .replace(/12D3KooW\w+/g, "<peer>")
+      .replace(/ - .*Error: /, ": ")
+      .replace(/ on attempt \d+ of \d+/, "");
+    const telling = /\bno\b|error|fail|unable|cannot|timeout/i.test(text);
+    if (telling && !dcutrLog.includes(text)) dcutrLog.push(text);
+    const attempt = line.match(/attempt (\d+) of (\d+)/);
+    if (attempt !== null && attempt[1] === attempt[2]) setTimeout(() => onDcutrGiveUp(), 0);
+  }
+  return writeStderr(chunk, ...rest);
+};
 // Every address of the lab is private; let libp2p dial them.
 const connectionGater = { denyDialMultiaddr: () => false };
 
@@ -67,22 +89,30 @@ if (role === "relay") {
   await reserved;
   send({ type: "ready", peerId: node.peerId.toString(), addrs: node.getMultiaddrs().map(String) });
 
+  const relayId = config.relay.split("/p2p/")[1];
   const connections = [];
   const describe = (c) => ({
+    peer: c.remotePeer.toString() === relayId ? "relay" : "other",
     remote: c.remoteAddr.toString(),
     direction: c.direction,
     limited: c.limits !== undefined,
     status: c.status,
   });
+  // A WebRTC connection's remoteAddr is the circuit address it was signalled through.
   const isDirect = (c) =>
-    c.limits === undefined && !c.remoteAddr.toString().includes("/p2p-circuit");
+    c.limits === undefined &&
+    (!c.remoteAddr.toString().includes("/p2p-circuit") ||
+      c.remoteAddr.toString().includes("/webrtc"));
   let outcome = null;
-  const direct = [];
+  let other = null;
   const detail = () => ({
+    dcutr: dcutrLog,
     connections: connections.map(describe),
     addrs: node.getMultiaddrs().map(String),
   });
   const remoteOf = (c) => {
+    const pc = webrtc ? findPeerConnection(c) : null;
+    if (pc !== null) return selectedRemote(pc);
     const opts = c.remoteAddr.toOptions?.();
     if (opts !== undefined && opts.host !== undefined) return { host: opts.host, port: opts.port };
     return { addr: c.remoteAddr.toString() };
@@ -105,15 +135,20 @@ if (role === "relay") {
   node.addEventListener("connection:open", (event) => {
     const c = event.detail;
     connections.push(c);
-    if (!isDirect(c) || c.remoteAddr.toString().includes(config.relayId ?? "-")) return;
-    if (outcome === null) direct.push(c);
-    else void useDirect(c);
+    if (outcome !== null && isDirect(c) && c.remotePeer.toString() === other) void useDirect(c);
   });
   const go = await next("go");
+  other = go.peer.peerId;
   outcome = new Outcome(performance.now(), detail);
-  for (const c of direct) {
-    if (c.remotePeer.toString() === go.peer.peerId) void useDirect(c);
-  }
+  onDcutrGiveUp = () => {
+    const offered = node.getMultiaddrs().map(String).filter((a) => !a.includes("/p2p-circuit"))
+      .map((a) => a.replace(/\/p2p\/\w+$/, ""));
+    outcome.fail(
+      `DCUtR gave up: ${dcutrLog.join("; ")}; this side offered ${
+        offered.join(" ")
+      } (no public address)`,
+    );
+  };
   if (role === "A") {
     const relay = config.relay;
     const target = webrtc
@@ -121,4 +156,37 @@ if (role === "relay") {
       : `${relay}/p2p-circuit/p2p/${go.peer.peerId}`;
     node.dial(multiaddr(target)).catch((error) => outcome.fail(`dial: ${error.message}`));
   }
+}
+
+/** The RTCPeerConnection under a libp2p WebRTC connection (found by shape: the transport keeps it private). */
+function findPeerConnection(connection) {
+  const seen = new Set();
+  const visit = (value, depth) => {
+    if (value === null || typeof value !== "object" || seen.has(value) || depth > 4) return null;
+    seen.add(value);
+    if (typeof value.getSelectedCandidatePair === "function") return value;
+    if (value.sctp?.transport?.iceTransport?.getSelectedCandidatePair) return value;
+    for (const key of Object.keys(value)) {
+      let child;
+      try {
+        child = value[key];
+      } catch {
+        continue;
+      }
+      const found = visit(child, depth + 1);
+      if (found !== null) return found;
+    }
+    return null;
+  };
+  return visit(connection, 0);
+}
+
+/** The remote end of the ICE pair a WebRTC peer connection selected. */
+function selectedRemote(pc) {
+  const pair = typeof pc.getSelectedCandidatePair === "function"
+    ? pc.getSelectedCandidatePair()
+    : pc.sctp.transport.iceTransport.getSelectedCandidatePair();
+  const remote = pair?.remote;
+  if (remote === undefined || remote === null) return { addr: "no selected pair" };
+  return { host: remote.address, port: remote.port };
 }
