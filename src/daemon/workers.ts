@@ -59,7 +59,20 @@ interface Hosted {
   idle?: ReturnType<typeof setTimeout>;
   /** Relayed connections whose TURN allocations the worker keeps: it is not idle while any live. */
   holding: number;
+  /** Messages waiting for a later turn of the event loop (see MESSAGES_PER_TURN), in order. */
+  inbox: FromWorker[];
+  /** A drain of the inbox is scheduled. */
+  draining: boolean;
 }
+
+/**
+ * Worker messages the daemon handles per turn of its event loop; the rest wait in order for the
+ * next turns. Deno delivers every message a worker has queued in one turn: after a burst of
+ * attempts that was hundreds of log records, progress lines and guard requests at once, and
+ * every client's request waited behind them (control requests take one turn each, see
+ * src/control/turns.ts).
+ */
+const MESSAGES_PER_TURN = 16;
 
 /** Options of the supervisor. */
 export interface WorkersOptions {
@@ -93,6 +106,9 @@ export class TechniqueWorkers {
   #nextKey = 1;
   readonly #pendingCleanup = new Set<Promise<void>>();
   #closed = false;
+  /** Messages handled as they came in this turn of the event loop. */
+  #handledThisTurn = 0;
+  #turnResetArmed = false;
 
   /** Builds the supervisor; workers start on first use. */
   constructor(options: WorkersOptions) {
@@ -215,8 +231,15 @@ export class TechniqueWorkers {
     const existing = this.#hosted.get(technique);
     if (existing !== undefined) return existing;
     const worker = this.#spawn(this.#options.registry[technique].workerUrl);
-    const hosted: Hosted = { worker, keys: new Set(), fds: new Map(), holding: 0 };
-    worker.onmessage = (event) => this.#receive(technique, hosted, event.data);
+    const hosted: Hosted = {
+      worker,
+      keys: new Set(),
+      fds: new Map(),
+      holding: 0,
+      inbox: [],
+      draining: false,
+    };
+    worker.onmessage = (event) => this.#arrived(technique, hosted, event.data);
     worker.onerror = (event) => {
       event.preventDefault();
       this.#crash(technique, hosted, event.message || "uncaught error");
@@ -225,6 +248,40 @@ export class TechniqueWorkers {
     this.#hosted.set(technique, hosted);
     this.#options.log.info("technique worker started", { technique });
     return hosted;
+  }
+
+  /** Handles a message now, or after the ones waiting, within MESSAGES_PER_TURN per turn. */
+  #arrived(technique: TechniqueName, hosted: Hosted, message: FromWorker): void {
+    if (hosted.inbox.length === 0 && this.#handledThisTurn < MESSAGES_PER_TURN) {
+      this.#handledThisTurn++;
+      if (!this.#turnResetArmed) {
+        this.#turnResetArmed = true;
+        setImmediate(() => {
+          this.#turnResetArmed = false;
+          this.#handledThisTurn = 0;
+        });
+      }
+      return this.#receive(technique, hosted, message);
+    }
+    hosted.inbox.push(message);
+    if (hosted.draining) return;
+    hosted.draining = true;
+    const drain = () => {
+      // A retired worker's messages go with it, as if it had never sent them.
+      if (this.#hosted.get(technique) !== hosted) {
+        hosted.inbox = [];
+        hosted.draining = false;
+        return;
+      }
+      const batch = hosted.inbox.splice(0, MESSAGES_PER_TURN);
+      for (const next of batch) {
+        if (this.#hosted.get(technique) !== hosted) break;
+        this.#receive(technique, hosted, next);
+      }
+      if (hosted.inbox.length > 0) setImmediate(drain);
+      else hosted.draining = false;
+    };
+    setImmediate(drain);
   }
 
   #receive(technique: TechniqueName, hosted: Hosted, message: FromWorker): void {
