@@ -17,6 +17,7 @@ import type { TechniqueName } from "../control/codec.ts";
 import type { Logger } from "../log.ts";
 import type { AttemptSpec, FromWorker, ToWorker } from "../techniques/protocol.ts";
 import type { TechniqueEntry } from "../techniques/registry.ts";
+import { collectGarbage } from "../techniques/heap.ts";
 
 /** What the daemon learns about one attempt. Exactly one of connected/failed is called, once. */
 export interface AttemptEvents {
@@ -85,6 +86,11 @@ export interface WorkersOptions {
    * is an isolate with its own heap, and stopping it returns that memory.
    */
   idleMs?: number;
+  /**
+   * Milliseconds without any attempt after which the daemon's isolate collects its garbage
+   * and the C heap is trimmed (default 1000): a burst's garbage would otherwise stay resident.
+   */
+  collectAfterMs?: number;
   /** Installs the attempts' guards; without it, guard requests fail. */
   firewall?: FirewallService;
   /** Makes a worker (tests inject failures here); default: a module Worker. */
@@ -109,6 +115,8 @@ export class TechniqueWorkers {
   /** Messages handled as they came in this turn of the event loop. */
   #handledThisTurn = 0;
   #turnResetArmed = false;
+  /** Collects the garbage once no attempt has run for collectAfterMs. */
+  #collect: ReturnType<typeof setTimeout> | undefined;
 
   /** Builds the supervisor; workers start on first use. */
   constructor(options: WorkersOptions) {
@@ -131,6 +139,7 @@ export class TechniqueWorkers {
     if (this.#closed) throw new Error("Cannot start attempt: the daemon is shutting down");
     const hosted = this.#host(spec.technique);
     clearTimeout(hosted.idle);
+    clearTimeout(this.#collect);
     const key = this.#nextKey++;
     const grace = this.#options.graceMs ?? 2000;
     const timer = setTimeout(() => {
@@ -188,6 +197,7 @@ export class TechniqueWorkers {
   /** Cancels everything, terminates every worker and closes the fds they held. */
   shutdown(reason = "daemon shutting down"): void {
     this.#closed = true;
+    clearTimeout(this.#collect);
     for (const key of [...this.#running.keys()]) this.cancel(key, reason, { immediate: true });
     for (const technique of [...this.#hosted.keys()]) this.#retire(technique, reason);
   }
@@ -204,6 +214,7 @@ export class TechniqueWorkers {
     const hosted = this.#hosted.get(running.technique);
     hosted?.keys.delete(key);
     if (hosted !== undefined) this.#idleLater(running.technique, hosted);
+    if (this.#running.size === 0) this.#collectLater();
     const firewall = this.#options.firewall;
     if (firewall === undefined || !firewall.holds(key)) return report(running);
     const released = firewall.release(key).then(() => report(running)).catch((error) =>
@@ -211,6 +222,20 @@ export class TechniqueWorkers {
     );
     this.#pendingCleanup.add(released);
     void released.finally(() => this.#pendingCleanup.delete(released));
+  }
+
+  /**
+   * Once no attempt has run for collectAfterMs: a full garbage collection of this isolate, then
+   * the C heap's free pages back to the kernel.
+   */
+  #collectLater(): void {
+    clearTimeout(this.#collect);
+    if (this.#closed) return;
+    this.#collect = setTimeout(() => {
+      if (this.#running.size > 0 || this.#closed) return;
+      collectGarbage();
+      trimHeap();
+    }, this.#options.collectAfterMs ?? 1000);
   }
 
   /** Stops `hosted` after idleMs without attempts or relayed connections it keeps. */

@@ -15,6 +15,7 @@ import { AttemptTimeoutError, CancelledError } from "../errors.ts";
 import { Logger, parseLevel } from "../log.ts";
 import type { FromWorker, ToWorker } from "./protocol.ts";
 import type { AttemptFirewall, Technique } from "./technique.ts";
+import { collectGarbage } from "./heap.ts";
 
 /** The worker global's messaging surface (a subset of DedicatedWorkerGlobalScope). */
 export interface WorkerPort {
@@ -35,9 +36,21 @@ export function failureReason(error: unknown): string {
   return sanitizeReason(String(error));
 }
 
+/** Milliseconds without attempts after which a worker collects its garbage. */
+const COLLECT_AFTER_MS = 1000;
+
 /** Serves `technique` on `port` (the worker's global scope). */
 export function hostTechnique(technique: Technique, port: WorkerPort): void {
   const running = new Map<number, Running>();
+  // A burst's garbage stays in the isolate's heap while the worker lives on idle (--worker-idle):
+  // collect it once no attempt has run for a moment.
+  let collect: ReturnType<typeof setTimeout> | undefined;
+  const collectLater = () => {
+    clearTimeout(collect);
+    collect = setTimeout(() => {
+      if (running.size === 0) collectGarbage();
+    }, COLLECT_AFTER_MS);
+  };
   const post = (message: FromWorker) => port.postMessage(message);
   /** Guard requests waiting for the daemon's answer. */
   const requests = new Map<number, { resolve(handle: number): void; reject(e: Error): void }>();
@@ -145,6 +158,7 @@ export function hostTechnique(technique: Technique, port: WorkerPort): void {
     } finally {
       clearTimeout(attempt.timer);
       running.delete(key);
+      if (running.size === 0) collectLater();
     }
     if (outcome.socket !== undefined && outcome.message.type === "connected") {
       outcome.message.fd = outcome.socket.detach();
@@ -160,6 +174,7 @@ export function hostTechnique(technique: Technique, port: WorkerPort): void {
           post({ type: "failed", key: message.key, reason: "attempt key already running" });
           return;
         }
+        clearTimeout(collect);
         void start(message.key, message);
         return;
       case "peer": {
