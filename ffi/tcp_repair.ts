@@ -115,6 +115,20 @@ export function repairConnect(c: RepairedConnection): { socket: Socket; receiveW
     sys.setIntOption(fd, IPPROTO_TCP, TCP_QUEUE_SEQ, c.sendSeq | 0);
     sys.setIntOption(fd, IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE);
     sys.setIntOption(fd, IPPROTO_TCP, TCP_QUEUE_SEQ, c.recvSeq | 0);
+    // connect() guesses the peer's segment size (rcv_mss, for delayed ACKs) from half the receive
+    // window before it chooses that window: a window now makes the guess the kernel's own 536
+    // rather than the 88-byte floor. connect() then sets every window anew (set again below).
+    setBytes(
+      fd,
+      TCP_REPAIR_WINDOW,
+      tcpRepairWindow.encode({
+        sndWl1: c.recvSeq >>> 0,
+        sndWnd: 0,
+        maxWindow: 0,
+        rcvWnd: 65535,
+        rcvWup: c.recvSeq >>> 0,
+      }),
+    );
     // In repair mode connect() sends nothing and goes straight to ESTABLISHED.
     if (sys.connect(fd, c.remote) !== "connected") {
       throw new Error("Cannot repair a connection: connect did not complete at once");

@@ -53,10 +53,9 @@
  * the sysctls allow), negotiated against A's SYN option by option, and its
  * advertised MSS leaves room for the timestamp option as the kernel's does.
  * What remains different: B's first RTT sample (its data's first ACK) is
- * the kernel's too, but A's includes B's work between the SYN and the
- * SYN-ACK (about a millisecond); and B's receive-MSS guess starts at 88
- * bytes rather than 536 until the first segment of 88 bytes or more
- * arrives (the kernel sets it up before the window in repair mode).
+ * the kernel's too, but A's includes B's turnaround between the SYN and the
+ * SYN-ACK in user space (1-3 ms on a quiet machine, tens on a loaded one);
+ * later samples pull the estimate in at 1/8 each, and min_rtt is right.
  *
  * Forged segments (tcp_flow_guard.ts): both ISNs are chosen before the
  * first packet, so the guards are in place before it leaves. While A waits
