@@ -83,6 +83,56 @@ interface System {
   env?: Record<string, string>;
   /** The program's configuration, given the lab's infrastructure. */
   config(infra: Infra): Record<string, unknown>;
+  /** Where the time went in a cell, from what the programs reported (a line of the report). */
+  note?(runs: readonly PeerTrial[]): string | undefined;
+}
+
+/** A number a peer program reported in a trial's detail, e.g. `field(detail, "phases", "ice connected")`. */
+function field(detail: unknown, ...path: string[]): number | undefined {
+  let value = detail;
+  for (const key of path) {
+    if (value === null || typeof value !== "object") return undefined;
+    value = (value as Record<string, unknown>)[key];
+  }
+  return typeof value === "number" ? value : undefined;
+}
+
+/** ICE: when the pair was connected, and how often DTLS + SCTP then took a retransmission. */
+function iceNote(runs: readonly PeerTrial[]): string | undefined {
+  const good = runs.filter((r) => r.ok);
+  const connected: number[] = [];
+  let slow = 0;
+  for (const r of good) {
+    const ice = [
+      field(r.detailA, "phases", "ice connected"),
+      field(r.detailB, "phases", "ice connected"),
+    ];
+    const open = [
+      field(r.detailA, "phases", "channel open"),
+      field(r.detailB, "phases", "channel open"),
+    ];
+    if (ice.some((v) => v === undefined) || open.some((v) => v === undefined)) continue;
+    const iceMs = Math.max(...(ice as number[]));
+    connected.push(iceMs);
+    if (Math.max(...(open as number[])) - iceMs > 500) slow++;
+  }
+  if (connected.length === 0) return undefined;
+  return `ICE connected at median ${ms(median(connected))} ms; the rest is DTLS + SCTP ` +
+    `(over 500 ms of it, a first flight waiting out its retransmission timer, in ${slow} of ${connected.length})`;
+}
+
+/** hyperdht: which kind of punch its connections used (from the client's stats). */
+function hyperdhtNote(runs: readonly PeerTrial[]): string | undefined {
+  const kinds: Record<string, number> = {};
+  for (const r of runs) {
+    for (const kind of ["consistent", "random", "open"]) {
+      kinds[kind] = (kinds[kind] ?? 0) + (field(r.detailA, "punches", kind) ?? 0);
+    }
+  }
+  const used = Object.entries(kinds).filter(([, n]) => n > 0);
+  return used.length === 0
+    ? undefined
+    : `client punches: ${used.map(([k, n]) => `${k} ${n}`).join(", ")}`;
 }
 
 /** The lab infrastructure the systems share, per pair. */
@@ -101,6 +151,7 @@ const SYSTEMS: readonly System[] = [
     packages: ["hyperdht"],
     stun: false,
     config: (infra) => ({ bootstrap: infra.hyperdht }),
+    note: hyperdhtNote,
   },
   {
     name: "ice (node-datachannel)",
@@ -110,6 +161,7 @@ const SYSTEMS: readonly System[] = [
     packages: ["node-datachannel"],
     stun: true,
     config: (infra) => ({ iceServers: infra.iceServers }),
+    note: iceNote,
   },
   {
     name: "libp2p dcutr",
@@ -148,7 +200,7 @@ const SYSTEMS: readonly System[] = [
 const HOPELESS_AFTER = 5;
 
 /** Per-trial time limits (milliseconds). */
-const READY_TIMEOUT_MS = 20_000;
+const READY_TIMEOUT_MS = 30_000;
 const TRIAL_TIMEOUT_MS = 20_000;
 
 /** A side's report of a trial. */
@@ -197,6 +249,8 @@ export interface PeerCell {
   failures: Record<string, number>;
   /** Stopped before `trials` planned trials: the first ones all failed (see HOPELESS_AFTER). */
   stoppedEarly: boolean;
+  /** Where the time went, when the system's programs report it. */
+  note?: string;
   runs: PeerTrial[];
 }
 
@@ -281,6 +335,8 @@ class Lines {
 /** A running peer program in a lab namespace. */
 class Peer {
   readonly child: Deno.ChildProcess;
+  /** The last set-up stage the program reported. */
+  stage = "starting node";
   readonly lines: Lines;
   #stderr = "";
   #writer: WritableStreamDefaultWriter<Uint8Array>;
@@ -310,6 +366,10 @@ class Peer {
     ], { stdin: "piped" });
     this.#writer = this.child.stdin.getWriter();
     this.lines = new Lines(this.child.stdout, (m) => {
+      if (m.type === "stage") {
+        this.stage = String(m.name);
+        return true;
+      }
       if (m.type !== "signal" || onSignal === undefined) return false;
       onSignal(m.data);
       return true;
@@ -379,7 +439,7 @@ async function runTrial(
   system: System,
   infra: Infra,
 ): Promise<PeerTrial> {
-  const config = system.config(infra);
+  const config = { ...system.config(infra), giveUpMs: TRIAL_TIMEOUT_MS - 1000 };
   let a: Peer | undefined;
   let b: Peer | undefined;
   try {
@@ -400,9 +460,9 @@ async function runTrial(
       return {
         ok: false,
         ms: 0,
-        reason: `${readyA === null ? "A" : "B"} not ready in ${READY_TIMEOUT_MS / 1000} s${
-          tail === "" ? "" : `: ${tail}`
-        }`,
+        reason: `${readyA === null ? "A" : "B"} not ready in ${
+          READY_TIMEOUT_MS / 1000
+        } s (${side.stage})${tail === "" ? "" : `: ${tail}`}`,
       };
     }
     const t0 = performance.now();
@@ -577,7 +637,7 @@ async function versions(): Promise<Record<string, string>> {
 }
 
 function summarize(
-  system: string,
+  system: System,
   natA: NatProfile,
   natB: NatProfile,
   runs: PeerTrial[],
@@ -595,8 +655,10 @@ function summarize(
     const key = (r.reason ?? "failed").replace(/\b\d{4,}\b/g, "N").slice(0, 400);
     failures[key] = (failures[key] ?? 0) + 1;
   }
+  const note = system.note?.(runs);
   return {
-    system,
+    system: system.name,
+    ...(note === undefined ? {} : { note }),
     natA,
     natB,
     trials: runs.length,
@@ -686,7 +748,7 @@ export function peersSection(options: PeersOptions = {}): Section {
         await lab.close();
       }
       for (const system of usable) {
-        cells.push(summarize(system.name, natA, natB, runs.get(system.name) ?? [], trials));
+        cells.push(summarize(system, natA, natB, runs.get(system.name) ?? [], trials));
       }
     }
     const rows: string[][] = [[
@@ -717,6 +779,9 @@ export function peersSection(options: PeersOptions = {}): Section {
       rows.push([system, "all", "not run", "-", "-", "-", "-", why]);
     }
     const failureLines: string[] = [];
+    const noteLines = cells.filter((c) => c.note !== undefined).map((c) =>
+      `  ${c.system} ${c.natA}/${c.natB}: ${c.note}`
+    );
     for (const cell of cells) {
       for (const [reason, count] of Object.entries(cell.failures)) {
         failureLines.push(`  ${cell.system} ${cell.natA}/${cell.natB}: ${count}x ${reason}`);
@@ -742,6 +807,7 @@ export function peersSection(options: PeersOptions = {}): Section {
       table: [
         `Peer systems: time to a verified direct path both ways, ${trials} trials per cell (interleaved)`,
         ...alignTable(rows),
+        ...(noteLines.length === 0 ? [] : ["Where the time went:", ...noteLines]),
         ...(failureLines.length === 0 ? [] : ["Failures:", ...failureLines]),
         ...(cells.some((c) => c.stoppedEarly)
           ? [

@@ -4,7 +4,7 @@
 // lifetime so that no peer outlives its trial even if the orchestrator dies.
 //
 // Orchestrator -> peer: {"type":"go","peer":{...}}, {"type":"signal","data":...}
-// Peer -> orchestrator: {"type":"ready",...}, {"type":"signal","data":...},
+// Peer -> orchestrator: {"type":"stage","name"}, {"type":"ready",...}, {"type":"signal","data":...},
 //   {"type":"result","ok":true,"remote":{"host","port"},"ms":N,"detail":{...}}
 //   or {"type":"result","ok":false,"reason":"...","detail":{...}}
 import { createInterface } from "node:readline";
@@ -32,6 +32,11 @@ createInterface({ input: process.stdin }).on("line", (line) => {
   if (index >= 0) waiting.splice(index, 1)[0].resolve(message);
   else queued.push(message);
 }).on("close", () => process.exit(0));
+
+/** Tells the orchestrator how far set-up got (its "not ready" reasons name the last stage). */
+export function stage(name) {
+  send({ type: "stage", name });
+}
 
 /** The next message of `type` from the orchestrator. */
 export function next(type) {
@@ -82,9 +87,22 @@ export class Outcome {
   #sent = false;
   #received = false;
   #remote = null;
-  constructor(t0, detail = () => ({})) {
+  constructor(t0, detail = () => ({}), giveUpMs = 0, why = () => "") {
     this.t0 = t0;
     this.detail = detail;
+    // Fails by itself shortly before the orchestrator stops waiting, so a failure carries
+    // this side's state (ICE state, connections...) rather than silence.
+    if (giveUpMs > 0) {
+      setTimeout(() => {
+        let state = "";
+        try {
+          state = why();
+        } catch {
+          // Only a hint.
+        }
+        this.fail(`no direct path in ${giveUpMs / 1000} s${state === "" ? "" : ` (${state})`}`);
+      }, giveUpMs).unref();
+    }
   }
   sent() {
     this.#sent = true;

@@ -5,7 +5,7 @@
 //   client {bootstrap}: A, connects to the go message's publicKey
 // Only the bootstrap addresses given are used (never hyperdht's public ones).
 import DHT from "hyperdht";
-import { args, lifetime, next, Outcome, performance, send, tag } from "./common.mjs";
+import { args, lifetime, next, Outcome, performance, send, stage, tag } from "./common.mjs";
 
 const { role, config } = args();
 lifetime(config.lifetimeMs ?? 60000);
@@ -28,7 +28,9 @@ if (role === "infra") {
   send({ type: "ready", bootstrap });
 } else {
   const node = new DHT({ bootstrap: config.bootstrap });
+  stage("bootstrapping");
   await node.fullyBootstrapped();
+  stage("bootstrapped");
   const detail = () => ({
     firewalled: node.firewalled,
     host: node.host,
@@ -53,15 +55,16 @@ if (role === "infra") {
       else handle(socket, outcome);
     });
     const keyPair = DHT.keyPair();
+    stage("announcing");
     await server.listen(keyPair);
     send({ type: "ready", publicKey: keyPair.publicKey.toString("hex"), ...detail() });
     await next("go");
-    outcome = new Outcome(performance.now(), detail);
+    outcome = new Outcome(performance.now(), detail, config.giveUpMs);
     for (const socket of pending) handle(socket, outcome);
   } else {
     send({ type: "ready", ...detail() });
     const go = await next("go");
-    const outcome = new Outcome(performance.now(), detail);
+    const outcome = new Outcome(performance.now(), detail, config.giveUpMs);
     const socket = node.connect(Buffer.from(go.peer.publicKey, "hex"));
     socket.on("open", () => handle(socket, outcome));
     socket.on("error", (error) => outcome.fail(error.message));

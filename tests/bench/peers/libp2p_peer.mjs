@@ -15,7 +15,7 @@ import { identify } from "@libp2p/identify";
 import { dcutr } from "@libp2p/dcutr";
 import { circuitRelayServer, circuitRelayTransport } from "@libp2p/circuit-relay-v2";
 import { multiaddr } from "@multiformats/multiaddr";
-import { args, lifetime, next, Outcome, performance, send, tag } from "./common.mjs";
+import { args, lifetime, next, Outcome, performance, send, stage, tag } from "./common.mjs";
 
 const PROTOCOL = "/punchd-bench/1.0.0";
 const { role, config } = args();
@@ -85,7 +85,9 @@ if (role === "relay") {
     node.addEventListener("self:peer:update", check);
     check();
   });
+  stage("libp2p started");
   await node.dial(multiaddr(config.relay));
+  stage("connected to the relay, waiting for a reservation");
   await reserved;
   send({ type: "ready", peerId: node.peerId.toString(), addrs: node.getMultiaddrs().map(String) });
 
@@ -139,7 +141,17 @@ if (role === "relay") {
   });
   const go = await next("go");
   other = go.peer.peerId;
-  outcome = new Outcome(performance.now(), detail);
+  outcome = new Outcome(
+    performance.now(),
+    detail,
+    config.giveUpMs,
+    () =>
+      `connections to the other peer: ${
+        connections.filter((c) => c.remotePeer.toString() === other).map((c) =>
+          isDirect(c) ? "direct" : "relayed"
+        ).join(", ") || "none"
+      }`,
+  );
   onDcutrGiveUp = () => {
     const offered = node.getMultiaddrs().map(String).filter((a) => !a.includes("/p2p-circuit"))
       .map((a) => a.replace(/\/p2p\/\w+$/, ""));
