@@ -11,9 +11,12 @@
  * - `flood`: 8 clients write pipelined bad requests as fast as the daemon
  *   takes them and read their replies as they come.
  *
- * The bystander asks `status|ID` (answered by the daemon's main thread) and
+ * The bystander asks `status|ID` (answered by the daemon's main thread),
  * `initiate` of a `tcp-direct` attempt, timed to its first `progress` (the
- * attempt's start travels through the technique worker).
+ * attempt's start travels through the same technique worker as the load's,
+ * and its initiator asks the firewall for a guard first, as the load's do),
+ * and `initiate` of a `udp` attempt (a worker of its own, no firewall: what is
+ * left is the daemon's main thread).
  *
  * The load runs in another process (this module with `--load`), so the
  * bystander's timing does not wait for the load clients' own work. The
@@ -41,7 +44,7 @@ import {
 /** What the hostile clients do. */
 export type LoadKind = "none" | "attempts" | "status" | "flood";
 /** What the bystander asks. */
-export type AskKind = "status" | "initiate";
+export type AskKind = "status" | "initiate" | "initiate-udp";
 
 const LOAD_CLIENTS = 8;
 const LOAD_DEPTH = 32;
@@ -91,9 +94,10 @@ async function bystander(
   try {
     for (let i = 0; i < count; i++) {
       const id = `by${i}`;
+      const technique = ask === "initiate-udp" ? "udp" : TECHNIQUE;
       const line = ask === "status"
         ? `status|${id}\n`
-        : `initiate|${id}|${TECHNIQUE}|${VOID_LOCAL}|${29000 + (i % 100)}|${VOID_PEER}|${
+        : `initiate|${id}|${technique}|${VOID_LOCAL}|${29000 + (i % 100)}|${VOID_PEER}|${
           39000 + (i % 100)
         }\n`;
       const started = performance.now();
@@ -102,7 +106,7 @@ async function bystander(
       times.push(performance.now() - started);
       const expected = ask === "status" ? `status|${id}|` : `progress|${id}|`;
       if (!reply.startsWith(expected)) throw new Error(`Bystander got ${reply}`);
-      if (ask === "initiate") {
+      if (ask !== "status") {
         await socket.write(encoder.encode(`cancel|${id}\n`));
         const end = await reader.next(AbortSignal.timeout(10_000));
         if (end !== `error|${id}|cancelled: by client`) throw new Error(`Bystander got ${end}`);
@@ -284,7 +288,7 @@ interface Cell {
 
 /** The fairness section of `make bench`. */
 export const fairness: Section = async (context: BenchContext): Promise<SectionResult> => {
-  const count = context.quick ? 100 : Math.max(500, context.trials);
+  const count = context.quick ? 100 : Math.max(100, context.trials);
   const cells: Cell[] = [];
   await withVoidNamespace("fair", async (ns) => {
     await using daemon = await startDaemon(
@@ -294,8 +298,9 @@ export const fairness: Section = async (context: BenchContext): Promise<SectionR
     );
     // Warm up: the worker and the reactor start on first use.
     await bystander(daemon.socketPath, "initiate", 5);
+    await bystander(daemon.socketPath, "initiate-udp", 5);
     for (const load of ["none", "attempts", "status", "flood"] as const) {
-      for (const ask of ["status", "initiate"] as const) {
+      for (const ask of ["status", "initiate", "initiate-udp"] as const) {
         context.log(`fairness: bystander ${ask} under load ${load}`);
         const stopLoad = load === "none" ? null : await startLoad(daemon.socketPath, load);
         const started = performance.now();
@@ -328,7 +333,11 @@ export const fairness: Section = async (context: BenchContext): Promise<SectionR
     ["load", "bystander asks", "requests", "p50 ms", "p99 ms", "max ms", "load replies/s", "note"],
     ...cells.map((c) => [
       c.load === "none" ? "idle" : `${LOAD_CLIENTS}x${c.load}`,
-      c.ask === "status" ? "status" : `initiate ${TECHNIQUE} (to progress)`,
+      c.ask === "status"
+        ? "status"
+        : c.ask === "initiate"
+        ? `initiate ${TECHNIQUE} (to progress)`
+        : "initiate udp (to progress)",
       String(c.requests),
       c.p50Ms.toFixed(2),
       c.p99Ms.toFixed(2),
