@@ -108,7 +108,10 @@ async function verify(
       const buf = new Uint8Array(64);
       const n = await to.read(buf, AbortSignal.timeout(5000));
       const got = new TextDecoder().decode(buf.subarray(0, n));
-      if (got !== text) throw new Error(`a stray datagram: ${JSON.stringify(got.slice(0, 24))}`);
+      if (got !== text) {
+        const start = got.slice(0, 5).replace(/[^\x20-\x7e]/g, "?");
+        throw new Error(`a stray datagram after handover (${n} bytes, "${start}...")`);
+      }
     } else if (await readExactly(to, 2) !== text) throw new Error("bad data");
   }
 }
@@ -215,6 +218,7 @@ export async function concurrentAttempts(
   for (const r of results) {
     if (r.status === "fulfilled") times.push(r.value);
     else {
+      // Grouped: numbers (IDs, ports, ms, sizes) as N.
       const reason = ((r.reason as Error).message ?? String(r.reason))
         .replace(/\d+/g, "N").slice(0, 160);
       failures.set(reason, (failures.get(reason) ?? 0) + 1);
