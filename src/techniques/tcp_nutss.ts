@@ -112,7 +112,12 @@ export function decodeNutssInfo(text: string): string {
 export interface TcpNutssOptions {
   /** Milliseconds between connect retries after an early failure (default 500). */
   retryMs?: number;
-  /** Milliseconds the peer's confirmation may take (default 8000). */
+  /**
+   * Milliseconds the peer's confirmation may take (default: the attempt's own timeout, so the
+   * attempt's deadline bounds it: under load the peer's punchd may reach the exchange seconds
+   * after this side's socket connected, and 1,000 attempts at once lost a third of them to a
+   * fixed 8 s).
+   */
   confirmMs?: number;
   /**
    * Milliseconds the initiator's socket may stay half-open (SYN_RECV)
@@ -154,7 +159,7 @@ export class TcpNutss implements Technique {
   readonly name = "tcp-nutss";
   readonly needsFirewall = true;
   readonly #retryMs: number;
-  readonly #confirmMs: number;
+  readonly #confirmMs: number | undefined;
   readonly #stuckMs: number;
   readonly #refusedMs: number;
   readonly #refusedCount: number;
@@ -163,7 +168,7 @@ export class TcpNutss implements Technique {
   /** Builds the technique with its tunables. */
   constructor(options: TcpNutssOptions = {}) {
     this.#retryMs = options.retryMs ?? 500;
-    this.#confirmMs = options.confirmMs ?? 8000;
+    this.#confirmMs = options.confirmMs;
     this.#stuckMs = options.stuckMs ?? 1500;
     this.#refusedMs = options.refusedMs ?? 3000;
     this.#refusedCount = options.refusedCount ?? 4;
@@ -218,7 +223,7 @@ export class TcpNutss implements Technique {
           technique: this.name,
           role: initiate ? "initiator" : "responder",
           signal: attempt.signal,
-          timeoutMs: this.#confirmMs,
+          timeoutMs: this.#confirmMs ?? spec.timeoutMs,
         });
       } catch (error) {
         socket.close();
