@@ -38,6 +38,8 @@ export function failureReason(error: unknown): string {
 
 /** Milliseconds without attempts after which a worker collects its garbage. */
 const COLLECT_AFTER_MS = 1000;
+/** Attempts after which a worker that never idles collects its garbage all the same. */
+const COLLECT_EVERY = 1000;
 
 /** Serves `technique` on `port` (the worker's global scope). */
 export function hostTechnique(technique: Technique, port: WorkerPort): void {
@@ -45,6 +47,7 @@ export function hostTechnique(technique: Technique, port: WorkerPort): void {
   // A burst's garbage stays in the isolate's heap while the worker lives on idle (--worker-idle):
   // collect it once no attempt has run for a moment.
   let collect: ReturnType<typeof setTimeout> | undefined;
+  let ended = 0;
   const collectLater = () => {
     clearTimeout(collect);
     collect = setTimeout(() => {
@@ -159,6 +162,9 @@ export function hostTechnique(technique: Technique, port: WorkerPort): void {
       clearTimeout(attempt.timer);
       running.delete(key);
       if (running.size === 0) collectLater();
+      // Under sustained load V8 lets the heap grow with garbage it has not collected yet (a
+      // worker reached 26 MB committed for 6 MB live, and the daemon's RSS kept growing).
+      if (++ended % COLLECT_EVERY === 0) collectGarbage();
     }
     if (outcome.socket !== undefined && outcome.message.type === "connected") {
       outcome.message.fd = outcome.socket.detach();
