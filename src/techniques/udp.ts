@@ -35,15 +35,13 @@
  *  first accepted punch ─► connected socket
  *        │ (a SEEN punch echoing our NONCE? then done at once)
  *        ▼
- *   CONFIRMING ── SEEN punch every intervalMs
+ *   CONFIRMING ── SEEN punch every intervalMs (what is queued is read first)
  *        │ the other's SEEN punch echoing our NONCE (LAST or not)
  *        ▼
- *   DONE: one SEEN|LAST punch; nothing else is ever sent
+ *   DONE: a SEEN punch, then a SEEN|LAST punch; nothing else is ever sent
  *        │ the other's LAST ─────────────────────────────────► hand over
  *        │ a datagram that is not a punch (stays queued) ─────► hand over
- *        │ the other's SEEN punch sent after our LAST should
- *        │   have reached it: our LAST was lost, send it again (at most 2)
- *        │ fallback wait ran out ─────────────────────────────► hand over
+ *        │ fallback wait ran out (what is queued read first) ─► hand over
  *  (CONFIRMING also hands over, sending nothing, at a datagram that is
  *   not a punch: the other has handed over already.)
  * ```
@@ -53,48 +51,47 @@
  * so they arrived before it: each sender stops for good once its peer is
  * found, before its first SEEN punch (`sendPunch` and the birthday senders
  * check the attempt's `found` signal before every send). Each side sends
- * one LAST on becoming done, so with no loss the two LASTs are the last
- * two datagrams of the exchange, and each side hands over on the other's.
- * Both finishing at once is the same: each sends its LAST, each hands over
- * on the other's. Punches that are already queued when the LAST is read
- * (a duplicated datagram) are taken off before the hand-over.
+ * one LAST, on becoming done, so with no loss the two LASTs are the last
+ * datagrams of the exchange and each side hands over on the other's. Both
+ * finishing at once is the same: each sends its pair, each hands over on
+ * the other's LAST. The SEEN punch before the LAST makes the other done
+ * when the LAST is lost (either of the two suffices), and the punches
+ * already queued when a LAST is read (a duplicated datagram) are taken off
+ * before the hand-over. A side reads what is queued before it sends its
+ * next SEEN punch or gives up waiting: a LAST that sat unread behind a busy
+ * event loop spares the punch, or ends the wait after all.
  *
  * Typical timing: B's punch reaches A (A's first), A's SEEN punch reaches B
- * (B's first, echoing B: B is done and sends LAST), B's LAST reaches A (A
- * done, holds B's LAST: A sends its LAST and hands over), A's LAST reaches
- * B (B hands over): 2 round trips from B's first punch, no wait. It was 1.5
- * round trips and a fixed 150 ms linger.
+ * (B's first, echoing B: B is done and sends its pair), B's pair reaches A
+ * (A done, holds B's LAST: A sends its pair and hands over), A's LAST
+ * reaches B (B hands over): 2 round trips from B's first punch, no wait
+ * (it was 1.5 round trips and a fixed 150 ms linger).
  *
- * Loss. The round trip a side waits on is sampled when it becomes done:
- * from its first SEEN punch when the other's LAST made it done (the LAST
- * answers a SEEN punch sent no earlier), else from its first punch of any
- * TTL (whatever the other echoed left no earlier). Either way the sample is
- * an upper bound of the round trip (plus the other's processing; for an
- * initiator done by a SEEN punch it also spans the offer's trip through
- * the rendezvous channel). A side that is done waits for the other's LAST
- * at most `1.5 × intervalMs + 3 × RTT + 5 ms`, capped at `lingerMs`
- * (default 150): a side that is not done sends its next SEEN punch within
- * one interval, and that wait lets this side answer it and hear the other's
- * LAST. A SEEN punch of the other's that arrives more than `1.5 × RTT + 5
- * ms` after this side's LAST left was sent after that LAST should have
- * reached it, so the LAST was lost: this side sends it again (at most twice,
- * each extending the wait by `2 × RTT + 5 ms`). Because the sample is an
- * upper bound, a punch that merely crossed the LAST never triggers a
- * resend, which would reach the other's application after its hand-over.
- * - This side's LAST lost, the other done: the other hands over on its
- *   fallback; nothing more comes from this side (it has handed over).
- * - This side's LAST lost, the other not done: the other keeps sending SEEN
- *   punches, this side sends its LAST again, both finish.
- * - What is left: a LAST lost three times while the other is not done (the
- *   other's next SEEN punches reach this side's application), a punch
- *   reordered behind the LAST that followed it, or a LAST duplicated on the
- *   path after it was read. Then a punch reaches an application, as one
- *   delayed beyond the old 150 ms linger could; README tells applications
- *   to ignore 42-byte datagrams that start with `PDU2` right after `ok`.
- *   In the normal exchange the punches before a LAST left well before it:
- *   a SEEN punch a round trip earlier, the last plain round before the
- *   peer was found (and the connected socket made), rarely less than a
- *   millisecond earlier; reordering on one path seldom spans that.
+ * Loss. A side that is done waits for the other's LAST at most
+ * `2 × intervalMs + 3 × RTT + 5 ms`, capped at `lingerMs` (default 150).
+ * RTT is sampled when the side becomes done: from its first SEEN punch when
+ * the other's LAST made it done (that LAST answers a SEEN punch sent no
+ * earlier), else from its first punch of any TTL (whatever the other echoed
+ * left no earlier), so it is an upper bound of the round trip and includes
+ * the other's processing (for an initiator made done by a SEEN punch also
+ * the offer's trip through the rendezvous channel). Only a lost LAST or a
+ * busy peer makes the wait run out, so it is generous: a daemon with many
+ * attempts can take tens of milliseconds to answer, which the two punch
+ * intervals cover. A LAST is never sent twice (a second one could reach the
+ * other application once the first has ended its wait).
+ * - The other's LAST lost: this side hands over when the wait runs out;
+ *   the other sends nothing more (it has handed over, or it waits too).
+ * - A side's SEEN punch and its LAST both lost while the other is not done:
+ *   the other keeps sending SEEN punches, one per interval, which reach
+ *   the application of the side that handed over on its wait, until that
+ *   application's first datagram ends the other's wait (it hands over
+ *   then). A punch reordered on the path behind the LAST that followed it,
+ *   or a LAST duplicated after it was read, reaches the application too.
+ *   README tells applications to ignore 42-byte datagrams that start with
+ *   `PDU2` right after `ok`. In the normal exchange the punches before a
+ *   LAST left well before it, except the SEEN punch of the pair, which
+ *   leaves microseconds before it from the same socket: a path that
+ *   reorders those two would deliver that SEEN punch to the application.
  *
  * Mixing with a punchd from before LAST (same MAGIC): the older side's
  * strict codec takes a LAST for the other application's first datagram; it
@@ -178,8 +175,8 @@ export interface UdpOptions {
   intervalMs?: number;
   /**
    * Milliseconds at most to wait for the peer's LAST punch once this side
-   * has sent its own (default 150); the wait is shorter when the round trip
-   * is (see the module doc).
+   * has sent its own (default 150); the wait is shorter on a short round
+   * trip (see the module doc). Without loss no side waits for it.
    */
   lingerMs?: number;
   /** Sockets the hard side opens in birthday mode (default 256). */
@@ -274,18 +271,14 @@ interface SendState {
 /** Why a side handed over (logged): the peer's LAST, its data, or the fallback wait ran out. */
 type Handover = "last" | "data" | "fallback";
 
-/** A side that is done: when its LAST left, the round trip it measured, how long it waits. */
+/** A side that is done: the round trip it measured, and until when it waits for the peer's LAST. */
 interface Finished {
-  lastAt: number;
   rttMs: number;
   until: number;
-  resends: number;
 }
 
-/** Milliseconds added to every wait that scales with the round trip (timer and scheduling slack). */
+/** Milliseconds added to the fallback wait (timer and scheduling slack). */
 const FLOOR_MS = 5;
-/** How many times a side sends its LAST again (each on evidence that the peer missed it). */
-const LAST_RESENDS = 2;
 
 /** This side's punches: a nonce for the attempt and a running count. */
 class Puncher {
@@ -566,10 +559,11 @@ export class Udp implements Technique {
   /**
    * On the connected socket: the hand-over (the module doc's diagram).
    * Sends SEEN punches every `intervalMs` until the peer's SEEN punch that
-   * echoes this side's NONCE (this side is then done), sends one SEEN|LAST
-   * punch and no other, and returns once the peer's LAST has arrived (no
-   * punch of the peer's can follow it), at the peer's first datagram that
-   * is not a punch (it stays queued), or when the fallback wait runs out.
+   * echoes this side's NONCE (this side is then done), sends a SEEN punch
+   * and a SEEN|LAST punch and no other, and returns once the peer's LAST
+   * has arrived (no punch of the peer's can follow it), at the peer's first
+   * datagram that is not a punch (it stays queued), or when the fallback
+   * wait runs out.
    */
   async #handOver(
     conn: Socket,
@@ -589,15 +583,16 @@ export class Udp implements Technique {
       await conn.write(puncher.next(first.nonce, last), signal).catch(() => {});
     };
     /**
-     * This side is done (`by`: the peer's punch that says so): its LAST
-     * leaves, and the wait for the peer's is set from the round trip.
+     * This side is done (`by`: the peer's punch that says so): a SEEN punch
+     * and its LAST leave (either tells the peer it is done), and the wait
+     * for the peer's LAST is set from the round trip.
      */
     const finish = async (by: Punch): Promise<Finished> => {
       const now = performance.now();
       const rttMs = now - ((by.last ? firstSeenAt : null) ?? state.firstPunchAt ?? now);
+      await send(false);
       await send(true);
-      const lastAt = performance.now();
-      return { lastAt, rttMs, until: lastAt + this.#fallbackMs(rttMs), resends: 0 };
+      return { rttMs, until: performance.now() + this.#fallbackMs(rttMs) };
     };
     let peerLast = false;
     let done: Finished | null = null;
@@ -611,24 +606,27 @@ export class Udp implements Technique {
         await this.#dropQueued(conn, peerPunch);
         return { why: "last", rttMs: done.rttMs };
       }
+      // What is queued is read before a SEEN punch is sent again or the
+      // wait given up: a LAST already here makes either needless.
+      const due = done === null ? nextSeen : done.until;
       const now = performance.now();
-      if (done === null && now >= nextSeen) {
-        await send(false);
-        nextSeen = performance.now() + this.#o.intervalMs;
-        continue;
-      }
-      if (done !== null && now >= done.until) return { why: "fallback", rttMs: done.rttMs };
-      const until = done === null ? nextSeen : done.until;
-      const wait = AbortSignal.any([signal, AbortSignal.timeout(Math.ceil(until - now))]);
+      const wait = now >= due
+        ? AbortSignal.abort()
+        : AbortSignal.any([signal, AbortSignal.timeout(Math.ceil(due - now))]);
       let n: number;
       try {
         n = await conn.peek(buf, wait);
       } catch (error) {
         if (signal.aborted) throw error;
-        // The wait ended, or an ICMP error (an answering NAT refusing an
-        // earlier punch) was read and cleared.
-        if (wait.aborted || isIcmpError(error)) continue;
-        throw error;
+        // An ICMP error (an answering NAT refusing an earlier punch) was read and cleared.
+        if (isIcmpError(error)) continue;
+        if (!wait.aborted) throw error;
+        // Nothing queued: time for the next SEEN punch, or the wait is over.
+        if (performance.now() < due) continue;
+        if (done !== null) return { why: "fallback", rttMs: done.rttMs };
+        await send(false);
+        nextSeen = performance.now() + this.#o.intervalMs;
+        continue;
       }
       const got = peerPunch(buf.subarray(0, n));
       // Application data: the peer has handed over, so it has this side's
@@ -644,31 +642,17 @@ export class Udp implements Technique {
         }
       } else if (got.last) {
         peerLast = true;
-      } else if (
-        got.seen && done.resends < LAST_RESENDS &&
-        performance.now() - done.lastAt > 1.5 * done.rttMs + FLOOR_MS
-      ) {
-        // The peer, not done, sent this after this side's LAST should have
-        // reached it (the sample is an upper bound): that LAST was lost.
-        await send(true);
-        done.resends++;
-        done.lastAt = performance.now();
-        done.until = Math.max(
-          done.until,
-          done.lastAt + Math.min(this.#o.lingerMs, 2 * done.rttMs + FLOOR_MS),
-        );
       }
     }
   }
 
   /**
-   * How long a side that has sent its LAST waits for the peer's: one and a
-   * half intervals (a peer that has not finished sends its next SEEN punch
-   * within one, and this side answers it with its LAST again) plus three
-   * round trips and `FLOOR_MS`, at most `lingerMs`.
+   * How long a side that has sent its LAST waits for the peer's (which only
+   * loss or a busy peer keeps away): two punch intervals plus three round
+   * trips and `FLOOR_MS`, at most `lingerMs` (see the module doc).
    */
   #fallbackMs(rttMs: number): number {
-    return Math.min(this.#o.lingerMs, 1.5 * this.#o.intervalMs + 3 * rttMs + FLOOR_MS);
+    return Math.min(this.#o.lingerMs, 2 * this.#o.intervalMs + 3 * rttMs + FLOOR_MS);
   }
 
   /** Takes the peer's punches already queued off the socket (a duplicated LAST); stops at anything else. */
