@@ -12,11 +12,11 @@
 
 import { parseArgs } from "node:util";
 import type { Socket } from "../../ffi/socket.ts";
-import { type Attempt, PunchdClient } from "../../src/client/client.ts";
+import type { Attempt, PunchdClient } from "../../src/client/client.ts";
 import type { TechniqueChoice } from "../../src/control/codec.ts";
-import { Lab } from "../lab/lab.ts";
+import type { Lab } from "../lab/lab.ts";
 import { readExactly, relayUntilSettled } from "../lab/punch.ts";
-import { type LabServices, startServices } from "../lab/services.ts";
+import { withLabPair } from "./lab_pair.ts";
 import { alignTable, type BenchContext, percentile, type Section } from "./section.ts";
 
 /** The techniques the load section runs, in order. */
@@ -73,12 +73,11 @@ export interface BatchResult {
   wallMs: number;
 }
 
-/** What an attempt between the lab's daemon pair needs. */
+/** What an attempt between the lab's daemon pair needs (a subset of lab_pair.ts's LabPair). */
 export interface Pair {
   lab: Lab;
-  services: LabServices;
-  a: PunchdClient;
-  b: PunchdClient;
+  clientA: PunchdClient;
+  clientB: PunchdClient;
 }
 
 const encoder = new TextEncoder();
@@ -127,7 +126,7 @@ async function attempt(
   portA: number,
   portB: number,
 ): Promise<number> {
-  const { lab, a, b } = pair;
+  const { lab, clientA: a, clientB: b } = pair;
   const udp = technique === "udp" || technique === "auto-udp";
   const started = performance.now();
   const initiator: Attempt = a.initiate({
@@ -227,34 +226,6 @@ export async function concurrentAttempts(
   return { ok: times.length, times, failures, wallMs: performance.now() - started };
 }
 
-/** Builds the lab with two preserving NATs, its services and a client per daemon. */
-export async function openPair(daemonArgs: string[]): Promise<Pair & AsyncDisposable> {
-  const lab = await Lab.create({ natA: "preserving", natB: "preserving" });
-  let services: LabServices | undefined;
-  try {
-    services = await startServices(lab, daemonArgs);
-    const a = await PunchdClient.connect(services.a.socketPath);
-    const b = await PunchdClient.connect(services.b.socketPath);
-    const running = services;
-    return {
-      lab,
-      services: running,
-      a,
-      b,
-      [Symbol.asyncDispose]: async () => {
-        await a.close();
-        await b.close();
-        await running.stop();
-        await lab[Symbol.asyncDispose]();
-      },
-    };
-  } catch (error) {
-    await services?.stop();
-    await lab[Symbol.asyncDispose]();
-    throw error;
-  }
-}
-
 /** The figures of one technique under load. */
 interface TechniqueLoad {
   technique: string;
@@ -287,44 +258,52 @@ export function loadSection(options: LoadOptions = {}): Section {
     const count = options.count ?? (context.quick ? 50 : 1000);
     const techniques = options.techniques ?? LOAD_TECHNIQUES;
     const rows: TechniqueLoad[] = [];
-    await using pair = await openPair(LOAD_DAEMON_ARGS);
-    const { a: daemonA, b: daemonB } = pair.services;
-    for (const [t, technique] of techniques.entries()) {
-      // Each technique has its own ports (a previous flow's conntrack entries stay a while);
-      // one attempt first starts the technique's worker, so the fds compared are steady.
-      const base = t * 2000;
-      const warm = await concurrentAttempts(pair, technique, 1, base + count, `w${t}`);
-      if (warm.ok !== 1) context.log(`load ${technique}: warm-up failed: ${[...warm.failures]}`);
-      const fdsA = daemonA.fdCount();
-      const fdsB = daemonB.fdCount();
-      const cpuA = cpuTimes(daemonA.pid);
-      const cpuB = cpuTimes(daemonB.pid);
-      context.log(`load ${technique}: ${count} attempts at once`);
-      const result = await concurrentAttempts(pair, technique, count, base, `l${t}`);
-      const afterA = cpuTimes(daemonA.pid);
-      const afterB = cpuTimes(daemonB.pid);
-      const row: TechniqueLoad = {
-        technique,
-        attempts: count,
-        successes: result.ok,
-        p50_ms: round(percentile(result.times, 50)),
-        p95_ms: round(percentile(result.times, 95)),
-        wall_ms: Math.round(result.wallMs),
-        cpu_per_attempt_ms: round(
-          (afterA.self - cpuA.self + afterB.self - cpuB.self) / count,
-        ),
-        nft_cpu_per_attempt_ms: round(
-          (afterA.children - cpuA.children + afterB.children - cpuB.children) / count,
-        ),
-        fds_a_before: fdsA,
-        fds_a_after: await daemonA.settledFdCount(fdsA),
-        fds_b_before: fdsB,
-        fds_b_after: await daemonB.settledFdCount(fdsB),
-        failures: Object.fromEntries(result.failures),
-      };
-      rows.push(row);
-      context.log(`load ${technique}: ${JSON.stringify(row)}`);
-    }
+    await withLabPair(
+      { a: "preserving", b: "preserving", daemonArgs: LOAD_DAEMON_ARGS },
+      async (pair) => {
+        const { daemonA, daemonB } = pair;
+        for (const [t, technique] of techniques.entries()) {
+          // Each technique has its own ports (a previous flow's conntrack entries stay a while);
+          // one attempt first starts the technique's worker, so the fds compared are steady.
+          const base = t * 2000;
+          const warm = await concurrentAttempts(pair, technique, 1, base + count, `w${t}`);
+          if (warm.ok !== 1) {
+            context.log(
+              `load ${technique}: warm-up failed: ${[...warm.failures]}`,
+            );
+          }
+          const fdsA = daemonA.fdCount();
+          const fdsB = daemonB.fdCount();
+          const cpuA = cpuTimes(daemonA.pid);
+          const cpuB = cpuTimes(daemonB.pid);
+          context.log(`load ${technique}: ${count} attempts at once`);
+          const result = await concurrentAttempts(pair, technique, count, base, `l${t}`);
+          const afterA = cpuTimes(daemonA.pid);
+          const afterB = cpuTimes(daemonB.pid);
+          const row: TechniqueLoad = {
+            technique,
+            attempts: count,
+            successes: result.ok,
+            p50_ms: round(percentile(result.times, 50)),
+            p95_ms: round(percentile(result.times, 95)),
+            wall_ms: Math.round(result.wallMs),
+            cpu_per_attempt_ms: round(
+              (afterA.self - cpuA.self + afterB.self - cpuB.self) / count,
+            ),
+            nft_cpu_per_attempt_ms: round(
+              (afterA.children - cpuA.children + afterB.children - cpuB.children) / count,
+            ),
+            fds_a_before: fdsA,
+            fds_a_after: await daemonA.settledFdCount(fdsA),
+            fds_b_before: fdsB,
+            fds_b_after: await daemonB.settledFdCount(fdsB),
+            failures: Object.fromEntries(result.failures),
+          };
+          rows.push(row);
+          context.log(`load ${technique}: ${JSON.stringify(row)}`);
+        }
+      },
+    );
     const table = alignTable([
       [
         "technique",
@@ -356,6 +335,9 @@ export function loadSection(options: LoadOptions = {}): Section {
     };
   };
 }
+
+/** The section `tests/bench/main.ts` runs: 1,000 attempts at once per technique (50 with --quick). */
+export const section: Section = loadSection();
 
 function round(ms: number): number {
   return Math.round(ms * 10) / 10;
