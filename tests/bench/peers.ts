@@ -121,6 +121,20 @@ function iceNote(runs: readonly PeerTrial[]): string | undefined {
     `(over 500 ms of it, a first flight waiting out its retransmission timer, in ${slow} of ${connected.length})`;
 }
 
+/**
+ * DCUtR: why it does not connect here. Its Connect messages carry only public addresses
+ * (`@libp2p/utils` isPrivate: the lab's 172.16.0.0/12 is RFC 1918) and libp2p announces no
+ * observed address it has not confirmed, so each side offers none. Tried once by hand
+ * (2026-12-06) with the filter removed and each side's public address announced on a fixed
+ * listen port: B's unilateral dial and both sides' synchronized dials timed out, because
+ * `@libp2p/tcp` dials from a new port (no port reuse), which neither NAT has a mapping for.
+ */
+function dcutrNote(runs: readonly PeerTrial[]): string | undefined {
+  if (runs.some((r) => r.ok)) return undefined;
+  return "DCUtR offers only public addresses (172.16/12 is private to libp2p) and none is confirmed; " +
+    "with public ones announced by hand, its TCP dials leave from new ports the NATs drop";
+}
+
 /** hyperdht: which kind of punch its connections used (from the client's stats). */
 function hyperdhtNote(runs: readonly PeerTrial[]): string | undefined {
   const kinds: Record<string, number> = {};
@@ -181,6 +195,7 @@ const SYSTEMS: readonly System[] = [
     // DCUtR's debug log says why no direct connection came (the program keeps it).
     env: { DEBUG: "libp2p:dcutr*" },
     config: (infra) => ({ relay: infra.relay, mode: "dcutr" }),
+    note: dcutrNote,
   },
   {
     name: "libp2p webrtc",
@@ -807,7 +822,7 @@ export function peersSection(options: PeersOptions = {}): Section {
       table: [
         `Peer systems: time to a verified direct path both ways, ${trials} trials per cell (interleaved)`,
         ...alignTable(rows),
-        ...(noteLines.length === 0 ? [] : ["Where the time went:", ...noteLines]),
+        ...(noteLines.length === 0 ? [] : ["Notes:", ...noteLines]),
         ...(failureLines.length === 0 ? [] : ["Failures:", ...failureLines]),
         ...(cells.some((c) => c.stoppedEarly)
           ? [
