@@ -553,22 +553,25 @@ async function startInfra(
     for (const p of processes) await p.kill();
     await coturn?.stop();
   };
-  const start = async (script: string, config: Record<string, unknown>) => {
-    const p = new Peer(lab, lab.internet.ns, node, script, "infra", config);
+  // Lives until killed (or until this process's end closes its stdin).
+  const start = async (script: string, role: string, config: Record<string, unknown>) => {
+    const p = new Peer(lab, lab.internet.ns, node, script, role, {
+      ...config,
+      lifetimeMs: 24 * 3600_000,
+    });
     processes.push(p);
     const ready = await p.lines.next("ready", performance.now() + READY_TIMEOUT_MS);
-    if (ready === null) throw new Error(`${script} did not start: ${p.stderrTail()}`);
+    if (ready === null) throw new Error(`${script} ${role} did not start: ${p.stderrTail()}`);
     return ready;
   };
   try {
     const names = new Set(systems.map((s) => s.script));
     if (names.has("hyperdht_peer.mjs")) {
       try {
-        const ready = await start("hyperdht_peer.mjs", {
+        const ready = await start("hyperdht_peer.mjs", "infra", {
           host: lab.serverIp,
           port: HYPERDHT_PORT,
           nodes: HYPERDHT_NODES,
-          lifetimeMs: 24 * 3600_000,
         });
         infra.hyperdht = ready.bootstrap as string[];
       } catch (error) {
@@ -577,14 +580,10 @@ async function startInfra(
     }
     if (names.has("libp2p_peer.mjs")) {
       try {
-        const p = new Peer(lab, lab.internet.ns, node, "libp2p_peer.mjs", "relay", {
+        const ready = await start("libp2p_peer.mjs", "relay", {
           host: lab.serverIp,
           port: RELAY_PORT,
-          lifetimeMs: 24 * 3600_000,
         });
-        processes.push(p);
-        const ready = await p.lines.next("ready", performance.now() + READY_TIMEOUT_MS);
-        if (ready === null) throw new Error(`the relay did not start: ${p.stderrTail()}`);
         infra.relay = ready.addr as string;
       } catch (error) {
         failed.set("libp2p_peer.mjs", (error as Error).message);
@@ -732,7 +731,7 @@ export function peersSection(options: PeersOptions = {}): Section {
     }
     const cells: PeerCell[] = [];
     const rtts: Record<string, number | null> = {};
-    for (const [natA, natB] of pairs) {
+    for (const [natA, natB] of usable.length === 0 ? [] : pairs) {
       const key = `${natA}/${natB}`;
       const runs = new Map<string, PeerTrial[]>(usable.map((s) => [s.name, []]));
       const lab = await Lab.create({ natA, natB });
