@@ -347,6 +347,17 @@ class Lines {
   }
 }
 
+/** VmRSS of process `pid` (KiB), or undefined when it cannot be read. */
+function vmRssKiB(pid: number): number | undefined {
+  try {
+    const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+    const match = status.match(/^VmRSS:\s+(\d+) kB$/m);
+    return match === null ? undefined : Number(match[1]);
+  } catch {
+    return undefined;
+  }
+}
+
 /** A running peer program in a lab namespace. */
 class Peer {
   readonly child: Deno.ChildProcess;
@@ -416,13 +427,7 @@ class Peer {
 
   /** VmRSS of the program (KiB), or undefined when it cannot be read. */
   rssKiB(): number | undefined {
-    try {
-      const status = Deno.readTextFileSync(`/proc/${this.child.pid}/status`);
-      const match = status.match(/^VmRSS:\s+(\d+) kB$/m);
-      return match === null ? undefined : Number(match[1]);
-    } catch {
-      return undefined;
-    }
+    return vmRssKiB(this.child.pid);
   }
 
   /** Kills the program and waits for it and its pipes. Idempotent. */
@@ -544,9 +549,15 @@ async function startInfra(
   node: string,
   systems: readonly System[],
   log: (line: string) => void,
-): Promise<{ infra: Infra; stop(): Promise<void>; failed: Map<string, string> }> {
+): Promise<{
+  infra: Infra;
+  stop(): Promise<void>;
+  failed: Map<string, string>;
+  rssKiB(): Record<string, number>;
+}> {
   const infra: Infra = {};
   const processes: Peer[] = [];
+  const named = new Map<string, Peer>();
   let coturn: StunServer | undefined;
   const failed = new Map<string, string>();
   const stop = async () => {
@@ -554,12 +565,18 @@ async function startInfra(
     await coturn?.stop();
   };
   // Lives until killed (or until this process's end closes its stdin).
-  const start = async (script: string, role: string, config: Record<string, unknown>) => {
+  const start = async (
+    label: string,
+    script: string,
+    role: string,
+    config: Record<string, unknown>,
+  ) => {
     const p = new Peer(lab, lab.internet.ns, node, script, role, {
       ...config,
       lifetimeMs: 24 * 3600_000,
     });
     processes.push(p);
+    named.set(label, p);
     const ready = await p.lines.next("ready", performance.now() + READY_TIMEOUT_MS);
     if (ready === null) throw new Error(`${script} ${role} did not start: ${p.stderrTail()}`);
     return ready;
@@ -568,11 +585,16 @@ async function startInfra(
     const names = new Set(systems.map((s) => s.script));
     if (names.has("hyperdht_peer.mjs")) {
       try {
-        const ready = await start("hyperdht_peer.mjs", "infra", {
-          host: lab.serverIp,
-          port: HYPERDHT_PORT,
-          nodes: HYPERDHT_NODES,
-        });
+        const ready = await start(
+          `hyperdht: ${HYPERDHT_NODES + 1} DHT nodes`,
+          "hyperdht_peer.mjs",
+          "infra",
+          {
+            host: lab.serverIp,
+            port: HYPERDHT_PORT,
+            nodes: HYPERDHT_NODES,
+          },
+        );
         infra.hyperdht = ready.bootstrap as string[];
       } catch (error) {
         failed.set("hyperdht_peer.mjs", (error as Error).message);
@@ -580,7 +602,7 @@ async function startInfra(
     }
     if (names.has("libp2p_peer.mjs")) {
       try {
-        const ready = await start("libp2p_peer.mjs", "relay", {
+        const ready = await start("libp2p relay", "libp2p_peer.mjs", "relay", {
           host: lab.serverIp,
           port: RELAY_PORT,
         });
@@ -594,7 +616,17 @@ async function startInfra(
       infra.iceServers = [`stun:${lab.serverIp}:${STUN_PORT}`];
     }
     log(`peers: lab infrastructure up (${JSON.stringify(infra)})`);
-    return { infra, stop, failed };
+    const rssKiB = () => {
+      const all: Record<string, number> = {};
+      for (const [name, p] of named) {
+        const kib = p.rssKiB();
+        if (kib !== undefined) all[name] = kib;
+      }
+      const coturnKiB = coturn === undefined ? undefined : vmRssKiB(coturn.service.child.pid);
+      if (coturnKiB !== undefined) all.coturn = coturnKiB;
+      return all;
+    };
+    return { infra, stop, failed, rssKiB };
   } catch (error) {
     await stop();
     throw error;
@@ -731,13 +763,20 @@ export function peersSection(options: PeersOptions = {}): Section {
     }
     const cells: PeerCell[] = [];
     const rtts: Record<string, number | null> = {};
+    /** VmRSS of the lab infrastructure's processes after the pair's trials (KiB). */
+    const infraRss: Record<string, Record<string, number>> = {};
     for (const [natA, natB] of usable.length === 0 ? [] : pairs) {
       const key = `${natA}/${natB}`;
       const runs = new Map<string, PeerTrial[]>(usable.map((s) => [s.name, []]));
       const lab = await Lab.create({ natA, natB });
       try {
         rtts[key] = await measureRtt(lab, 10).then((r) => r.rttMs).catch(() => null);
-        const { infra, stop, failed } = await startInfra(lab, node as string, usable, context.log);
+        const { infra, stop, failed, rssKiB } = await startInfra(
+          lab,
+          node as string,
+          usable,
+          context.log,
+        );
         try {
           for (let i = 0; i < trials; i++) {
             for (const system of usable) {
@@ -755,6 +794,7 @@ export function peersSection(options: PeersOptions = {}): Section {
               );
             }
           }
+          infraRss[key] = rssKiB();
         } finally {
           await stop();
         }
@@ -814,6 +854,7 @@ export function peersSection(options: PeersOptions = {}): Section {
         success:
           "both sides exchanged data over a connection whose remote is the other NAT's public address",
         rttMs: rtts,
+        infrastructureRssKiB: infraRss,
         needs: Object.fromEntries(chosen.map((s) => [s.name, s.needs])),
         unavailable: missing,
         cells,
@@ -822,6 +863,11 @@ export function peersSection(options: PeersOptions = {}): Section {
         `Peer systems: time to a verified direct path both ways, ${trials} trials per cell (interleaved)`,
         ...alignTable(rows),
         ...(noteLines.length === 0 ? [] : ["Notes:", ...noteLines]),
+        ...Object.entries(infraRss).map(([key, all]) =>
+          `Lab infrastructure RSS (${key}): ${
+            Object.entries(all).map(([n, kib]) => `${n} ${(kib / 1024).toFixed(0)} MiB`).join(", ")
+          }`
+        ),
         ...(failureLines.length === 0 ? [] : ["Failures:", ...failureLines]),
         ...(cells.some((c) => c.stoppedEarly)
           ? [
