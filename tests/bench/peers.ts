@@ -97,7 +97,12 @@ function field(detail: unknown, ...path: string[]): number | undefined {
   return typeof value === "number" ? value : undefined;
 }
 
-/** ICE: when the pair was connected, and how often DTLS + SCTP then took a retransmission. */
+/**
+ * ICE: when the pair was connected, and how often DTLS + SCTP then took over 500 ms. In
+ * libdatachannel's debug log (2026-12-06) every such trial was the same: the DTLS client (B,
+ * the answerer) sent its first flight as soon as its own ICE was connected, before A's was, A
+ * had no DTLS transport yet and dropped it, and OpenSSL resent it after its 1 s timer.
+ */
 function iceNote(runs: readonly PeerTrial[]): string | undefined {
   const good = runs.filter((r) => r.ok);
   const connected: number[] = [];
@@ -117,8 +122,9 @@ function iceNote(runs: readonly PeerTrial[]): string | undefined {
     if (Math.max(...(open as number[])) - iceMs > 500) slow++;
   }
   if (connected.length === 0) return undefined;
-  return `ICE connected at median ${ms(median(connected))} ms; the rest is DTLS + SCTP ` +
-    `(over 500 ms of it, a first flight waiting out its retransmission timer, in ${slow} of ${connected.length})`;
+  return `ICE connected at median ${ms(median(connected))} ms; then DTLS + SCTP took over 500 ms ` +
+    `in ${slow} of ${connected.length} (B's first DTLS flight came before A's ICE was connected, ` +
+    "was dropped, and OpenSSL resent it after 1 s)";
 }
 
 /**
