@@ -99,7 +99,7 @@ function field(detail: unknown, ...path: string[]): number | undefined {
 
 /**
  * ICE: when the pair was connected, and how often DTLS + SCTP then took over 500 ms. In
- * libdatachannel's debug log (2026-12-06) every such trial was the same: the DTLS client (B,
+ * libdatachannel's debug log (two such trials, 2026-12-06) it was the same: the DTLS client (B,
  * the answerer) sent its first flight as soon as its own ICE was connected, before A's was, A
  * had no DTLS transport yet and dropped it, and OpenSSL resent it after its 1 s timer.
  */
@@ -558,6 +558,7 @@ async function startInfra(
 ): Promise<{
   infra: Infra;
   stop(): Promise<void>;
+  /** Why a part did not start, by script name (its systems' trials fail), or "stun". */
   failed: Map<string, string>;
   rssKiB(): Record<string, number>;
 }> {
@@ -618,8 +619,12 @@ async function startInfra(
       }
     }
     if (systems.some((s) => s.stun)) {
-      coturn = await startStunServer(lab);
-      infra.iceServers = [`stun:${lab.serverIp}:${STUN_PORT}`];
+      try {
+        coturn = await startStunServer(lab);
+        infra.iceServers = [`stun:${lab.serverIp}:${STUN_PORT}`];
+      } catch (error) {
+        failed.set("stun", `coturn: ${(error as Error).message.split("\n")[0]}`);
+      }
     }
     log(`peers: lab infrastructure up (${JSON.stringify(infra)})`);
     const rssKiB = () => {
@@ -788,7 +793,8 @@ export function peersSection(options: PeersOptions = {}): Section {
             for (const system of usable) {
               const sofar = runs.get(system.name) ?? [];
               if (sofar.length >= HOPELESS_AFTER && sofar.every((r) => !r.ok)) continue;
-              const broken = failed.get(system.script);
+              const broken = failed.get(system.script) ??
+                (system.stun ? failed.get("stun") : undefined);
               const trial = broken !== undefined
                 ? { ok: false, ms: 0, reason: `infrastructure: ${broken}` }
                 : await runTrial(lab, node as string, system, infra);
