@@ -100,7 +100,11 @@ export class Outcome {
         } catch {
           // Only a hint.
         }
-        this.fail(`no direct path in ${giveUpMs / 1000} s${state === "" ? "" : ` (${state})`}`);
+        this.fail(
+          `no direct path in ${giveUpMs / 1000} s${
+            state === "" ? "" : ` (${state})`
+          }`,
+        );
       }, giveUpMs).unref();
     }
   }

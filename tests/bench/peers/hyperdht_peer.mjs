@@ -5,13 +5,24 @@
 //   client {bootstrap}: A, connects to the go message's publicKey
 // Only the bootstrap addresses given are used (never hyperdht's public ones).
 import DHT from "hyperdht";
-import { args, lifetime, next, Outcome, performance, send, stage, tag } from "./common.mjs";
+import {
+  args,
+  lifetime,
+  next,
+  Outcome,
+  performance,
+  send,
+  stage,
+  tag,
+} from "./common.mjs";
 
 const { role, config } = args();
 lifetime(config.lifetimeMs ?? 60000);
 if (role === "infra") {
   const bootstrap = [`${config.host}:${config.port}`];
-  const nodes = [DHT.bootstrapper(config.port, config.host, { host: config.host })];
+  const nodes = [
+    DHT.bootstrapper(config.port, config.host, { host: config.host }),
+  ];
   await nodes[0].fullyBootstrapped();
   for (let i = 1; i <= config.nodes; i++) {
     const node = new DHT({
@@ -41,7 +52,10 @@ if (role === "infra") {
     socket.on("error", (error) => outcome.fail(error.message));
     socket.on("data", (data) => {
       const raw = socket.rawStream;
-      outcome.received(data.toString(), { host: raw.remoteHost, port: raw.remotePort });
+      outcome.received(data.toString(), {
+        host: raw.remoteHost,
+        port: raw.remotePort,
+      });
     });
     // streamx's write takes no callback: the other side's receipt proves this direction.
     socket.write(Buffer.from(tag(role)));
@@ -57,7 +71,11 @@ if (role === "infra") {
     const keyPair = DHT.keyPair();
     stage("announcing");
     await server.listen(keyPair);
-    send({ type: "ready", publicKey: keyPair.publicKey.toString("hex"), ...detail() });
+    send({
+      type: "ready",
+      publicKey: keyPair.publicKey.toString("hex"),
+      ...detail(),
+    });
     await next("go");
     outcome = new Outcome(performance.now(), detail, config.giveUpMs);
     for (const socket of pending) handle(socket, outcome);

@@ -5,12 +5,24 @@
 // before ready, as an application would have it at hand; the clock starts at go, when A
 // creates the data channel (which starts negotiation and gathering).
 import nodeDataChannel from "node-datachannel";
-import { args, lifetime, next, on, Outcome, performance, send, since, tag } from "./common.mjs";
+import {
+  args,
+  lifetime,
+  next,
+  on,
+  Outcome,
+  performance,
+  send,
+  since,
+  tag,
+} from "./common.mjs";
 
 const { role, config } = args();
 lifetime(config.lifetimeMs ?? 60000);
 nodeDataChannel.initLogger("Error", () => {});
-const pc = new nodeDataChannel.PeerConnection(role, { iceServers: config.iceServers });
+const pc = new nodeDataChannel.PeerConnection(role, {
+  iceServers: config.iceServers,
+});
 let t0 = performance.now();
 const selected = () => {
   const pair = pc.getSelectedCandidatePair();
@@ -32,14 +44,18 @@ on("signal", ({ data }) => {
     if (data.sdp !== undefined) {
       pc.setRemoteDescription(data.sdp, data.kind);
       described = true;
-      for (const c of early.splice(0)) pc.addRemoteCandidate(c.candidate, c.mid);
+      for (const c of early.splice(0)) {
+        pc.addRemoteCandidate(c.candidate, c.mid);
+      }
     } else if (described) pc.addRemoteCandidate(data.candidate, data.mid);
     else early.push(data);
   } catch (error) {
     outcome?.fail(`signal: ${error.message}`);
   }
 });
-pc.onLocalDescription((sdp, kind) => send({ type: "signal", data: { sdp, kind } }));
+pc.onLocalDescription((sdp, kind) =>
+  send({ type: "signal", data: { sdp, kind } })
+);
 pc.onLocalCandidate((candidate, mid) => {
   mark(candidate.includes(" srflx ") ? "srflxCandidate" : "firstCandidate");
   send({ type: "signal", data: { candidate, mid } });

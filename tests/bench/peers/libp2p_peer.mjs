@@ -13,9 +13,21 @@ import { noise } from "@chainsafe/libp2p-noise";
 import { yamux } from "@chainsafe/libp2p-yamux";
 import { identify } from "@libp2p/identify";
 import { dcutr } from "@libp2p/dcutr";
-import { circuitRelayServer, circuitRelayTransport } from "@libp2p/circuit-relay-v2";
+import {
+  circuitRelayServer,
+  circuitRelayTransport,
+} from "@libp2p/circuit-relay-v2";
 import { multiaddr } from "@multiformats/multiaddr";
-import { args, lifetime, next, Outcome, performance, send, stage, tag } from "./common.mjs";
+import {
+  args,
+  lifetime,
+  next,
+  Outcome,
+  performance,
+  send,
+  stage,
+  tag,
+} from "./common.mjs";
 
 const PROTOCOL = "/punchd-bench/1.0.0";
 const { role, config } = args();
@@ -38,7 +50,9 @@ process.stderr.write = (chunk, ...rest) => {
     const telling = /\bno\b|error|fail|unable|cannot|timeout/i.test(text);
     if (telling && !dcutrLog.includes(text)) dcutrLog.push(text);
     const attempt = line.match(/attempt (\d+) of (\d+)/);
-    if (attempt !== null && attempt[1] === attempt[2]) setTimeout(() => onDcutrGiveUp(), 0);
+    if (attempt !== null && attempt[1] === attempt[2]) {
+      setTimeout(() => onDcutrGiveUp(), 0);
+    }
   }
   return writeStderr(chunk, ...rest);
 };
@@ -57,19 +71,28 @@ if (role === "relay") {
       relay: circuitRelayServer({ reservations: { maxReservations: 1024 } }),
     },
   });
-  send({ type: "ready", addr: `/ip4/${config.host}/tcp/${config.port}/p2p/${node.peerId}` });
+  send({
+    type: "ready",
+    addr: `/ip4/${config.host}/tcp/${config.port}/p2p/${node.peerId}`,
+  });
 } else {
   const webrtc = config.mode === "webrtc";
   const transports = [tcp(), circuitRelayTransport()];
   if (webrtc) {
     const { webRTC } = await import("@libp2p/webrtc");
     transports.push(webRTC({
-      rtcConfiguration: { iceServers: config.iceServers.map((urls) => ({ urls })) },
+      rtcConfiguration: {
+        iceServers: config.iceServers.map((urls) => ({ urls })),
+      },
     }));
   }
   const node = await createLibp2p({
     addresses: {
-      listen: ["/ip4/0.0.0.0/tcp/0", "/p2p-circuit", ...(webrtc ? ["/webrtc"] : [])],
+      listen: [
+        "/ip4/0.0.0.0/tcp/0",
+        "/p2p-circuit",
+        ...(webrtc ? ["/webrtc"] : []),
+      ],
     },
     transports,
     connectionEncrypters: [noise()],
@@ -77,7 +100,8 @@ if (role === "relay") {
     connectionGater,
     services: { identify: identify(), ...(webrtc ? {} : { dcutr: dcutr() }) },
   });
-  const circuit = () => node.getMultiaddrs().map(String).filter((a) => a.includes("/p2p-circuit"));
+  const circuit = () =>
+    node.getMultiaddrs().map(String).filter((a) => a.includes("/p2p-circuit"));
   const reserved = new Promise((resolve) => {
     const check = () => {
       if (circuit().length > 0) resolve();
@@ -89,7 +113,11 @@ if (role === "relay") {
   await node.dial(multiaddr(config.relay));
   stage("connected to the relay, waiting for a reservation");
   await reserved;
-  send({ type: "ready", peerId: node.peerId.toString(), addrs: node.getMultiaddrs().map(String) });
+  send({
+    type: "ready",
+    peerId: node.peerId.toString(),
+    addrs: node.getMultiaddrs().map(String),
+  });
 
   const relayId = config.relay.split("/p2p/")[1];
   const connections = [];
@@ -116,7 +144,9 @@ if (role === "relay") {
     const pc = webrtc ? findPeerConnection(c) : null;
     if (pc !== null) return selectedRemote(pc);
     const opts = c.remoteAddr.toOptions?.();
-    if (opts !== undefined && opts.host !== undefined) return { host: opts.host, port: opts.port };
+    if (opts !== undefined && opts.host !== undefined) {
+      return { host: opts.host, port: opts.port };
+    }
     return { addr: c.remoteAddr.toString() };
   };
   const useDirect = async (c) => {
@@ -131,13 +161,17 @@ if (role === "relay") {
   };
   await node.handle(PROTOCOL, async (stream, c) => {
     let text = "";
-    for await (const chunk of stream) text += new TextDecoder().decode(chunk.subarray());
+    for await (const chunk of stream) {
+      text += new TextDecoder().decode(chunk.subarray());
+    }
     if (outcome !== null && isDirect(c)) outcome.received(text, remoteOf(c));
   });
   node.addEventListener("connection:open", (event) => {
     const c = event.detail;
     connections.push(c);
-    if (outcome !== null && isDirect(c) && c.remotePeer.toString() === other) void useDirect(c);
+    if (outcome !== null && isDirect(c) && c.remotePeer.toString() === other) {
+      void useDirect(c);
+    }
   });
   const go = await next("go");
   other = go.peer.peerId;
@@ -153,7 +187,9 @@ if (role === "relay") {
       }`,
   );
   onDcutrGiveUp = () => {
-    const offered = node.getMultiaddrs().map(String).filter((a) => !a.includes("/p2p-circuit"))
+    const offered = node.getMultiaddrs().map(String).filter((a) =>
+      !a.includes("/p2p-circuit")
+    )
       .map((a) => a.replace(/\/p2p\/\w+$/, ""));
     outcome.fail(
       `DCUtR gave up: ${dcutrLog.join("; ")}; this side offered ${
@@ -166,7 +202,9 @@ if (role === "relay") {
     const target = webrtc
       ? `${relay}/p2p-circuit/webrtc/p2p/${go.peer.peerId}`
       : `${relay}/p2p-circuit/p2p/${go.peer.peerId}`;
-    node.dial(multiaddr(target)).catch((error) => outcome.fail(`dial: ${error.message}`));
+    node.dial(multiaddr(target)).catch((error) =>
+      outcome.fail(`dial: ${error.message}`)
+    );
   }
 }
 
@@ -174,10 +212,15 @@ if (role === "relay") {
 function findPeerConnection(connection) {
   const seen = new Set();
   const visit = (value, depth) => {
-    if (value === null || typeof value !== "object" || seen.has(value) || depth > 4) return null;
+    if (
+      value === null || typeof value !== "object" || seen.has(value) ||
+      depth > 4
+    ) return null;
     seen.add(value);
     if (typeof value.getSelectedCandidatePair === "function") return value;
-    if (value.sctp?.transport?.iceTransport?.getSelectedCandidatePair) return value;
+    if (value.sctp?.transport?.iceTransport?.getSelectedCandidatePair) {
+      return value;
+    }
     for (const key of Object.keys(value)) {
       let child;
       try {
@@ -199,6 +242,8 @@ function selectedRemote(pc) {
     ? pc.getSelectedCandidatePair()
     : pc.sctp.transport.iceTransport.getSelectedCandidatePair();
   const remote = pair?.remote;
-  if (remote === undefined || remote === null) return { addr: "no selected pair" };
+  if (remote === undefined || remote === null) {
+    return { addr: "no selected pair" };
+  }
   return { host: remote.address, port: remote.port };
 }
