@@ -430,6 +430,8 @@ export function memorySection(options: MemoryOptions = {}): Section {
             technique,
             batch,
             snapshots,
+            daemon_args: daemonArgs,
+            settle_ms: SETTLE_MS,
             start: idle,
             checkpoints: points,
             rss_idle_growth_kb: idleGrowth,
