@@ -60,20 +60,17 @@ interface Hosted {
   idle?: ReturnType<typeof setTimeout>;
   /** Relayed connections whose TURN allocations the worker keeps: it is not idle while any live. */
   holding: number;
-  /** Messages waiting for a later turn of the event loop (see MESSAGES_PER_TURN), in order. */
-  inbox: FromWorker[];
-  /** A drain of the inbox is scheduled. */
-  draining: boolean;
 }
 
 /**
- * Worker messages the daemon handles per turn of its event loop; the rest wait in order for the
- * next turns. Deno delivers every message a worker has queued in one turn: after a burst of
- * attempts that was hundreds of log records, progress lines and guard requests at once, and
- * every client's request waited behind them (control requests take one turn each, see
- * src/control/turns.ts).
+ * Work the daemon does for its workers per turn of its event loop (a worker message, or the
+ * report of an attempt whose guards are gone); the rest waits, in order, for the next turns.
+ * Deno delivers every message a worker has queued in one turn, and a firewall batch ends the
+ * attempts of all its removals at once: after a burst of attempts that was hundreds of log
+ * records, progress lines, guard requests and replies in one go, and every client's request
+ * waited behind them (control requests take one turn each, see src/control/turns.ts).
  */
-const MESSAGES_PER_TURN = 16;
+const WORK_PER_TURN = 8;
 
 /** Options of the supervisor. */
 export interface WorkersOptions {
@@ -112,8 +109,11 @@ export class TechniqueWorkers {
   #nextKey = 1;
   readonly #pendingCleanup = new Set<Promise<void>>();
   #closed = false;
-  /** Messages handled as they came in this turn of the event loop. */
-  #handledThisTurn = 0;
+  /** Work waiting for a later turn of the event loop (see WORK_PER_TURN), in order. */
+  #backlog: (() => void)[] = [];
+  #draining = false;
+  /** Work done in this turn of the event loop, and whether its reset is scheduled. */
+  #doneThisTurn = 0;
   #turnResetArmed = false;
   /** Collects the garbage once no attempt has run for collectAfterMs. */
   #collect: ReturnType<typeof setTimeout> | undefined;
@@ -217,7 +217,17 @@ export class TechniqueWorkers {
     if (this.#running.size === 0) this.#collectLater();
     const firewall = this.#options.firewall;
     if (firewall === undefined || !firewall.holds(key)) return report(running);
-    const released = firewall.release(key).then(() => report(running)).catch((error) =>
+    const released = firewall.release(key).then(() =>
+      new Promise<void>((resolve) =>
+        this.#soon(() => {
+          try {
+            report(running);
+          } finally {
+            resolve();
+          }
+        })
+      )
+    ).catch((error) =>
       this.#options.log.error("cannot report an attempt's end", { error: (error as Error).message })
     );
     this.#pendingCleanup.add(released);
@@ -269,15 +279,12 @@ export class TechniqueWorkers {
     const existing = this.#hosted.get(technique);
     if (existing !== undefined) return existing;
     const worker = this.#spawn(this.#options.registry[technique].workerUrl);
-    const hosted: Hosted = {
-      worker,
-      keys: new Set(),
-      fds: new Map(),
-      holding: 0,
-      inbox: [],
-      draining: false,
-    };
-    worker.onmessage = (event) => this.#arrived(technique, hosted, event.data);
+    const hosted: Hosted = { worker, keys: new Set(), fds: new Map(), holding: 0 };
+    worker.onmessage = (event) =>
+      this.#soon(() => {
+        // A retired worker's messages go with it, as if it had never sent them.
+        if (this.#hosted.get(technique) === hosted) this.#receive(technique, hosted, event.data);
+      });
     worker.onerror = (event) => {
       event.preventDefault();
       this.#crash(technique, hosted, event.message || "uncaught error");
@@ -288,39 +295,44 @@ export class TechniqueWorkers {
     return hosted;
   }
 
-  /** Handles a message now, or after the ones waiting, within MESSAGES_PER_TURN per turn. */
-  #arrived(technique: TechniqueName, hosted: Hosted, message: FromWorker): void {
-    if (hosted.inbox.length === 0 && this.#handledThisTurn < MESSAGES_PER_TURN) {
-      this.#handledThisTurn++;
-      if (!this.#turnResetArmed) {
-        this.#turnResetArmed = true;
-        setImmediate(() => {
-          this.#turnResetArmed = false;
-          this.#handledThisTurn = 0;
-        });
-      }
-      return this.#receive(technique, hosted, message);
+  /** Runs `task` now, or after the work waiting, within WORK_PER_TURN per turn of the loop. */
+  #soon(task: () => void): void {
+    if (this.#backlog.length === 0 && this.#doneThisTurn < WORK_PER_TURN) {
+      this.#count();
+      return task();
     }
-    hosted.inbox.push(message);
-    if (hosted.draining) return;
-    hosted.draining = true;
-    const drain = () => {
-      // A retired worker's messages go with it, as if it had never sent them.
-      if (this.#hosted.get(technique) !== hosted) {
-        hosted.inbox = [];
-        hosted.draining = false;
-        return;
-      }
-      const batch = hosted.inbox.splice(0, MESSAGES_PER_TURN);
-      for (const next of batch) {
-        if (this.#hosted.get(technique) !== hosted) break;
-        this.#receive(technique, hosted, next);
-      }
-      if (hosted.inbox.length > 0) setImmediate(drain);
-      else hosted.draining = false;
-    };
-    setImmediate(drain);
+    this.#backlog.push(task);
+    if (this.#draining) return;
+    this.#draining = true;
+    setImmediate(this.#drain);
   }
+
+  #count(): void {
+    this.#doneThisTurn++;
+    if (this.#turnResetArmed) return;
+    this.#turnResetArmed = true;
+    setImmediate(() => {
+      this.#turnResetArmed = false;
+      this.#doneThisTurn = 0;
+    });
+  }
+
+  readonly #drain = (): void => {
+    const batch = this.#backlog.splice(0, WORK_PER_TURN);
+    let done = 0;
+    try {
+      for (const task of batch) {
+        done++;
+        this.#count();
+        task();
+      }
+    } finally {
+      // A task that threw leaves the rest of its batch first in line.
+      if (done < batch.length) this.#backlog.unshift(...batch.slice(done));
+      if (this.#backlog.length > 0) setImmediate(this.#drain);
+      else this.#draining = false;
+    }
+  };
 
   #receive(technique: TechniqueName, hosted: Hosted, message: FromWorker): void {
     switch (message.type) {
