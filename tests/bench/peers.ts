@@ -845,9 +845,17 @@ export function peersSection(options: PeersOptions = {}): Section {
       rows.push([system, "all", "not run", "-", "-", "-", "-", why]);
     }
     const failureLines: string[] = [];
-    const noteLines = cells.filter((c) => c.note !== undefined).map((c) =>
-      `  ${c.system} ${c.natA}/${c.natB}: ${c.note}`
-    );
+    // A note that holds on several pairs is printed once, naming them.
+    const notes = new Map<string, string[]>();
+    for (const c of cells) {
+      if (c.note === undefined) continue;
+      const key = `${c.system}\u0000${c.note}`;
+      notes.set(key, [...(notes.get(key) ?? []), `${c.natA}/${c.natB}`]);
+    }
+    const noteLines = [...notes].map(([key, pairs]) => {
+      const [system, note] = key.split("\u0000");
+      return `  ${system} ${pairs.join(", ")}: ${note}`;
+    });
     for (const cell of cells) {
       for (const [reason, count] of Object.entries(cell.failures)) {
         failureLines.push(`  ${cell.system} ${cell.natA}/${cell.natB}: ${count}x ${reason}`);
