@@ -21,16 +21,26 @@
  * its tag and received the other's over the connection, and the remote
  * address each side reports for it is the other NAT's public address (so a
  * relayed path, or one through a host address, does not count). The time is
- * the orchestrator's, from "go" to the second "ok" (pipe latency included,
- * below a millisecond); node start-up, DHT bootstrap, relay reservations and
- * the like happen before "go" and are not counted. Trials interleave the
- * systems: trial 1 of each system, then trial 2, and so on.
+ * the orchestrator's, from "go" to the second "ok": pipe and scheduling
+ * latency are in it (2-60 ms on a loaded 2-core machine, mostly a peer not
+ * scheduled in time to read its "go"; each side's own time from its "go" is
+ * in the JSON as `msA`, `msB`). Node start-up, DHT bootstrap, relay
+ * reservations, the ICE peer connection (certificate, agent) and the like
+ * happen before "go" and are not counted. Trials interleave the systems:
+ * trial 1 of each system, then trial 2, and so on. A cell whose first 5
+ * trials all failed runs no more.
  *
  * The peers are installed only by `make bench-deps` (`npm ci` from
  * `tests/bench/peers/package-lock.json` into `.tools/bench`), never at run
  * time. A system whose packages or Node are missing is reported as
  * unavailable, with the reason, and the others run. Every peer is configured
  * with lab addresses only (no default bootstrap nodes, STUN servers or relays).
+ *
+ * ```sh
+ * sudo make bench-deps   # once
+ * sudo deno run -A tests/bench/peers.ts --trials 3 --quick --json peers.json
+ * # PEERS_SYSTEMS="hyperdht,libp2p webrtc" PEERS_PAIRS=preserving/symmetric: a subset
+ * ```
  *
  * @module
  */
