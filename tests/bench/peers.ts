@@ -909,6 +909,9 @@ export function peersSection(options: PeersOptions = {}): Section {
   };
 }
 
+/** The section `make bench` runs (tests/bench/main.ts): every system on every pair. */
+export const section: Section = peersSection();
+
 if (import.meta.main) {
   const systems = Deno.env.get("PEERS_SYSTEMS")?.split(",");
   const pairs = Deno.env.get("PEERS_PAIRS")?.split(",").map((p) =>
