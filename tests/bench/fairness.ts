@@ -146,7 +146,13 @@ async function waitIdle(path: string): Promise<void> {
  * the daemon at `path` as `kind` says until stdin closes. Prints `ready` once
  * every client has its requests in flight, and the replies it read at the end.
  */
-async function runLoad(path: string, kind: LoadKind, clients: number, depth: number) {
+async function runLoad(
+  path: string,
+  kind: LoadKind,
+  clients: number,
+  depth: number,
+  offset: number,
+) {
   const stop = new AbortController();
   let replies = 0;
   let ready = 0;
@@ -156,7 +162,7 @@ async function runLoad(path: string, kind: LoadKind, clients: number, depth: num
   const one = async (c: number) => {
     const socket = await rawConnect(path);
     const reader = new LineReader(socket);
-    const port = (slot: number, base: number) => base + c * depth + slot;
+    const port = (slot: number, base: number) => base + offset + c * depth + slot;
     const initiate = (slot: number, round: number) =>
       `initiate|l${c}s${slot}r${round}|${TECHNIQUE}|${VOID_LOCAL}|${
         port(slot, 20000)
@@ -224,7 +230,7 @@ async function runLoad(path: string, kind: LoadKind, clients: number, depth: num
 }
 
 /** Starts the load process; resolves once its clients are in flight. */
-async function startLoad(path: string, kind: LoadKind) {
+async function startLoad(path: string, kind: LoadKind, offset: number) {
   const child = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
@@ -235,6 +241,8 @@ async function startLoad(path: string, kind: LoadKind) {
       kind,
       "--socket",
       path,
+      "--port-offset",
+      String(offset),
     ],
     stdin: "piped",
     stdout: "piped",
@@ -299,10 +307,13 @@ export const fairness: Section = async (context: BenchContext): Promise<SectionR
     // Warm up: the worker and the reactor start on first use.
     await bystander(daemon.socketPath, "initiate", 5);
     await bystander(daemon.socketPath, "initiate-udp", 5);
+    let runs = 0;
     for (const load of ["none", "attempts", "status", "flood"] as const) {
       for (const ask of ["status", "initiate", "initiate-udp"] as const) {
         context.log(`fairness: bystander ${ask} under load ${load}`);
-        const stopLoad = load === "none" ? null : await startLoad(daemon.socketPath, load);
+        // Each load takes ports of its own: the previous load's cancellations may still hold theirs.
+        const offset = LOAD_CLIENTS * LOAD_DEPTH * runs++;
+        const stopLoad = load === "none" ? null : await startLoad(daemon.socketPath, load, offset);
         const started = performance.now();
         let measured: { times: number[]; error?: string };
         let replies = 0;
@@ -369,10 +380,17 @@ if (import.meta.main) {
       json: { type: "string" },
       load: { type: "string" },
       socket: { type: "string" },
+      "port-offset": { type: "string", default: "0" },
     },
   });
   if (values.load !== undefined) {
-    await runLoad(values.socket ?? "", values.load as LoadKind, LOAD_CLIENTS, LOAD_DEPTH);
+    await runLoad(
+      values.socket ?? "",
+      values.load as LoadKind,
+      LOAD_CLIENTS,
+      LOAD_DEPTH,
+      Number(values["port-offset"]),
+    );
   } else {
     const result = await fairness({
       trials: Number(values.trials),
