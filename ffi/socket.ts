@@ -25,7 +25,7 @@ import {
 import { SyscallError } from "./errno.ts";
 import { noteOpened, noteReleased } from "./fd_ledger.ts";
 import { reactor } from "./reactor.ts";
-import type { SocketAddress } from "./structs.ts";
+import type { BpfInstruction, SocketAddress } from "./structs.ts";
 import * as sys from "./syscalls.ts";
 
 /** Thrown by operations on a socket after close() or detach(). */
@@ -111,6 +111,11 @@ export class Socket {
   /** getsockopt(2) of a C int option. */
   getOption(level: number, name: number): number {
     return sys.getIntOption(this.#live("get an option"), level, name);
+  }
+
+  /** SO_ATTACH_FILTER: `program` (classic BPF) decides what the socket queues; replaces any filter. */
+  attachFilter(program: readonly BpfInstruction[]): void {
+    sys.attachFilter(this.#live("attach a filter"), program);
   }
 
   /** The unicast TTL (IPv4) or hop limit (IPv6) of outgoing packets. */

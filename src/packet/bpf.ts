@@ -1,6 +1,7 @@
 /**
- * Classic BPF programs for capture sockets in cooked mode (the program sees
- * the packet from its IP header on). Pure: builds instructions only.
+ * Classic BPF programs: for capture sockets in cooked mode (the program sees
+ * the packet from its IP header on), and for UDP sockets (it sees the UDP
+ * header, then the payload). Pure: builds instructions only.
  *
  * @module
  */
@@ -9,6 +10,7 @@ import type { BpfInstruction } from "../../ffi/structs.ts";
 
 // Opcodes (linux/filter.h).
 const LD_W_ABS = 0x20;
+const LD_W_LEN = 0x80;
 const LD_H_ABS = 0x28;
 const LD_B_ABS = 0x30;
 const LD_H_IND = 0x48;
@@ -105,5 +107,63 @@ export function tcpFlowProgram(flow: TcpFlowFilter): BpfInstruction[] {
   });
   program.push({ code: RET_K, jt: 0, jf: 0, k: 0x40000 }); // accept (whole packet)
   program.push({ code: RET_K, jt: 0, jf: 0, k: 0 }); // reject
+  return program;
+}
+
+/** Bytes a datagram's payload must hold at `offset` for {@linkcode udpDropProgram} to drop it. */
+export interface PayloadField {
+  offset: number;
+  bytes: Uint8Array;
+}
+
+/** Offset of a UDP socket filter's view of the payload: the program sees the UDP header first. */
+export const UDP_FILTER_PAYLOAD_OFFSET = 8;
+
+/**
+ * A program for a UDP socket (SO_ATTACH_FILTER) that drops every datagram
+ * whose payload is exactly `payloadLength` bytes long and holds each of
+ * `fields`, and passes everything else whole. A socket filter on a UDP
+ * socket sees the datagram from its UDP header on.
+ */
+export function udpDropProgram(
+  payloadLength: number,
+  fields: readonly PayloadField[],
+): BpfInstruction[] {
+  if (!Number.isInteger(payloadLength) || payloadLength < 1 || payloadLength > 65507) {
+    throw new RangeError("Cannot build a BPF program: payload length must be 1-65507");
+  }
+  const steps: Step[] = [];
+  steps.push({ code: LD_W_LEN, k: 0 });
+  steps.push({ code: JEQ_K, k: UDP_FILTER_PAYLOAD_OFFSET + payloadLength, test: "eq" });
+  for (const field of fields) {
+    if (field.offset < 0 || field.offset + field.bytes.length > payloadLength) {
+      throw new RangeError("Cannot build a BPF program: a field lies outside the payload");
+    }
+    let i = 0;
+    for (; i + 4 <= field.bytes.length; i += 4) {
+      const b = field.bytes;
+      const word = ((b[i] ?? 0) << 24 | (b[i + 1] ?? 0) << 16 | (b[i + 2] ?? 0) << 8 |
+        (b[i + 3] ?? 0)) >>> 0;
+      steps.push({ code: LD_W_ABS, k: UDP_FILTER_PAYLOAD_OFFSET + field.offset + i });
+      steps.push({ code: JEQ_K, k: word, test: "eq" });
+    }
+    for (; i < field.bytes.length; i++) {
+      steps.push({ code: LD_B_ABS, k: UDP_FILTER_PAYLOAD_OFFSET + field.offset + i });
+      steps.push({ code: JEQ_K, k: field.bytes[i] ?? 0, test: "eq" });
+    }
+  }
+  // Every test that fails jumps to "pass"; all of them holding falls through to "drop".
+  const program: BpfInstruction[] = [];
+  const total = steps.length + 2; // drop, pass
+  steps.forEach((step, i) => {
+    const toPass = total - 1 - (i + 1);
+    program.push(
+      step.test === undefined
+        ? { code: step.code, jt: 0, jf: 0, k: step.k >>> 0 }
+        : { code: step.code, jt: 0, jf: toPass, k: step.k >>> 0 },
+    );
+  });
+  program.push({ code: RET_K, jt: 0, jf: 0, k: 0 }); // drop
+  program.push({ code: RET_K, jt: 0, jf: 0, k: 0xffffffff }); // pass (whole datagram)
   return program;
 }

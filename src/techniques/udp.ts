@@ -82,16 +82,22 @@
  * - The other's LAST lost: this side hands over when the wait runs out;
  *   the other sends nothing more (it has handed over, or it waits too).
  * - A side's SEEN punch and its LAST both lost while the other is not done:
- *   the other keeps sending SEEN punches, one per interval, which reach
- *   the application of the side that handed over on its wait, until that
+ *   the other keeps sending SEEN punches, one per interval, until that
  *   application's first datagram ends the other's wait (it hands over
  *   then). A punch reordered on the path behind the LAST that followed it,
- *   or a LAST duplicated after it was read, reaches the application too.
- *   README tells applications to ignore 42-byte datagrams that start with
- *   `PDU2` right after `ok`. In the normal exchange the punches before a
- *   LAST left well before it, except the SEEN punch of the pair, which
- *   leaves microseconds before it from the same socket: a path that
- *   reorders those two would deliver that SEEN punch to the application.
+ *   a LAST duplicated after it was read, and the punches of a peer whose
+ *   event loop runs seconds late (1,000 attempts at once through one
+ *   daemon pair: about half the hand-overs met one) arrive after the
+ *   hand-over too.
+ *
+ * None of them reaches the application: before handing over, a side
+ * attaches a socket filter (SO_ATTACH_FILTER, classic BPF) to the socket
+ * that drops every 42-byte datagram carrying `PDU2`, the other's ROLE and
+ * the other's NONCE (8 random bytes of this attempt), then takes off what
+ * was queued before the filter. The filter stays with the socket the
+ * application gets; it passes everything else, costs a few instructions
+ * per datagram, and the application may replace it (SO_ATTACH_FILTER) or
+ * remove it (SO_DETACH_FILTER).
  *
  * Mixing with a punchd from before LAST (same MAGIC): the older side's
  * strict codec takes a LAST for the other application's first datagram; it
@@ -139,6 +145,7 @@ import {
 } from "../../ffi/structs.ts";
 import { observeUdp, parseHostPort } from "../discovery/endpoint.ts";
 import { TechniqueError } from "../errors.ts";
+import { udpDropProgram } from "../packet/bpf.ts";
 import { delay } from "./delay.ts";
 import type { AttemptSpec } from "./protocol.ts";
 import type { AttemptContext, Technique } from "./technique.ts";
@@ -149,6 +156,8 @@ import {
   NONCE_LENGTH,
   type PeerAddressing,
   type Punch,
+  PUNCH_LENGTH,
+  punchFields,
   PunchKey,
   type PunchRole,
   sameNonce,
@@ -526,6 +535,12 @@ export class Udp implements Technique {
         strays,
         context.signal,
       );
+      // From now on the kernel drops the peer's late punches (sent before it knew it was done;
+      // a busy peer can send them long after its LAST was due), then those already queued go.
+      conn.attachFilter(
+        udpDropProgram(PUNCH_LENGTH, punchFields(p.role === "I" ? "R" : "I", first.punch.nonce)),
+      );
+      await this.#dropQueued(conn, peerPunch);
       context.log.info("udp punched", {
         local: formatAddress(first.local),
         peer: formatAddress(first.from),

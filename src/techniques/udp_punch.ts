@@ -49,6 +49,7 @@
 import { createHmac, timingSafeEqual } from "node:crypto";
 import { parseIp } from "../../ffi/ip.ts";
 import type { SocketAddress } from "../../ffi/structs.ts";
+import type { PayloadField } from "../packet/bpf.ts";
 
 /** First bytes of every punch datagram (magic and version). */
 export const PUNCH_MAGIC = "PDU2";
@@ -209,4 +210,22 @@ export function acceptPunch(
 /** True when two nonces are equal (nonces are public; no constant time needed). */
 export function sameNonce(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((v, i) => v === b[i]);
+}
+
+/**
+ * The payload fields that single out the punches of one sender in one
+ * attempt (magic, its ROLE and its NONCE): a socket filter built from them
+ * (packet/bpf.ts udpDropProgram, {@linkcode PUNCH_LENGTH} bytes) drops the
+ * peer's late punches before they reach the application, and nothing else
+ * but a datagram of exactly that length that repeats 13 of the peer's
+ * bytes, 8 of them random for this attempt.
+ */
+export function punchFields(role: PunchRole, nonce: Uint8Array): PayloadField[] {
+  if (nonce.length !== NONCE_LENGTH) {
+    throw new RangeError(`Cannot build punch fields: a nonce is ${NONCE_LENGTH} bytes`);
+  }
+  const head = new Uint8Array(MAGIC.length + 1);
+  head.set(MAGIC);
+  head[MAGIC.length] = ROLE_BYTES[role];
+  return [{ offset: 0, bytes: head }, { offset: 6, bytes: nonce.slice() }];
 }

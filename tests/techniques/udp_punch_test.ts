@@ -1,5 +1,7 @@
-import { assert, assertEquals, assertThrows } from "../assert.ts";
+import { assert, assertEquals, assertRejects, assertThrows } from "../assert.ts";
+import { Socket } from "../../ffi/socket.ts";
 import { inetAddress } from "../../ffi/structs.ts";
+import { udpDropProgram } from "../../src/packet/bpf.ts";
 import {
   acceptPunch,
   decodePunch,
@@ -7,6 +9,7 @@ import {
   isPunchShaped,
   type Punch,
   PUNCH_LENGTH,
+  punchFields,
   PunchKey,
 } from "../../src/techniques/udp_punch.ts";
 
@@ -221,4 +224,42 @@ Deno.test("encoding refuses nonces of the wrong size and counts out of range", (
   assertThrows(() => encodePunch({ ...punch, nonce: new Uint8Array(7) }, key), RangeError);
   assertThrows(() => encodePunch({ ...punch, count: 2 ** 32 }, key), RangeError, "count");
   assertThrows(() => encodePunch({ ...punch, count: -1 }, key), RangeError, "count");
+});
+
+Deno.test("a socket filter from punchFields drops exactly the peer's punches of this attempt", async () => {
+  const receiver = Socket.create("inet", "datagram");
+  const sender = Socket.create("inet", "datagram");
+  try {
+    receiver.bind(inetAddress("127.0.0.1", 0));
+    sender.bind(inetAddress("127.0.0.1", 0));
+    const to = receiver.localAddress();
+    receiver.attachFilter(udpDropProgram(PUNCH_LENGTH, punchFields("R", punch.nonce)));
+    const other = hex("3333333333333333");
+    const sent: [string, Uint8Array<ArrayBuffer>][] = [
+      ["the peer's punch", encodePunch(punch, key)],
+      ["the peer's LAST", encodePunch({ ...punch, last: true, count: 8 }, key)],
+      ["another nonce", encodePunch({ ...punch, nonce: other }, key)],
+      ["our own role", encodePunch({ ...punch, role: "I" }, key)],
+      ["one byte short", encodePunch(punch, key).slice(0, PUNCH_LENGTH - 1)],
+      ["application data", new TextEncoder().encode("hello")],
+      ["an empty keepalive", new Uint8Array(0)],
+    ];
+    for (const [, bytes] of sent) await sender.sendTo(bytes, to);
+    const buf = new Uint8Array(128);
+    const got: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const { length } = await receiver.receiveFrom(buf, AbortSignal.timeout(2000));
+      got.push(length);
+    }
+    assertEquals(got, [PUNCH_LENGTH, PUNCH_LENGTH, PUNCH_LENGTH - 1, 5, 0]);
+    // Nothing else is queued: both punches of the peer's were dropped.
+    await assertRejects(() => receiver.receiveFrom(buf, AbortSignal.timeout(100)));
+  } finally {
+    receiver.close();
+    sender.close();
+  }
+});
+
+Deno.test("punchFields refuses a nonce of the wrong length", () => {
+  assertThrows(() => punchFields("I", new Uint8Array(7)), RangeError, "8 bytes");
 });
