@@ -132,9 +132,10 @@ function iceNote(runs: readonly PeerTrial[]): string | undefined {
     if (Math.max(...(open as number[])) - iceMs > 500) slow++;
   }
   if (connected.length === 0) return undefined;
-  return `ICE connected at median ${ms(median(connected))} ms; then DTLS + SCTP took over 500 ms ` +
-    `in ${slow} of ${connected.length} (B's first DTLS flight came before A's ICE was connected, ` +
+  const why = slow === 0 ? "" : " (B's first DTLS flight came before A's ICE was connected, " +
     "was dropped, and OpenSSL resent it after 1 s)";
+  return `ICE connected at median ${ms(median(connected))} ms; then DTLS + SCTP took over 500 ms ` +
+    `in ${slow} of ${connected.length}${why}`;
 }
 
 /**
