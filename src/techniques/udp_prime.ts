@@ -28,6 +28,11 @@
  *  (else lingers, dropping late a)
  * ```
  *
+ * The socket handed over carries a filter (SO_ATTACH_FILTER) that drops
+ * every 31-byte datagram of `punchd-prime1-`, a letter and this attempt's
+ * NONCE: a hello, ack or done that a busy peer sends late never reaches the
+ * application. Everything else passes.
+ *
  *   `d` is the last datagram the initiator sends, and its hellos left
  *   before it on the same path, so the responder hands over at once. The
  *   responder answers each hello it receives with one ack, so once the
@@ -61,6 +66,8 @@ import { connect, recv, sendTo } from "../../ffi/syscalls.ts";
 import { formatAddress, type InetAddress, inetAddress } from "../../ffi/structs.ts";
 import { HopFinder } from "../discovery/hop_limit.ts";
 import { TechniqueError } from "../errors.ts";
+import { udpDropProgram } from "../packet/bpf.ts";
+import { isIcmpError } from "./udp_policy.ts";
 import { delay, errorCode } from "./delay.ts";
 import {
   awaitPrimed,
@@ -162,8 +169,9 @@ export class UdpPrime implements Technique {
       // Every socket is connected before its first datagram leaves (see the module doc).
       for (const peer of peers) sockets.push(connectedSocket(local, peer));
       let waits: Promise<Socket>[];
+      let nonce: string | null;
       if (spec.role === "respond") {
-        const nonce = decodeUdpPrimeOffer(spec.extra ?? "");
+        nonce = decodeUdpPrimeOffer(spec.extra ?? "");
         const hops = await primingHopLimit(spec, this.#hops, context);
         for (const socket of sockets) discardQueued(socket);
         waits = sockets.map((socket, i) =>
@@ -171,15 +179,24 @@ export class UdpPrime implements Technique {
         );
         context.progress(PRIMED_TAG);
       } else {
-        const nonce = newNonce();
-        context.progress(encodeUdpPrimeOffer(nonce));
+        const mine = newNonce();
+        nonce = mine;
+        context.progress(encodeUdpPrimeOffer(mine));
         await awaitPrimed(context, this.name);
         waits = sockets.map((socket, i) =>
-          this.#initiate(socket, peers[i] as InetAddress, nonce, context)
+          this.#initiate(socket, peers[i] as InetAddress, mine, context)
         );
       }
       const winner = await firstConnected(waits, context, this.name);
       sockets.splice(sockets.indexOf(winner), 1);
+      if (nonce !== null) {
+        try {
+          await dropLateMessages(winner, nonce);
+        } catch (error) {
+          winner.close();
+          throw error;
+        }
+      }
       return winner;
     } finally {
       done.abort(new TechniqueError("attempt finished"));
@@ -361,5 +378,36 @@ function sendNow(
     } catch (error) {
       context.noteError(`to ${formatAddress(peer)}: ${errorCode(error)}`);
     }
+  }
+}
+
+/**
+ * Keeps the peer punchd's late messages of this attempt (a hello, ack or
+ * done sent before it knew this side was done, which a busy peer can send
+ * seconds late) from the application: a socket filter drops every 31-byte
+ * datagram that is `punchd-prime1-`, a letter and this attempt's NONCE, and
+ * those queued before it are taken off. Application data stays queued.
+ */
+async function dropLateMessages(socket: Socket, nonce: string): Promise<void> {
+  const encoder = new TextEncoder();
+  const length = primeMessage("h", nonce).length;
+  socket.attachFilter(udpDropProgram(length, [
+    { offset: 0, bytes: encoder.encode(PREFIX) },
+    { offset: PREFIX.length + 1, bytes: encoder.encode(nonce) },
+  ]));
+  const late = new Set(["h", "a", "d"].map((k) => primeMessage(k as "h" | "a" | "d", nonce)));
+  const buf = new Uint8Array(64);
+  const now = AbortSignal.abort();
+  for (let i = 0; i < 64; i++) {
+    let n: number;
+    try {
+      n = await socket.peek(buf, now);
+    } catch (error) {
+      // An ICMP error was read (and so cleared); anything else: nothing is queued.
+      if (isIcmpError(error)) continue;
+      return;
+    }
+    if (!late.has(new TextDecoder().decode(buf.subarray(0, n)))) return;
+    await socket.read(buf);
   }
 }
