@@ -95,6 +95,8 @@ interface System {
   config(infra: Infra): Record<string, unknown>;
   /** Where the time went in a cell, from what the programs reported (a line of the report). */
   note?(runs: readonly PeerTrial[]): string | undefined;
+  /** Punches UDP (the answering-NAT note applies). */
+  udp: boolean;
 }
 
 /** A number a peer program reported in a trial's detail, e.g. `field(detail, "phases", "ice connected")`. */
@@ -152,6 +154,26 @@ function dcutrNote(runs: readonly PeerTrial[]): string | undefined {
     "with public ones announced by hand, its TCP dials leave from new ports the NATs drop";
 }
 
+/**
+ * Why UDP punching fails between "answering" NATs, as router B's conntrack table showed it
+ * in a hyperdht trial (2026-12-06): A's punch to B's public port arrived first, and as the
+ * router itself answers such packets, conntrack kept it as a flow to the router (UNREPLIED);
+ * B's own packet to A on that port pair then found the tuple taken and left from another
+ * public port, which A's NAT, expecting the first, treated as unsolicited. ICE and libp2p's
+ * WebRTC punch the same way (one port, both sides at once) and fail here too; their conntrack
+ * tables were not traced.
+ */
+const ANSWERING_NOTE = "traced for hyperdht: the first punch to reach an answering NAT becomes a " +
+  "flow to the router itself (UNREPLIED), so the host's own packets on that port pair leave " +
+  "from another public port";
+
+/** The answering-NAT note for a UDP system's cell without a success there. */
+function answeringNote(cell: { natA: NatProfile; natB: NatProfile; successes: number }) {
+  return cell.successes === 0 && (cell.natA === "answering" || cell.natB === "answering")
+    ? ANSWERING_NOTE
+    : undefined;
+}
+
 /** hyperdht: which kind of punch its connections used (from the client's stats). */
 function hyperdhtNote(runs: readonly PeerTrial[]): string | undefined {
   const kinds: Record<string, number> = {};
@@ -181,6 +203,7 @@ const SYSTEMS: readonly System[] = [
     roles: ["client", "server"],
     packages: ["hyperdht"],
     stun: false,
+    udp: true,
     config: (infra) => ({ bootstrap: infra.hyperdht }),
     note: hyperdhtNote,
   },
@@ -191,6 +214,7 @@ const SYSTEMS: readonly System[] = [
     roles: ["A", "B"],
     packages: ["node-datachannel"],
     stun: true,
+    udp: true,
     config: (infra) => ({ iceServers: infra.iceServers }),
     note: iceNote,
   },
@@ -209,6 +233,7 @@ const SYSTEMS: readonly System[] = [
       "@chainsafe/libp2p-yamux",
     ],
     stun: false,
+    udp: false,
     // DCUtR's debug log says why no direct connection came (the program keeps it).
     env: { DEBUG: "libp2p:dcutr*" },
     config: (infra) => ({ relay: infra.relay, mode: "dcutr" }),
@@ -221,6 +246,7 @@ const SYSTEMS: readonly System[] = [
     roles: ["A", "B"],
     packages: ["libp2p", "@libp2p/circuit-relay-v2", "@libp2p/webrtc"],
     stun: true,
+    udp: true,
     config: (infra) => ({ relay: infra.relay, mode: "webrtc", iceServers: infra.iceServers }),
   },
 ];
@@ -723,7 +749,12 @@ function summarize(
     const key = (r.reason ?? "failed").replace(/\b\d{4,}\b/g, "N").slice(0, 400);
     failures[key] = (failures[key] ?? 0) + 1;
   }
-  const note = system.note?.(runs);
+  const successes = runs.filter((r) => r.ok).length;
+  const notes = [
+    system.note?.(runs),
+    system.udp ? answeringNote({ natA, natB, successes }) : undefined,
+  ].filter((n) => n !== undefined);
+  const note = notes.length === 0 ? undefined : notes.join("; ");
   return {
     system: system.name,
     ...(note === undefined ? {} : { note }),
