@@ -97,6 +97,8 @@ interface System {
   note?(runs: readonly PeerTrial[]): string | undefined;
   /** Punches UDP (the answering-NAT note applies). */
   udp: boolean;
+  /** Uses ICE (the symmetric-NAT note applies). */
+  ice?: boolean;
 }
 
 /** A number a peer program reported in a trial's detail, e.g. `field(detail, "phases", "ice connected")`. */
@@ -167,6 +169,10 @@ const ANSWERING_NOTE = "traced for hyperdht: the first punch to reach an answeri
   "flow to the router itself (UNREPLIED), so the host's own packets on that port pair leave " +
   "from another public port";
 
+/** Why ICE fails behind one endpoint-dependent ("symmetric") NAT (standard ICE, no TURN here). */
+const SYMMETRIC_NOTE = "endpoint-dependent NAT: the port STUN saw is not the one its packets to " +
+  "the peer leave from, so the other NAT drops them, and there is no TURN relay to fall back on";
+
 /** The answering-NAT note for a UDP system's cell without a success there. */
 function answeringNote(cell: { natA: NatProfile; natB: NatProfile; successes: number }) {
   return cell.successes === 0 && (cell.natA === "answering" || cell.natB === "answering")
@@ -215,6 +221,7 @@ const SYSTEMS: readonly System[] = [
     packages: ["node-datachannel"],
     stun: true,
     udp: true,
+    ice: true,
     config: (infra) => ({ iceServers: infra.iceServers }),
     note: iceNote,
   },
@@ -247,6 +254,7 @@ const SYSTEMS: readonly System[] = [
     packages: ["libp2p", "@libp2p/circuit-relay-v2", "@libp2p/webrtc"],
     stun: true,
     udp: true,
+    ice: true,
     config: (infra) => ({ relay: infra.relay, mode: "webrtc", iceServers: infra.iceServers }),
   },
 ];
@@ -753,6 +761,9 @@ function summarize(
   const notes = [
     system.note?.(runs),
     system.udp ? answeringNote({ natA, natB, successes }) : undefined,
+    system.ice && successes === 0 && (natA === "symmetric" || natB === "symmetric")
+      ? SYMMETRIC_NOTE
+      : undefined,
   ].filter((n) => n !== undefined);
   const note = notes.length === 0 ? undefined : notes.join("; ");
   return {
