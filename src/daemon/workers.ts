@@ -63,8 +63,9 @@ interface Hosted {
 }
 
 /**
- * Work the daemon does for its workers per turn of its event loop (a worker message, or the
- * report of an attempt whose guards are gone); the rest waits, in order, for the next turns.
+ * Work the daemon does for its workers per turn of its event loop (a worker message, the answer
+ * to a guard request, or the report of an attempt whose guards are gone); the rest waits, in
+ * order, for the next turns.
  * Deno delivers every message a worker has queued in one turn, and a firewall batch ends the
  * attempts of all its removals at once: after a burst of attempts that was hundreds of log
  * records, progress lines, guard requests and replies in one go, and every client's request
@@ -404,7 +405,9 @@ export class TechniqueWorkers {
     }
     if (firewall === undefined) return answer(0, "Cannot change the firewall: it is unavailable");
     if (message.type === "unguard") {
-      void firewall.remove(message.key, message.handle).then(() => answer(message.handle));
+      void firewall.remove(message.key, message.handle).then(() =>
+        this.#soon(() => answer(message.handle))
+      );
       return;
     }
     try {
@@ -412,9 +415,10 @@ export class TechniqueWorkers {
     } catch (error) {
       return answer(0, (error as Error).message);
     }
+    // A batch answers all its guards at once: the answers take their share of the turns too.
     firewall.add(message.key, running.uid, message.guard, running.guardTtlMs).then(
-      (handle) => answer(handle),
-      (error) => answer(0, (error as Error).message),
+      (handle) => this.#soon(() => answer(handle)),
+      (error) => this.#soon(() => answer(0, (error as Error).message)),
     );
   }
 
