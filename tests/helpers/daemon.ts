@@ -37,7 +37,7 @@ export interface RunningDaemon {
   socketFdCount(): number;
   /** {@linkcode socketFdCount} once it equals `expected`, or after 5 s whatever it is then. */
   settledSocketFdCount(expected: number): Promise<number>;
-  /** SIGTERM, then wait; returns the exit code. Idempotent. */
+  /** SIGTERM, then wait (SIGKILL after 20 s); returns the exit code. Idempotent. */
   stop(): Promise<number>;
   [Symbol.asyncDispose](): Promise<void>;
 }
@@ -125,7 +125,22 @@ export async function startDaemon(
       } catch {
         // Already exited.
       }
-      const status = await child.status;
+      // A daemon that ignores SIGTERM is a failure to report (its exit code then says SIGKILL),
+      // not a test or bench that hangs.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const status = await Promise.race([
+        child.status,
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error("no exit 20 s after SIGTERM")), 20_000);
+        }),
+      ]).catch(async () => {
+        try {
+          child.kill("SIGKILL");
+        } catch {
+          // Exited meanwhile.
+        }
+        return await child.status;
+      }).finally(() => clearTimeout(timer));
       await output;
       await Deno.remove(dir, { recursive: true }).catch(() => {});
       return status.code;
