@@ -24,7 +24,8 @@
  * wait for a peer that never answers, and its nftables table stays there.
  * Needs root.
  *
- * Run alone: `deno run -A tests/bench/fairness.ts --trials 500 [--quick] [--json FILE]`.
+ * Run alone: `deno run -A tests/bench/fairness.ts [--trials N] [--quick] [--json FILE]` (requests
+ * per cell: 50 with `--quick`, else the larger of N and 500).
  *
  * @module
  */
@@ -295,8 +296,9 @@ interface Cell {
 }
 
 /** The fairness section of `make bench`. */
-export const fairness: Section = async (context: BenchContext): Promise<SectionResult> => {
-  const count = context.quick ? 100 : Math.max(100, context.trials);
+export const section: Section = async (context: BenchContext): Promise<SectionResult> => {
+  // A p99 needs a few hundred samples: at least 500 requests per cell in a full run.
+  const count = context.quick ? 50 : Math.max(500, context.trials);
   const cells: Cell[] = [];
   await withVoidNamespace("fair", async (ns) => {
     await using daemon = await startDaemon(
@@ -392,7 +394,7 @@ if (import.meta.main) {
       Number(values["port-offset"]),
     );
   } else {
-    const result = await fairness({
+    const result = await section({
       trials: Number(values.trials),
       quick: values.quick,
       log: (line) => Deno.stderr.writeSync(encoder.encode(`${line}\n`)),
