@@ -3,6 +3,13 @@
  * each with its own AbortController and deadline, exactly one terminal
  * message (`connected` or `failed`) per started attempt.
  *
+ * Starts take fair turns between clients (control/turns.ts, one start per
+ * turn of the worker's event loop, the client served least recently first):
+ * a client with hundreds of attempts starting cannot make another client's
+ * attempt wait behind all of them, nor the guard answers and peer data of
+ * running attempts, which are handled at once. A start cancelled while it
+ * waits for its turn fails at once with the cancel's reason.
+ *
  * @module
  */
 
@@ -16,6 +23,7 @@ import { Logger, parseLevel } from "../log.ts";
 import type { FromWorker, ToWorker } from "./protocol.ts";
 import type { AttemptFirewall, Technique } from "./technique.ts";
 import { collectGarbage } from "./heap.ts";
+import { TurnScheduler } from "../control/turns.ts";
 
 /** The worker global's messaging surface (a subset of DedicatedWorkerGlobalScope). */
 export interface WorkerPort {
@@ -44,6 +52,11 @@ const COLLECT_EVERY = 1000;
 /** Serves `technique` on `port` (the worker's global scope). */
 export function hostTechnique(technique: Technique, port: WorkerPort): void {
   const running = new Map<number, Running>();
+  /** Starts waiting for their turn, by key. */
+  const pending = new Map<number, AbortController>();
+  const turns = new TurnScheduler();
+  /** One turn owner per client, while the client has starts waiting. */
+  const owners = new Map<number, { waiting: number }>();
   // A burst's garbage stays in the isolate's heap while the worker lives on idle (--worker-idle):
   // collect it once no attempt has run for a moment.
   let collect: ReturnType<typeof setTimeout> | undefined;
@@ -175,14 +188,28 @@ export function hostTechnique(technique: Technique, port: WorkerPort): void {
   port.onmessage = (event: MessageEvent<ToWorker>) => {
     const message = event.data;
     switch (message.type) {
-      case "start":
-        if (running.has(message.key)) {
-          post({ type: "failed", key: message.key, reason: "attempt key already running" });
+      case "start": {
+        const { key } = message;
+        if (running.has(key) || pending.has(key)) {
+          post({ type: "failed", key, reason: "attempt key already running" });
           return;
         }
         clearTimeout(collect);
-        void start(message.key, message);
+        const client = message.spec.client;
+        const owner = owners.get(client) ?? { waiting: 0 };
+        owners.set(client, owner);
+        owner.waiting++;
+        const cancelled = new AbortController();
+        pending.set(key, cancelled);
+        turns.turn(owner, cancelled.signal).then(
+          () => void start(key, message),
+          (reason) => post({ type: "failed", key, reason: failureReason(reason) }),
+        ).finally(() => {
+          pending.delete(key);
+          if (--owner.waiting === 0 && owners.get(client) === owner) owners.delete(client);
+        });
         return;
+      }
       case "peer": {
         const attempt = running.get(message.key);
         if (attempt === undefined) return;
@@ -191,9 +218,12 @@ export function hostTechnique(technique: Technique, port: WorkerPort): void {
         else if (attempt.peerData.length < 16) attempt.peerData.push(message.data);
         return;
       }
-      case "cancel":
-        running.get(message.key)?.controller.abort(new CancelledError(message.reason));
+      case "cancel": {
+        const reason = new CancelledError(message.reason);
+        running.get(message.key)?.controller.abort(reason);
+        pending.get(message.key)?.abort(reason);
         return;
+      }
       case "guarded": {
         const waiter = requests.get(message.request);
         requests.delete(message.request);
