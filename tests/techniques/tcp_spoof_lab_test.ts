@@ -294,7 +294,9 @@ Deno.test({
         // Per attempt (4 s at most): one line at once, at most one a second, one at the end.
         assert(mismatched.length >= 2, `the flood never reached the capture:\n${lines.join("\n")}`);
         assert(mismatched.length <= 2 * 6, `too many lines:\n${lines.join("\n")}`);
-        assert(mismatched.some((l) => / suppressed=\d{2,}/.test(l)), lines.join("\n"));
+        // How many of the 2,000 pass B's NAT depends on when the forgeries corrupt its state of
+        // the flow (a CI run saw 9 and 6): a held-back count is what the lines must show.
+        assert(mismatched.some((l) => / suppressed=[1-9]\d*/.test(l)), lines.join("\n"));
         assertEquals(lines.length, mismatched.length, lines.join("\n"));
         assertEquals(warnings(services.a.logs()), []);
         assertEquals(await punchdGuards(lab, lab.hostA.ns), []);
