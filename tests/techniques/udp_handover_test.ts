@@ -199,6 +199,36 @@ async function exchangeFirst(a: Socket, b: Socket): Promise<void> {
 }
 
 /**
+ * Waits for both sides' sockets, runs `afterHandover`, checks each side's
+ * first read (exchangeFirst), and releases the sockets, the attempts and
+ * the relay on every path.
+ */
+async function settle(
+  initiator: Promise<Socket>,
+  responder: () => Promise<Socket> | undefined,
+  relay: Relay,
+  controller: AbortController,
+  afterHandover: (relay: Relay) => Promise<void>,
+): Promise<void> {
+  try {
+    const a = await initiator;
+    const b = await (responder() ?? Promise.reject(new Error("the initiator sent no offer")));
+    try {
+      await afterHandover(relay);
+      await exchangeFirst(a, b);
+    } finally {
+      a.close();
+      b.close();
+    }
+  } finally {
+    controller.abort();
+    await initiator.then((s) => s.close(), () => {});
+    await responder()?.then((s) => s.close(), () => {});
+    await relay.close();
+  }
+}
+
+/**
  * Runs one `udp` attempt between A (initiator) and B (responder) through a
  * relay with `rules`; once both have their sockets, each application sends
  * one datagram, and each side's first read must be the other's (see
@@ -245,22 +275,7 @@ async function attempt(
       );
     }, recordsA),
   );
-  try {
-    const a = await initiator;
-    const b = await (responder ?? Promise.reject(new Error("the initiator sent no offer")));
-    try {
-      await afterHandover(relay);
-      await exchangeFirst(a, b);
-    } finally {
-      a.close();
-      b.close();
-    }
-  } finally {
-    controller.abort();
-    await initiator.then((s) => s.close(), () => {});
-    await responder?.then((s) => s.close(), () => {});
-    await relay.close();
-  }
+  await settle(initiator, () => responder, relay, controller, afterHandover);
   return { relay: relay.seen, a: handover(recordsA), b: handover(recordsB) };
 }
 
@@ -341,22 +356,7 @@ async function primeAttempt(
       );
     }, []),
   );
-  try {
-    const a = await initiator;
-    const b = await (responder ?? Promise.reject(new Error("the initiator sent no offer")));
-    try {
-      await afterHandover(relay);
-      await exchangeFirst(a, b);
-    } finally {
-      a.close();
-      b.close();
-    }
-  } finally {
-    controller.abort();
-    await initiator.then((s) => s.close(), () => {});
-    await responder?.then((s) => s.close(), () => {});
-    await relay.close();
-  }
+  await settle(initiator, () => responder, relay, controller, afterHandover);
   return relay.seen;
 }
 
