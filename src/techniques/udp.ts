@@ -166,6 +166,7 @@ import {
 import { StrayLog } from "./udp_strays.ts";
 import {
   decodeNotice,
+  dropQueued,
   encodeNotice,
   GiveUp,
   hopeless,
@@ -540,7 +541,7 @@ export class Udp implements Technique {
       conn.attachFilter(
         udpDropProgram(PUNCH_LENGTH, punchFields(p.role === "I" ? "R" : "I", first.punch.nonce)),
       );
-      await this.#dropQueued(conn, peerPunch);
+      await dropQueued(conn, (bytes) => peerPunch(bytes) !== "not a punch");
       context.log.info("udp punched", {
         local: formatAddress(first.local),
         peer: formatAddress(first.from),
@@ -618,7 +619,7 @@ export class Udp implements Technique {
     let nextSeen = 0;
     for (;;) {
       if (done !== null && peerLast) {
-        await this.#dropQueued(conn, peerPunch);
+        await dropQueued(conn, (bytes) => peerPunch(bytes) !== "not a punch");
         return { why: "last", rttMs: done.rttMs };
       }
       // What is queued is read before a SEEN punch is sent again or the
@@ -668,25 +669,6 @@ export class Udp implements Technique {
    */
   #fallbackMs(rttMs: number): number {
     return Math.min(this.#o.lingerMs, 2 * this.#o.intervalMs + 3 * rttMs + FLOOR_MS);
-  }
-
-  /** Takes the peer's punches already queued off the socket (a duplicated LAST); stops at anything else. */
-  async #dropQueued(
-    conn: Socket,
-    peerPunch: (bytes: Uint8Array) => ReturnType<typeof acceptPunch>,
-  ): Promise<void> {
-    const buf = new Uint8Array(128);
-    const now = AbortSignal.abort();
-    for (let i = 0; i < 64; i++) {
-      try {
-        const n = await conn.peek(buf, now);
-        if (peerPunch(buf.subarray(0, n)) === "not a punch") return;
-        await conn.read(buf);
-      } catch (error) {
-        // An ICMP error was read (and so cleared); anything else: nothing is queued.
-        if (!isIcmpError(error)) return;
-      }
-    }
   }
 
   /**

@@ -76,6 +76,31 @@ export function isIcmpError(error: unknown): boolean {
 }
 
 /**
+ * Takes the datagrams at the front of `socket`'s queue that `late` holds
+ * for (the peer's late punches or messages, seen through their first 128
+ * bytes) off the socket without waiting, at most 64; stops at the first
+ * other datagram, which stays queued for the application, or when nothing
+ * is queued. An ICMP error met on the way is read, and so cleared.
+ */
+export async function dropQueued(
+  socket: Socket,
+  late: (bytes: Uint8Array) => boolean,
+): Promise<void> {
+  const buf = new Uint8Array(128);
+  const now = AbortSignal.abort();
+  for (let i = 0; i < 64; i++) {
+    try {
+      const n = await socket.peek(buf, now);
+      if (!late(buf.subarray(0, n))) return;
+      await socket.read(buf);
+    } catch (error) {
+      // An ICMP error was read (and so cleared); anything else: nothing is queued.
+      if (!isIcmpError(error)) return;
+    }
+  }
+}
+
+/**
  * Why `udp` cannot succeed from the two sides' modes, or null when it may.
  * Only birthday probing classifies the NAT (plain `udp` does not: the
  * probes' flows would take the ports a sequential NAT's prediction needs).

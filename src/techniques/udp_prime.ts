@@ -67,7 +67,7 @@ import { formatAddress, type InetAddress, inetAddress } from "../../ffi/structs.
 import { HopFinder } from "../discovery/hop_limit.ts";
 import { TechniqueError } from "../errors.ts";
 import { udpDropProgram } from "../packet/bpf.ts";
-import { isIcmpError } from "./udp_policy.ts";
+import { dropQueued } from "./udp_policy.ts";
 import { delay, errorCode } from "./delay.ts";
 import {
   awaitPrimed,
@@ -396,18 +396,6 @@ async function dropLateMessages(socket: Socket, nonce: string): Promise<void> {
     { offset: PREFIX.length + 1, bytes: encoder.encode(nonce) },
   ]));
   const late = new Set(["h", "a", "d"].map((k) => primeMessage(k as "h" | "a" | "d", nonce)));
-  const buf = new Uint8Array(64);
-  const now = AbortSignal.abort();
-  for (let i = 0; i < 64; i++) {
-    let n: number;
-    try {
-      n = await socket.peek(buf, now);
-    } catch (error) {
-      // An ICMP error was read (and so cleared); anything else: nothing is queued.
-      if (isIcmpError(error)) continue;
-      return;
-    }
-    if (!late.has(new TextDecoder().decode(buf.subarray(0, n)))) return;
-    await socket.read(buf);
-  }
+  const decoder = new TextDecoder();
+  await dropQueued(socket, (bytes) => late.has(decoder.decode(bytes)));
 }
