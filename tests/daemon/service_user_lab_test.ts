@@ -14,6 +14,7 @@ import { PunchdClient, PunchdError } from "../../src/client/client.ts";
 import type { TechniqueChoice } from "../../src/control/codec.ts";
 import { Lab, type NatProfile } from "../lab/lab.ts";
 import { punch, readExactly } from "../lab/punch.ts";
+import { waitForOutput } from "../lab/services.ts";
 import { hasCoturn, startStunServer } from "../lab/stun_server.ts";
 import type { RunningDaemon } from "../helpers/daemon.ts";
 import { freePort } from "../helpers/daemon.ts";
@@ -146,6 +147,8 @@ Deno.test({
   const client = await PunchdClient.connect(daemon.socketPath, { daemonUid: SERVICE_UID });
   try {
     assertEquals(processIdentity(daemon.pid).capEff, "0000000000000000");
+    // The socket accepts before the start-up line is logged, and the log is read as it comes.
+    await waitForOutput({ output: daemon.logs }, /punchd started/);
     const started = daemon.logs().split("\n").find((line) => line.includes("punchd started")) ??
       "";
     assertMatch(started, /techniques=tcp-direct,udp,udp-birthday,udp-prime,relay /);

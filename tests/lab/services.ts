@@ -55,9 +55,9 @@ export function spawnService(lab: Lab, ns: string, command: string[]): Service {
   };
 }
 
-/** Waits until `service` printed something matching `pattern`. */
+/** Waits until `service` (anything with its output so far) printed something matching `pattern`. */
 export async function waitForOutput(
-  service: Service,
+  service: Pick<Service, "output">,
   pattern: RegExp,
   timeoutMs = 15000,
 ): Promise<void> {
