@@ -44,6 +44,7 @@
  * @module
  */
 
+import { createHmac } from "node:crypto";
 import type { Socket } from "../../ffi/socket.ts";
 import { TechniqueError } from "../errors.ts";
 
@@ -84,22 +85,20 @@ function tokenBytes(token: string): Uint8Array<ArrayBuffer> {
   return bytes;
 }
 
-/** The 16 bytes of message `name` for an attempt of `technique` with `token`. */
-export async function confirmation(
+/**
+ * The 16 bytes of message `name` for an attempt of `technique` with `token`.
+ * Synchronous (node:crypto): the three messages are ready the moment the
+ * connection forms, with no trip through WebCrypto's promises on the way.
+ */
+export function confirmation(
   token: string,
   technique: string,
   name: ConfirmMessage,
-): Promise<Uint8Array<ArrayBuffer>> {
-  const key = await crypto.subtle.importKey(
-    "raw",
-    tokenBytes(token),
-    { name: "HMAC", hash: "SHA-256" },
-    false,
-    ["sign"],
-  );
-  const text = new TextEncoder().encode(`punchd-confirm-1|${technique}|${name}`);
-  const mac = new Uint8Array(await crypto.subtle.sign("HMAC", key, text));
-  return mac.slice(0, CONFIRMATION_BYTES);
+): Uint8Array<ArrayBuffer> {
+  const mac = createHmac("sha256", tokenBytes(token))
+    .update(`punchd-confirm-1|${technique}|${name}`)
+    .digest();
+  return new Uint8Array(mac.subarray(0, CONFIRMATION_BYTES));
 }
 
 function equalInConstantTime(a: Uint8Array, b: Uint8Array): boolean {
@@ -128,9 +127,7 @@ export interface ConfirmOptions {
  */
 export async function confirmPeer(socket: Socket, options: ConfirmOptions): Promise<void> {
   const { token, technique, role, signal } = options;
-  const messages = await Promise.all(
-    CONFIRM_MESSAGES.map((name) => confirmation(token, technique, name)),
-  );
+  const messages = CONFIRM_MESSAGES.map((name) => confirmation(token, technique, name));
   const timeoutMs = options.timeoutMs ?? 8000;
   const deadline = new AbortController();
   const timer = setTimeout(

@@ -47,7 +47,7 @@ Deno.test("attempt tokens are 32 lowercase hex digits and differ each time", () 
   }
 });
 
-Deno.test("each message is HMAC-SHA256 keyed by the token over technique and name, first 16 bytes", async () => {
+Deno.test("each message is HMAC-SHA256 keyed by the token over technique and name, first 16 bytes", () => {
   const expected = (name: string) =>
     new Uint8Array(
       createHmac("sha256", Buffer.from(TOKEN, "hex"))
@@ -57,7 +57,7 @@ Deno.test("each message is HMAC-SHA256 keyed by the token over technique and nam
     );
   assertEquals(CONFIRM_MESSAGES, ["initiator", "responder", "initiator-done"]);
   for (const name of CONFIRM_MESSAGES) {
-    assertEquals(await confirmation(TOKEN, "tcp-nutss", name), expected(name));
+    assertEquals(confirmation(TOKEN, "tcp-nutss", name), expected(name));
   }
   assertEquals(CONFIRMATION_BYTES, 16);
 });
@@ -93,19 +93,19 @@ const PEERS: {
   {
     name: "a responder keyed by another token",
     role: "initiator",
-    peer: async (s) => s.write(await confirmation(newAttemptToken(), "tcp-syni", "responder")),
+    peer: (s) => s.write(confirmation(newAttemptToken(), "tcp-syni", "responder")),
     error: /^Cannot confirm the connection: the peer's "responder" is wrong$/,
   },
   {
     name: "a responder reflecting the initiator's message",
     role: "initiator",
-    peer: async (s) => s.write(await confirmation(TOKEN, "tcp-syni", "initiator")),
+    peer: (s) => s.write(confirmation(TOKEN, "tcp-syni", "initiator")),
     error: /^Cannot confirm the connection: the peer's "responder" is wrong$/,
   },
   {
     name: "a responder with the right message of another technique",
     role: "initiator",
-    peer: async (s) => s.write(await confirmation(TOKEN, "tcp-nutss", "responder")),
+    peer: (s) => s.write(confirmation(TOKEN, "tcp-nutss", "responder")),
     error: /^Cannot confirm the connection: the peer's "responder" is wrong$/,
   },
   {
@@ -128,7 +128,7 @@ const PEERS: {
     name: "an initiator replaying its first message as the last",
     role: "responder",
     peer: async (s) => {
-      const first = await confirmation(TOKEN, "tcp-syni", "initiator");
+      const first = confirmation(TOKEN, "tcp-syni", "initiator");
       await s.write(first);
       await s.write(first);
     },
@@ -137,7 +137,7 @@ const PEERS: {
   {
     name: "an initiator that stops after its first message",
     role: "responder",
-    peer: async (s) => s.write(await confirmation(TOKEN, "tcp-syni", "initiator")),
+    peer: (s) => s.write(confirmation(TOKEN, "tcp-syni", "initiator")),
     error: /^Cannot confirm the connection: no confirmation within 200 ms$/,
   },
 ];
@@ -190,7 +190,7 @@ Deno.test("an aborted attempt ends the confirmation with the attempt's reason", 
 Deno.test("the responder writes nothing until the initiator's confirmation checks out", async () => {
   const [a, b] = await pair();
   try {
-    await a.write(await confirmation(TOKEN, "tcp-nutss", "responder")); // not the initiator's
+    await a.write(confirmation(TOKEN, "tcp-nutss", "responder")); // not the initiator's
     await assertRejects(
       () =>
         confirmPeer(b, {
