@@ -204,10 +204,16 @@ export class TechniqueWorkers {
   }
 
   /**
-   * Ends an attempt: forgets it at once, removes its guards, then reports
-   * (so a client that sees the reply sees the firewall as before).
+   * Ends an attempt: forgets it at once, removes its guards and reports.
+   * A failure is reported once the guards are gone, so a client that sees
+   * it sees the firewall as before (and can try something else on the same
+   * ports at once). A success (`guardsAfter`) is reported first and the
+   * guards go right after: they only ever drop segments of a handshake
+   * that is complete by then (SYN-ACKs, RSTs, time-exceeded errors), and
+   * taking them off the success path saves a firewall batch and two turns
+   * of the event loop on every connection.
    */
-  #finish(key: number, report: (running: Running) => void): void {
+  #finish(key: number, report: (running: Running) => void, guardsAfter = false): void {
     const running = this.#running.get(key);
     if (running === undefined) return;
     this.#running.delete(key);
@@ -218,19 +224,30 @@ export class TechniqueWorkers {
     if (this.#running.size === 0) this.#collectLater();
     const firewall = this.#options.firewall;
     if (firewall === undefined || !firewall.holds(key)) return report(running);
-    const released = firewall.release(key).then(() =>
-      new Promise<void>((resolve) =>
-        this.#soon(() => {
-          try {
-            report(running);
-          } finally {
-            resolve();
-          }
+    let released: Promise<void>;
+    if (guardsAfter) {
+      try {
+        report(running);
+      } finally {
+        released = firewall.release(key);
+      }
+    } else {
+      released = firewall.release(key).then(() =>
+        new Promise<void>((resolve) =>
+          this.#soon(() => {
+            try {
+              report(running);
+            } finally {
+              resolve();
+            }
+          })
+        )
+      ).catch((error) =>
+        this.#options.log.error("cannot report an attempt's end", {
+          error: (error as Error).message,
         })
-      )
-    ).catch((error) =>
-      this.#options.log.error("cannot report an attempt's end", { error: (error as Error).message })
-    );
+      );
+    }
     this.#pendingCleanup.add(released);
     void released.finally(() => this.#pendingCleanup.delete(released));
   }
@@ -368,6 +385,7 @@ export class TechniqueWorkers {
           closeQuietly(message.fd);
           return;
         }
+        const cancelling = this.#running.get(message.key)?.cancelling;
         this.#finish(message.key, (running) => {
           if (running.cancelling === undefined) {
             running.events.connected(message.fd, message.local, message.remote, message.via);
@@ -375,7 +393,7 @@ export class TechniqueWorkers {
             closeQuietly(message.fd);
             running.events.failed(`cancelled: ${running.cancelling}`);
           }
-        });
+        }, cancelling === undefined);
         return;
       }
       case "failed":
@@ -388,37 +406,38 @@ export class TechniqueWorkers {
     void technique;
   }
 
-  /** Installs or removes a guard for a running attempt of this worker, and answers. */
+  /** Installs guards for a running attempt of this worker, or removes one, and answers. */
   #guard(
     hosted: Hosted,
     message: Extract<FromWorker, { type: "guard" | "unguard" }>,
   ): void {
-    const answer = (handle: number, error?: string) => {
-      const reply: ToWorker = { type: "guarded", request: message.request, handle };
+    const answer = (handles: number[], error?: string) => {
+      const reply: ToWorker = { type: "guarded", request: message.request, handles };
       if (error !== undefined) reply.error = error;
       hosted.worker.postMessage(reply);
     };
     const running = this.#running.get(message.key);
     const firewall = this.#options.firewall;
     if (running === undefined || !hosted.keys.has(message.key)) {
-      return answer(0, "Cannot change the firewall: the attempt is not running");
+      return answer([], "Cannot change the firewall: the attempt is not running");
     }
-    if (firewall === undefined) return answer(0, "Cannot change the firewall: it is unavailable");
+    if (firewall === undefined) return answer([], "Cannot change the firewall: it is unavailable");
     if (message.type === "unguard") {
-      void firewall.remove(message.key, message.handle).then(() =>
-        this.#soon(() => answer(message.handle))
-      );
+      void firewall.remove(message.key, message.handle).then(() => this.#soon(() => answer([])));
       return;
     }
     try {
-      assertGuard(message.guard);
+      if (!Array.isArray(message.guards) || message.guards.length === 0) {
+        throw new TypeError("a guard request names no guard");
+      }
+      for (const guard of message.guards) assertGuard(guard);
     } catch (error) {
-      return answer(0, (error as Error).message);
+      return answer([], (error as Error).message);
     }
     // A batch answers all its guards at once: the answers take their share of the turns too.
-    firewall.add(message.key, running.uid, message.guard, running.guardTtlMs).then(
-      (handle) => this.#soon(() => answer(handle)),
-      (error) => this.#soon(() => answer(0, (error as Error).message)),
+    firewall.addAll(message.key, running.uid, message.guards, running.guardTtlMs).then(
+      (handles) => this.#soon(() => answer(handles)),
+      (error) => this.#soon(() => answer([], (error as Error).message)),
     );
   }
 

@@ -113,13 +113,26 @@ export class FirewallService {
    * TypeError/RangeError for a bad guard, Error when nft fails.
    */
   async add(owner: number, uid: number, guard: Guard, ttlMs: number): Promise<number> {
-    const elements = guardElements(guard);
+    const [handle] = await this.addAll(owner, uid, [guard], ttlMs);
+    return handle as number;
+  }
+
+  /**
+   * Installs `guards` for `owner` (of `uid`) for at most `ttlMs`, all or
+   * none, in one nft batch (an attempt's guards go in together: one batch
+   * costs about as much as one guard); resolves with their handles, in
+   * order, once the kernel has them all. Throws as {@linkcode add}; when it
+   * throws, none of them is installed or counted.
+   */
+  async addAll(owner: number, uid: number, guards: Guard[], ttlMs: number): Promise<number[]> {
+    const each = guards.map((guard) => guardElements(guard));
+    const count = each.reduce((sum, elements) => sum + elements.length, 0);
     const { maxElements, maxElementsPerUid } = this.#options;
     const mine = this.#perUid.get(uid) ?? 0;
-    if (this.#total + elements.length > maxElements) {
+    if (this.#total + count > maxElements) {
       throw new GuardLimitError(`Cannot add a firewall guard: punchd holds ${maxElements} already`);
     }
-    if (uid !== 0 && mine + elements.length > maxElementsPerUid) {
+    if (uid !== 0 && mine + count > maxElementsPerUid) {
       throw new GuardLimitError(
         `Cannot add a firewall guard: this user holds ${maxElementsPerUid} already`,
       );
@@ -129,25 +142,34 @@ export class FirewallService {
       held = { uid, guards: new Map() };
       this.#owners.set(owner, held);
     }
-    const handle = this.#nextHandle++;
-    held.guards.set(handle, elements);
-    this.#count(uid, elements.length);
     const seconds = Math.max(1, Math.ceil(ttlMs / 1000));
-    const lines = elements.flatMap((e) => {
-      const text = elementText(e);
-      const refs = this.#refs.get(text) ?? 0;
-      this.#refs.set(text, refs + 1);
-      return refs > 0 ? [] : [`add element ${TABLE} ${e.set} { ${e.key} timeout ${seconds}s }`];
-    });
+    const handles: number[] = [];
+    const lines: string[] = [];
+    for (const elements of each) {
+      const handle = this.#nextHandle++;
+      handles.push(handle);
+      held.guards.set(handle, elements);
+      this.#count(uid, elements.length);
+      for (const e of elements) {
+        const text = elementText(e);
+        const refs = this.#refs.get(text) ?? 0;
+        this.#refs.set(text, refs + 1);
+        if (refs === 0) {
+          lines.push(`add element ${TABLE} ${e.set} { ${e.key} timeout ${seconds}s }`);
+        }
+      }
+    }
     try {
       if (lines.length > 0) await this.#run(lines.join("\n"));
     } catch (error) {
-      // Not installed: forget it (without queueing deletes for what never went in).
-      if (held.guards.delete(handle)) this.#forget(held.uid, elements, false);
+      // Not installed: forget them (without queueing deletes for what never went in).
+      for (const [i, handle] of handles.entries()) {
+        if (held.guards.delete(handle)) this.#forget(held.uid, each[i] ?? [], false);
+      }
       if (held.guards.size === 0 && this.#owners.get(owner) === held) this.#owners.delete(owner);
       throw error;
     }
-    return handle;
+    return handles;
   }
 
   /** Removes one guard of `owner`; resolves once the kernel no longer has it. */

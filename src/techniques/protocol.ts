@@ -60,7 +60,8 @@ export type ToWorker =
   | { type: "start"; key: number; spec: AttemptSpec; logLevel: string }
   | { type: "peer"; key: number; data: string }
   | { type: "cancel"; key: number; reason: string }
-  | { type: "guarded"; request: number; handle: number; error?: string };
+  /** The answer to a `guard` (one handle per guard, in order) or `unguard` (no handles) request. */
+  | { type: "guarded"; request: number; handles: number[]; error?: string };
 
 /** Worker to daemon. */
 export type FromWorker =
@@ -71,5 +72,6 @@ export type FromWorker =
   | { type: "failed"; key: number; reason: string }
   | { type: "log"; record: LogRecord }
   | { type: "fd"; fd: number; kind: FdKind | null; identity?: string }
-  | { type: "guard"; key: number; request: number; guard: Guard }
+  /** Guards an attempt asked for in one turn: installed together, all or none. */
+  | { type: "guard"; key: number; request: number; guards: Guard[] }
   | { type: "unguard"; key: number; request: number; handle: number };

@@ -22,6 +22,7 @@ import { AttemptTimeoutError, CancelledError } from "../errors.ts";
 import { Logger, parseLevel } from "../log.ts";
 import type { FromWorker, ToWorker } from "./protocol.ts";
 import type { AttemptFirewall, Technique } from "./technique.ts";
+import type { Guard } from "../firewall/guards.ts";
 import { collectGarbage } from "./heap.ts";
 import { TurnScheduler } from "../control/turns.ts";
 
@@ -69,10 +70,10 @@ export function hostTechnique(technique: Technique, port: WorkerPort): void {
   };
   const post = (message: FromWorker) => port.postMessage(message);
   /** Guard requests waiting for the daemon's answer. */
-  const requests = new Map<number, { resolve(handle: number): void; reject(e: Error): void }>();
+  const requests = new Map<number, { resolve(handles: number[]): void; reject(e: Error): void }>();
   let nextRequest = 1;
   const ask = (message: FromWorker & { request: number }) =>
-    new Promise<number>((resolve, reject) => {
+    new Promise<number[]>((resolve, reject) => {
       requests.set(message.request, { resolve, reject });
       post(message);
     });
@@ -104,12 +105,30 @@ export function hostTechnique(technique: Technique, port: WorkerPort): void {
       message: { type: "failed", key, reason: "attempt ended without a result" },
     };
     // The daemon removes every guard when the attempt ends: no cleanup here.
+    // Guards asked for in the same turn (a flow's three, every flow's at once) travel in one
+    // request and go into the kernel in one batch: one round trip to the daemon, not one each.
+    let asked: { guard: Guard; resolve(handle: number): void; reject(e: Error): void }[] = [];
+    const sendAsked = () => {
+      const batch = asked;
+      asked = [];
+      ask({ type: "guard", key, request: nextRequest++, guards: batch.map((a) => a.guard) }).then(
+        (handles) => {
+          for (const [i, a] of batch.entries()) {
+            if (controller.signal.aborted) a.reject(controller.signal.reason);
+            else a.resolve(handles[i] ?? 0);
+          }
+        },
+        (error) => {
+          for (const a of batch) a.reject(error);
+        },
+      );
+    };
     const firewall: AttemptFirewall = {
-      add: async (guard) => {
-        const handle = await ask({ type: "guard", key, request: nextRequest++, guard });
-        if (controller.signal.aborted) throw controller.signal.reason;
-        return handle;
-      },
+      add: (guard) =>
+        new Promise<number>((resolve, reject) => {
+          if (asked.length === 0) queueMicrotask(sendAsked);
+          asked.push({ guard, resolve, reject });
+        }),
       remove: async (handle) => {
         await ask({ type: "unguard", key, request: nextRequest++, handle });
       },
@@ -227,7 +246,7 @@ export function hostTechnique(technique: Technique, port: WorkerPort): void {
       case "guarded": {
         const waiter = requests.get(message.request);
         requests.delete(message.request);
-        if (message.error === undefined) waiter?.resolve(message.handle);
+        if (message.error === undefined) waiter?.resolve(message.handles);
         else waiter?.reject(new Error(message.error));
         return;
       }

@@ -20,10 +20,24 @@ export async function readExactly(socket: Socket, length: number): Promise<strin
   return new TextDecoder().decode(await readBytes(socket, length));
 }
 
-/** The guards (set elements) in punchd's table in namespace `ns` (empty when there is no table). */
-export async function punchdGuards(lab: Lab, ns: string): Promise<string[]> {
-  const result = await lab.tryExec(ns, ["nft", "list", "table", "inet", "punchd"]);
-  return result.stdout.split("\n").map((l) => l.trim()).filter((l) => l.startsWith("elements ="));
+/**
+ * The guards (set elements) left in punchd's table in namespace `ns` once
+ * the attempts that ended have let go of them (empty when there is no
+ * table). punchd removes a successful attempt's guards right after its
+ * `ok` (a failed one's before the `error`), so this looks again for up to
+ * `settleMs`: a guard that is still there then has leaked (the guards'
+ * own timeouts are the attempt's, seconds longer).
+ */
+export async function punchdGuards(lab: Lab, ns: string, settleMs = 2000): Promise<string[]> {
+  const until = performance.now() + settleMs;
+  for (;;) {
+    const result = await lab.tryExec(ns, ["nft", "list", "table", "inet", "punchd"]);
+    const left = result.stdout.split("\n").map((l) => l.trim()).filter((l) =>
+      l.startsWith("elements =")
+    );
+    if (left.length === 0 || performance.now() >= until) return left;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
 }
 
 /**
