@@ -37,6 +37,8 @@ export interface Config {
   maxClientsPerUser: number;
   maxAttemptsPerClient: number;
   maxAttemptsPerUser: number;
+  /** Attempt starts admitted per second, all clients together (a tenth of them at once). */
+  startRate: number;
   maxGuards: number;
   maxGuardsPerUser: number;
   /** Milliseconds an idle technique worker lives on. */
@@ -122,6 +124,9 @@ Options:
   --max-attempts N         attempts per client at once, 1-65536 (default 256)
   --max-attempts-per-user N  attempts of one non-root user at once, 1-1000000
                            (default 512)
+  --start-rate N           attempts started per second, all clients together,
+                           shared fairly, N/10 at once after a pause,
+                           1-1000000 (default 500)
   --max-guards N           firewall set elements held at once, 1-1000000
                            (default 16384)
   --max-guards-per-user N  firewall set elements held at once by one non-root
@@ -187,6 +192,7 @@ const OPTIONS = {
   "max-attempts": { type: "string" },
   "max-clients-per-user": { type: "string" },
   "max-attempts-per-user": { type: "string" },
+  "start-rate": { type: "string" },
   "max-guards": { type: "string" },
   "max-guards-per-user": { type: "string" },
   "allow-ports": { type: "string" },
@@ -274,6 +280,7 @@ function parseFlags(args: readonly string[]): Invocation {
     maxClientsPerUser: 64,
     maxAttemptsPerClient: 256,
     maxAttemptsPerUser: 512,
+    startRate: 500,
     maxGuards: 16384,
     maxGuardsPerUser: 4096,
     workerIdleMs: 30_000,
@@ -333,6 +340,9 @@ function parseFlags(args: readonly string[]): Invocation {
   }
   if (v["max-attempts"] !== undefined) {
     config.maxAttemptsPerClient = integer(v["max-attempts"], "max-attempts", 1, 65536);
+  }
+  if (v["start-rate"] !== undefined) {
+    config.startRate = integer(v["start-rate"], "start-rate", 1, 1_000_000);
   }
   for (const flag of ["stun", "probe"] as const) {
     for (const server of v[flag] ?? []) {

@@ -49,6 +49,7 @@ import { techniqueAvailability } from "./capabilities.ts";
 import { VERSION } from "./config.ts";
 import type { ClientConnection, Line } from "../control/connection.ts";
 import { ControlServer, type ControlServerOptions } from "../control/server.ts";
+import { StartPacer } from "../control/pacer.ts";
 import { AlreadyActiveError, StartupError } from "../errors.ts";
 import { createTable, deleteTable, TABLE } from "../firewall/nftables.ts";
 import { FirewallService } from "../firewall/service.ts";
@@ -89,6 +90,12 @@ export interface DaemonOptions {
   maxAttemptsPerClient: number;
   /** Attempts all clients of one non-root uid may run at once (each holds sockets and guards). */
   maxAttemptsPerUser: number;
+  /**
+   * Attempt starts (`initiate`, `respond`) admitted per second, all clients together, shared
+   * fairly, up to a tenth of them at once after a pause (control/pacer.ts); undefined: not
+   * paced.
+   */
+  startRate?: number;
   /** Probe servers for endpoint discovery (none: the local endpoint is reported). */
   probes?: InetAddress[];
   /** TTL of tcp-nutss's first SYN. */
@@ -141,6 +148,8 @@ export class Daemon {
   readonly #lock: number;
   #lockPath = "";
   readonly #sessions = new Set<Promise<void>>();
+  /** Paces attempt starts (`startRate`), fairly between connections. */
+  readonly #pacer: StartPacer | undefined;
   /** The latest endpoint answers, for auto hellos. */
   readonly #endpoints = new EndpointCache();
   /** RFC 5780 classifications per discovery server. */
@@ -169,6 +178,10 @@ export class Daemon {
     this.#lock = lock;
     this.#registry = options.registry ?? TECHNIQUE_REGISTRY;
     this.#ports = new PortPolicy(options.ports);
+    this.#pacer = options.startRate === undefined ? undefined : new StartPacer({
+      rate: options.startRate,
+      burst: Math.max(1, Math.round(options.startRate / 10)),
+    });
     this.#firewall = firewallReady
       ? new FirewallService({
         log: options.log.child({ module: "firewall" }),
@@ -349,6 +362,9 @@ export class Daemon {
       const command = COMMANDS[request.type];
       if (!permitted(command, client.connection.credentials)) {
         throw new RequestError(request.id, `${request.type} is not permitted for this user`);
+      }
+      if ((request.type === "initiate" || request.type === "respond") && this.#pacer) {
+        await this.#pacer.take(client.connection, client.connection.signal);
       }
       reply = await this.#dispatch(client, request);
     } catch (error) {
@@ -800,6 +816,7 @@ export class Daemon {
     this.#stopping ??= (async () => {
       this.#options.log.info("punchd stopping");
       this.#server.stop();
+      this.#pacer?.close();
       this.#workers.shutdown();
       // Give the cancellation replies a moment to reach their clients: an attempt that held
       // firewall guards reports once they are removed (an nft run, slow on a loaded host), so

@@ -48,6 +48,7 @@ export async function main(args: readonly string[]): Promise<number> {
     maxClientsPerUser: config.maxClientsPerUser,
     maxAttemptsPerClient: config.maxAttemptsPerClient,
     maxAttemptsPerUser: config.maxAttemptsPerUser,
+    startRate: config.startRate,
     maxGuards: config.maxGuards,
     maxGuardsPerUser: config.maxGuardsPerUser,
     workerIdleMs: config.workerIdleMs,
