@@ -11,7 +11,8 @@
 
 import { fdIdentity, type FdKind } from "../../ffi/fd_ledger.ts";
 import type { FirewallService } from "../firewall/service.ts";
-import { assertGuard } from "../firewall/guards.ts";
+import { assertGuard, type Guard } from "../firewall/guards.ts";
+import { plannedGuards } from "../techniques/tcp_flow_guard.ts";
 import { close as closeFd, trimHeap, write } from "../../ffi/syscalls.ts";
 import type { TechniqueName } from "../control/codec.ts";
 import type { Logger } from "../log.ts";
@@ -49,6 +50,30 @@ interface Running {
   timer: ReturnType<typeof setTimeout>;
   /** Set once cancelled: the reason, reported when the worker confirms (or its grace ends). */
   cancelling?: string;
+  /**
+   * Guards put in at the start from the technique's plan, by guard (guardKey), waiting for the
+   * worker to ask for them: its request is answered with these handles, no second batch.
+   */
+  planned?: { handles: Map<string, Promise<number>[]>; settled: Promise<unknown> };
+}
+
+/**
+ * The planned handles of every guard in `guards`, taken out of `planned`; null (and nothing
+ * taken) unless every one of them was planned.
+ */
+function takePlanned(planned: Map<string, Promise<number>[]>, guards: Guard[]) {
+  const keys = guards.map(guardKey);
+  const need = new Map<string, number>();
+  for (const k of keys) need.set(k, (need.get(k) ?? 0) + 1);
+  for (const [k, n] of need) if ((planned.get(k)?.length ?? 0) < n) return null;
+  return keys.map((k) => (planned.get(k) as Promise<number>[]).shift() as Promise<number>);
+}
+
+/** A guard as text, to match a worker's request with a planned guard. */
+function guardKey(guard: Guard): string {
+  const { flow } = guard;
+  const ack = guard.kind === "syn-ack" ? guard.ack : "";
+  return `${guard.kind} ${flow.localIp} ${flow.localPort} ${flow.remoteIp} ${flow.remotePort} ${ack}`;
 }
 
 interface Hosted {
@@ -151,8 +176,27 @@ export class TechniqueWorkers {
     }, spec.timeoutMs + grace);
     // A guard outlives its attempt by a second at most, even if punchd is killed.
     const guardTtlMs = spec.timeoutMs + grace + 1000;
-    this.#running.set(key, { events, technique: spec.technique, uid, guardTtlMs, timer });
+    const running: Running = { events, technique: spec.technique, uid, guardTtlMs, timer };
+    this.#running.set(key, running);
     hosted.keys.add(key);
+    const plan = this.#options.firewall === undefined
+      ? null
+      : this.#options.registry[spec.technique].technique.guardPlan?.(spec) ?? null;
+    if (plan !== null && this.#options.firewall !== undefined) {
+      // The guards go in while the start travels to the worker (one batch, as the worker's
+      // request would be): the worker's request for them is answered at once.
+      const { isns, guards } = plannedGuards(spec, plan);
+      spec = { ...spec, isns };
+      const batch = this.#options.firewall.addAll(key, uid, guards, guardTtlMs);
+      const handles = new Map<string, Promise<number>[]>();
+      for (const [i, guard] of guards.entries()) {
+        const mine = batch.then((all) => all[i] ?? 0);
+        mine.catch(() => {});
+        const k = guardKey(guard);
+        handles.set(k, [...(handles.get(k) ?? []), mine]);
+      }
+      running.planned = { handles, settled: batch.catch(() => {}) };
+    }
     hosted.worker.postMessage({ type: "start", key, spec, logLevel: this.#options.log.level });
     return key;
   }
@@ -433,6 +477,18 @@ export class TechniqueWorkers {
       for (const guard of message.guards) assertGuard(guard);
     } catch (error) {
       return answer([], (error as Error).message);
+    }
+    // Guards planned at the start: answered with what is (being) put in already.
+    const planned = running.planned;
+    if (planned !== undefined) {
+      const taken = takePlanned(planned.handles, message.guards);
+      if (taken !== null) {
+        Promise.all(taken).then(
+          (handles) => this.#soon(() => answer(handles)),
+          (error) => this.#soon(() => answer([], (error as Error).message)),
+        );
+        return;
+      }
     }
     // A batch answers all its guards at once: the answers take their share of the turns too.
     firewall.addAll(message.key, running.uid, message.guards, running.guardTtlMs).then(

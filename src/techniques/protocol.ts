@@ -39,6 +39,11 @@ export interface AttemptSpec extends Endpoints {
   extra?: string;
   /** Milliseconds the attempt may take. */
   timeoutMs: number;
+  /**
+   * The ISNs of the attempt's flows, one per destination port, when the daemon chose them and
+   * put their guards in already (technique.ts `guardPlan`).
+   */
+  isns?: number[];
   /** TTL (hop limit) of tcp-nutss's first SYN. */
   lowTtl?: number;
   /** The daemon's probe servers (`IP:PORT`), for techniques that classify their NAT. */

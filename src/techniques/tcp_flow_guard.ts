@@ -38,10 +38,11 @@ import {
 } from "../../ffi/constants.ts";
 import type { RawSender } from "../../ffi/packet_socket.ts";
 import type { Socket } from "../../ffi/socket.ts";
-import type { InetAddress } from "../../ffi/structs.ts";
-import type { Flow } from "../firewall/guards.ts";
+import { type InetAddress, inetAddress } from "../../ffi/structs.ts";
+import type { Flow, Guard } from "../firewall/guards.ts";
+import type { AttemptSpec } from "./protocol.ts";
 import { resetPacket } from "./tcp_raw.ts";
-import type { AttemptContext } from "./technique.ts";
+import type { AttemptContext, GuardPlan } from "./technique.ts";
 
 /** getsockopt(TCP_INFO): struct tcp_info, whose first byte is the socket's state. */
 const TCP_INFO = 11;
@@ -101,6 +102,58 @@ export function flowOf(local: InetAddress, peer: InetAddress): Flow {
   };
 }
 
+/**
+ * The guards {@linkcode FlowGuard.install} asks for, in its order: rst-out,
+ * syn-ack (ack `isn + 1`), then `extra`.
+ */
+export function flowGuards(
+  local: InetAddress,
+  peer: InetAddress,
+  isn: number,
+  extra: readonly ("time-exceeded" | "pure-syn")[] = [],
+): Guard[] {
+  const flow = flowOf(local, peer);
+  return [
+    { kind: "rst-out", flow },
+    { kind: "syn-ack", flow, ack: (isn + 1) >>> 0 },
+    ...extra.map((kind) => ({ kind, flow })),
+  ];
+}
+
+/**
+ * The ISNs and guards of an attempt that follows `plan` (technique.ts
+ * {@linkcode GuardPlan}): one flow per destination port, in order, each
+ * guarded as {@linkcode FlowGuard.install} does.
+ */
+export function plannedGuards(
+  spec: AttemptSpec,
+  plan: GuardPlan,
+): { isns: number[]; guards: Guard[] } {
+  const local = inetAddress(spec.srcIp, spec.srcPorts[0] ?? 0);
+  const shared = randomIsn();
+  const isns = spec.dstPorts.map(() => plan.sharedIsn ? shared : randomIsn());
+  const guards = spec.dstPorts.flatMap((port, i) =>
+    flowGuards(local, inetAddress(spec.dstIp, port), isns[i] ?? shared, plan.extra)
+  );
+  return { isns, guards };
+}
+
+/**
+ * The ISNs the daemon chose for `count` flows (`spec.isns`, see
+ * {@linkcode plannedGuards}), or new ones when it chose none.
+ */
+export function attemptIsns(spec: AttemptSpec, count: number, shared = false): number[] {
+  const chosen = spec.isns;
+  if (
+    chosen !== undefined && chosen.length === count &&
+    chosen.every((isn) => Number.isInteger(isn) && isn > 0 && isn <= 0xffffffff)
+  ) {
+    return [...chosen];
+  }
+  const one = randomIsn();
+  return Array.from({ length: count }, () => shared ? one : randomIsn());
+}
+
 /** The guards of one flow of an attempt (the daemon removes them when the attempt ends). */
 export class FlowGuard {
   readonly #context: AttemptContext;
@@ -136,12 +189,9 @@ export class FlowGuard {
     isn: number,
     extra: ("time-exceeded" | "pure-syn")[] = [],
   ): Promise<FlowGuard> {
-    const flow = flowOf(local, peer);
-    const [rstOut, synAck] = await Promise.all([
-      context.firewall.add({ kind: "rst-out", flow }),
-      context.firewall.add({ kind: "syn-ack", flow, ack: (isn + 1) >>> 0 }),
-      ...extra.map((kind) => context.firewall.add({ kind, flow })),
-    ]);
+    const [rstOut, synAck] = await Promise.all(
+      flowGuards(local, peer, isn, extra).map((guard) => context.firewall.add(guard)),
+    );
     return new FlowGuard(context, local, peer, [rstOut ?? 0, synAck ?? 0]);
   }
 

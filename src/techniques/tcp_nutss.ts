@@ -73,6 +73,7 @@ import type { AttemptSpec } from "./protocol.ts";
 import { assertLowTtl, findLowTtl } from "./low_ttl.ts";
 import { assertAttemptToken, confirmPeer, newAttemptToken } from "./tcp_confirm.ts";
 import {
+  attemptIsns,
   closeQuietly,
   FlowGuard,
   presetIsn,
@@ -80,7 +81,7 @@ import {
   TCP_STATE,
   tcpState,
 } from "./tcp_flow_guard.ts";
-import type { AttemptContext, Technique } from "./technique.ts";
+import type { AttemptContext, GuardPlan, Technique } from "./technique.ts";
 
 /** The version tag that starts a `tcp-nutss` initiator's progress data. */
 export const TCP_NUTSS_TAG = "nutss2";
@@ -175,6 +176,10 @@ export class TcpNutss implements Technique {
     this.#hops = options.hops ?? new HopFinder();
   }
 
+  guardPlan(spec: AttemptSpec): GuardPlan {
+    return { extra: spec.role === "initiate" ? ["time-exceeded"] : [] };
+  }
+
   validate(spec: AttemptSpec): void {
     if (spec.srcPorts.length !== 1) throw new RangeError("tcp-nutss takes exactly one source port");
     if (spec.role === "respond") decodeNutssInfo(spec.extra ?? "");
@@ -191,8 +196,9 @@ export class TcpNutss implements Technique {
     const context = { ...attempt, signal: AbortSignal.any([attempt.signal, done.signal]) };
     let raw: RawSender | undefined;
     try {
-      // One ISN per flow, chosen here, so that its guards are in before its first SYN.
-      const isns = peers.map(() => randomIsn());
+      // One ISN per flow, chosen before its guards (by the daemon, see guardPlan), so that they
+      // are in before its first SYN.
+      const isns = attemptIsns(spec, peers.length);
       // The initiator's low TTL is found while the guards go in.
       const [guards, lowTtl] = await Promise.all([
         Promise.all(

@@ -65,8 +65,8 @@ import {
   validatePrimeSpec,
 } from "./prime.ts";
 import type { AttemptSpec } from "./protocol.ts";
-import { FlowGuard, presetIsn, randomIsn } from "./tcp_flow_guard.ts";
-import type { AttemptContext, Technique } from "./technique.ts";
+import { attemptIsns, FlowGuard, presetIsn } from "./tcp_flow_guard.ts";
+import type { AttemptContext, GuardPlan, Technique } from "./technique.ts";
 
 /** Tunables (injected in tests). */
 export interface TcpPrimeOptions {
@@ -97,6 +97,10 @@ export class TcpPrime implements Technique {
     this.#maxConnects = options.maxConnects ?? 10;
   }
 
+  guardPlan(spec: AttemptSpec): GuardPlan | null {
+    return spec.role === "respond" ? { extra: ["time-exceeded"] } : null;
+  }
+
   validate(spec: AttemptSpec): void {
     validatePrimeSpec(spec, this.name);
     if (spec.role === "respond" && spec.extra !== PRIME_TAG) {
@@ -114,7 +118,7 @@ export class TcpPrime implements Technique {
       let connects: Promise<Socket>[];
       if (spec.role === "respond") {
         const hops = await primingHopLimit(spec, this.#hops, context);
-        const isns = peers.map(() => randomIsn());
+        const isns = attemptIsns(spec, peers.length);
         await Promise.all(
           peers.map((peer, i) =>
             FlowGuard.install(context, local, peer, isns[i] ?? 0, ["time-exceeded"])

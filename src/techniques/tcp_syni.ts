@@ -100,9 +100,9 @@ import { buildTcpPacket, parsePacket } from "../packet/packet.ts";
 import { FLAGS, type TcpOptions, type TcpSegment } from "../packet/tcp.ts";
 import type { AttemptSpec } from "./protocol.ts";
 import { findLowTtl } from "./low_ttl.ts";
-import type { AttemptContext, Technique } from "./technique.ts";
+import type { AttemptContext, GuardPlan, Technique } from "./technique.ts";
 import { assertAttemptToken, confirmPeer, newAttemptToken } from "./tcp_confirm.ts";
-import { closeQuietly, FlowGuard, presetIsn, randomIsn } from "./tcp_flow_guard.ts";
+import { attemptIsns, closeQuietly, FlowGuard, presetIsn, randomIsn } from "./tcp_flow_guard.ts";
 import { DEFAULT_HOP_LIMIT, HopFinder } from "../discovery/hop_limit.ts";
 import { assertLocalAddress, assertOwnFlow } from "./tcp_raw.ts";
 import { PacketWarning } from "./tcp_warn_limit.ts";
@@ -251,6 +251,12 @@ export class TcpSyni implements Technique {
     this.#hops = options.hops ?? new HopFinder();
   }
 
+  guardPlan(spec: AttemptSpec): GuardPlan {
+    return spec.role === "initiate"
+      ? { extra: ["time-exceeded"] }
+      : { extra: ["pure-syn"], sharedIsn: true };
+  }
+
   validate(spec: AttemptSpec): void {
     if (spec.srcPorts.length !== 1) throw new RangeError("tcp-syni takes exactly one source port");
     if (spec.dstPorts.length < 1 || spec.dstPorts.length > MAX_DST_PORTS) {
@@ -274,11 +280,14 @@ export class TcpSyni implements Technique {
       "low TTL of the first SYN",
       spec.role === "initiate" ? spec.lowTtl ?? DEFAULT_HOP_LIMIT : spec.lowTtl,
     );
+    // Chosen by the daemon with the guards it put in already (guardPlan), or here.
+    const isns = attemptIsns(spec, peers.length, spec.role === "respond");
     return spec.role === "initiate"
-      ? await this.#initiate(local, peers, lowTtl, newAttemptToken(), confirmMs, context)
+      ? await this.#initiate(local, peers, isns, lowTtl, newAttemptToken(), confirmMs, context)
       : await this.#respond(
         local,
         peers,
+        isns[0] ?? randomIsn(),
         lowTtl,
         decodeSynInfo(spec.extra ?? ""),
         confirmMs,
@@ -295,6 +304,7 @@ export class TcpSyni implements Technique {
   async #initiate(
     local: InetAddress,
     peers: readonly InetAddress[],
+    isns: readonly number[],
     lowTtl: number,
     token: string,
     confirmMs: number,
@@ -305,8 +315,7 @@ export class TcpSyni implements Technique {
     const captures: CaptureSocket[] = [];
     let raw: RawSender | undefined;
     try {
-      // One ISN per flow, chosen here, so that its guards are in before its first SYN.
-      const isns = peers.map(() => randomIsn());
+      // One ISN per flow, chosen before its guards, so that they are in before its first SYN.
       const guards = await Promise.all(
         peers.map((peer, i) =>
           FlowGuard.install(context, local, peer, isns[i] ?? 0, ["time-exceeded"])
@@ -409,6 +418,7 @@ export class TcpSyni implements Technique {
   async #respond(
     local: InetAddress,
     peers: readonly InetAddress[],
+    b: number,
     lowTtl: number,
     expected: SynInfo,
     confirmMs: number,
@@ -417,7 +427,6 @@ export class TcpSyni implements Technique {
     const { signal } = context;
     assertLocalAddress(local);
     const localIp = parseIp(local.address);
-    const b = randomIsn();
     // Before our first packet: no pure SYN of a flow reaches our stack (no RST to A's SYN),
     // no RST of a flow leaves, no SYN-ACK passes (we never expect one: ack b+1 only).
     await Promise.all(

@@ -40,6 +40,16 @@ export interface AttemptFirewall {
   remove(handle: number): Promise<void>;
 }
 
+/**
+ * How an attempt guards its flows from the start: per destination port one
+ * flow from the source port, each with rst-out, syn-ack (its ISN + 1) and
+ * `extra`, each with an ISN of its own or (`sharedIsn`) one for all.
+ */
+export interface GuardPlan {
+  extra: ("time-exceeded" | "pure-syn")[];
+  sharedIsn?: boolean;
+}
+
 /** One hole punching technique. */
 export interface Technique {
   /** The name used on the wire, e.g. "tcp-direct". */
@@ -52,6 +62,14 @@ export interface Technique {
    * daemon before anything starts.
    */
   validate(spec: AttemptSpec): void;
+  /**
+   * The guards this attempt asks for first, when they follow from the spec
+   * alone (tcp_flow_guard.ts `plannedGuards`): the daemon then puts them in
+   * while the attempt travels to the worker and picks the flows' ISNs
+   * (`spec.isns`), and answers the worker's request for them with what is
+   * already in the kernel. Null or absent: the worker asks as it goes.
+   */
+  guardPlan?(spec: AttemptSpec): GuardPlan | null;
   /**
    * Runs one attempt to a connected socket, or throws. Must release every
    * resource it made on every path, including when `context.signal` aborts.

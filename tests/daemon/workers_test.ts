@@ -9,6 +9,10 @@ import type { AttemptSpec } from "../../src/techniques/protocol.ts";
 import { TcpDirect } from "../../src/techniques/tcp_direct.ts";
 import { TECHNIQUE_REGISTRY } from "../../src/techniques/registry.ts";
 import { freePort } from "../helpers/daemon.ts";
+import { FirewallService } from "../../src/firewall/service.ts";
+import { guardElements } from "../../src/firewall/guards.ts";
+import { flowGuards } from "../../src/techniques/tcp_flow_guard.ts";
+import { inetAddress } from "../../ffi/structs.ts";
 
 const registry = {
   ...TECHNIQUE_REGISTRY,
@@ -249,6 +253,66 @@ Deno.test("a worker with no attempt for idleMs is stopped, and the next attempt 
     workers.start(spec("b", 1000, 1001, "initiate"), b.events);
     await new Promise((r) => setTimeout(r, 100));
     assertEquals([spawned.length, spawned[1]?.terminated], [2, false]);
+  } finally {
+    workers.shutdown();
+  }
+});
+
+Deno.test("a planned technique's guards go in with its start, and its request for them takes no second batch", async () => {
+  const fake = new FakeWorker();
+  const scripts: string[] = [];
+  const firewall = new FirewallService({
+    log: new Logger("error", () => {}),
+    maxElements: 100,
+    maxElementsPerUid: 100,
+    nft: (_args, input) => {
+      scripts.push(input ?? "");
+      return Promise.resolve({ code: 0, stdout: "", stderr: "" });
+    },
+  });
+  const workers = new TechniqueWorkers({
+    registry: { ...registry, "tcp-nutss": { ...TECHNIQUE_REGISTRY["tcp-nutss"] } },
+    log: new Logger("error", () => {}),
+    spawn: () => fake,
+    firewall,
+  });
+  try {
+    const a = outcome();
+    const attempt: AttemptSpec = {
+      ...spec("a", 20000, 30000, "initiate"),
+      technique: "tcp-nutss",
+      dstPorts: [30000, 30001],
+    };
+    const key = workers.start(attempt, a.events);
+    const [start] = fake.received;
+    assert(start?.type === "start");
+    const isns = start.spec.isns ?? [];
+    assertEquals(isns.length, 2, "one ISN per flow");
+    await firewall.flushed();
+    assertEquals(firewall.batches, 1, "the planned guards went in with the start");
+    // The worker asks for exactly what FlowGuard.install asks for, in its order.
+    const local = inetAddress("127.0.0.1", 20000);
+    const guards = [30000, 30001].flatMap((port, i) =>
+      flowGuards(local, inetAddress("127.0.0.1", port), isns[i] ?? 0, ["time-exceeded"])
+    );
+    const planned = guards.flatMap(guardElements).length;
+    assertEquals(firewall.elements, planned, "rst-out, syn-ack and time-exceeded for each flow");
+    fake.send({ type: "guard", key, request: 1, guards });
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    const answer = fake.received.find((m) => m.type === "guarded");
+    assert(answer?.type === "guarded" && answer.error === undefined, JSON.stringify(answer));
+    assertEquals(new Set(answer.handles).size, 6, "a handle for each guard");
+    assertEquals(firewall.batches, 1, "no second batch for planned guards");
+    // A guard that was not planned (a new ISN after a reset) goes in as before.
+    const another = flowGuards(local, inetAddress("127.0.0.1", 30000), 7, []).slice(1);
+    fake.send({ type: "guard", key, request: 2, guards: another });
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    assertEquals(firewall.batches, 2);
+    assertEquals(firewall.elements, planned + another.flatMap(guardElements).length);
+    fake.send({ type: "failed", key, reason: "test" });
+    assertEquals(await a.result, { reason: "test" });
+    await firewall.flushed();
+    assertEquals(firewall.elements, 0, "every guard went with the attempt");
   } finally {
     workers.shutdown();
   }
