@@ -37,6 +37,9 @@ Deno.test({
   assertMatch(bad.stderr, /^Error: .*\nadd element inet fixture nosuchset/);
   assertEquals(result.many, Array(20).fill(0));
   assertEquals(result.chains, 20);
+  // A large batch (on Deno's blocking pool) as well as small ones (on the caller's thread).
+  assertEquals(result.large, { code: 0, bytes: true });
+  assertEquals(result.bigChains, 200);
   // The firewall service writes its guards through the library, and they reach the kernel.
   assertEquals(result.inProcess, true);
   assertEquals((result.during as string[]).map((e) => e.split(" ")[0]), ["rst4"]);
