@@ -90,6 +90,8 @@ export const LIBC_SYMBOLS = {
   mkdir: { parameters: ["buffer", "u32"], result: "i32" },
   /** int malloc_trim(size_t pad); */
   malloc_trim: { parameters: ["usize"], result: "i32" },
+  /** int mallopt(int param, int value); */
+  mallopt: { parameters: ["i32", "i32"], result: "i32" },
   /** uid_t geteuid(void); */
   geteuid: { parameters: [], result: "u32" },
   /** mode_t umask(mode_t mask); */

@@ -476,6 +476,18 @@ export function effectiveUid(): number {
   return libc().geteuid();
 }
 
+/** mallopt(3) M_ARENA_MAX. */
+const M_ARENA_MAX = -8;
+
+/**
+ * mallopt(M_ARENA_MAX, `arenas`): threads made from now on share at most `arenas` malloc arenas
+ * (glibc's default is eight per core, and an arena stays after its thread ends, with whatever
+ * fragments it holds). True when glibc took it.
+ */
+export function limitArenas(arenas: number): boolean {
+  return libc().mallopt(M_ARENA_MAX, arenas) === 1;
+}
+
 /** malloc_trim(3): returns the C heap's free memory to the kernel; true when some was. */
 export function trimHeap(): boolean {
   return libc().malloc_trim(0n) === 1;

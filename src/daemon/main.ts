@@ -9,6 +9,7 @@
  */
 
 import { Logger } from "../log.ts";
+import { limitArenas } from "../../ffi/syscalls.ts";
 import { EXIT, HELP, parseCommandLine, UsageError, VERSION } from "./config.ts";
 import { Daemon, type DaemonOptions } from "./daemon.ts";
 import { MetricsServer } from "./metrics.ts";
@@ -39,6 +40,11 @@ export async function main(args: readonly string[]): Promise<number> {
     return EXIT.OK;
   }
   const { config } = invocation;
+  // Technique workers are threads that come and go (--worker-idle): with glibc's default of
+  // eight malloc arenas per core, each new one could take an arena of its own, and an arena keeps
+  // its fragments after its thread ends. Measured over 10,000 attempts: idle RSS grew 12 MB
+  // above the 1,000 mark with the default, about 6 MB with two arenas (MALLOC_ARENA_MAX=2).
+  limitArenas(2);
   const log = new Logger(config.logLevel);
   const options: DaemonOptions = {
     socketPath: config.socketPath,
