@@ -51,7 +51,7 @@ import type { ClientConnection, Line } from "../control/connection.ts";
 import { ControlServer, type ControlServerOptions } from "../control/server.ts";
 import { StartPacer } from "../control/pacer.ts";
 import { AlreadyActiveError, StartupError } from "../errors.ts";
-import { createTable, deleteTable, TABLE } from "../firewall/nftables.ts";
+import { createTable, deleteTable, TABLE, withNft } from "../firewall/nftables.ts";
 import { FirewallService } from "../firewall/service.ts";
 import { PortPolicy, type PortPolicyOptions, type Transport } from "./ports.ts";
 import { discoverEndpoint } from "../discovery/endpoint.ts";
@@ -212,7 +212,7 @@ export class Daemon {
     const registry = options.registry ?? TECHNIQUE_REGISTRY;
     if (Object.values(registry).some((entry) => entry.technique.needsFirewall)) {
       try {
-        await createTable();
+        await withNft(createTable);
         options.log.info("firewall table ready", { table: TABLE });
       } catch (error) {
         firewallError = (error as Error).message;
@@ -225,7 +225,7 @@ export class Daemon {
     try {
       server = await ControlServer.listen(serverOptions);
     } catch (error) {
-      if (firewallError === null) await deleteTable();
+      if (firewallError === null) await withNft(deleteTable);
       closeQuietly(lock);
       throw error;
     }
@@ -838,7 +838,7 @@ export class Daemon {
       await this.#workers.cleaned();
       if (this.#firewall !== undefined) {
         await this.#firewall.close();
-        await deleteTable();
+        await withNft(deleteTable);
       }
       // Like a pid file: removed on a clean stop (a killed daemon's stays, unlocked, for reuse).
       try {
