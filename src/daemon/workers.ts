@@ -11,7 +11,7 @@
 
 import { fdIdentity, type FdKind } from "../../ffi/fd_ledger.ts";
 import type { FirewallService } from "../firewall/service.ts";
-import { assertGuard, type Guard } from "../firewall/guards.ts";
+import { assertGuard } from "../firewall/guards.ts";
 import { plannedGuards } from "../techniques/tcp_flow_guard.ts";
 import { close as closeFd, trimHeap, write } from "../../ffi/syscalls.ts";
 import type { TechniqueName } from "../control/codec.ts";
@@ -50,30 +50,6 @@ interface Running {
   timer: ReturnType<typeof setTimeout>;
   /** Set once cancelled: the reason, reported when the worker confirms (or its grace ends). */
   cancelling?: string;
-  /**
-   * Guards put in at the start from the technique's plan, by guard (guardKey), waiting for the
-   * worker to ask for them: its request is answered with these handles, no second batch.
-   */
-  planned?: { handles: Map<string, Promise<number>[]>; settled: Promise<unknown> };
-}
-
-/**
- * The planned handles of every guard in `guards`, taken out of `planned`; null (and nothing
- * taken) unless every one of them was planned.
- */
-function takePlanned(planned: Map<string, Promise<number>[]>, guards: Guard[]) {
-  const keys = guards.map(guardKey);
-  const need = new Map<string, number>();
-  for (const k of keys) need.set(k, (need.get(k) ?? 0) + 1);
-  for (const [k, n] of need) if ((planned.get(k)?.length ?? 0) < n) return null;
-  return keys.map((k) => (planned.get(k) as Promise<number>[]).shift() as Promise<number>);
-}
-
-/** A guard as text, to match a worker's request with a planned guard. */
-function guardKey(guard: Guard): string {
-  const { flow } = guard;
-  const ack = guard.kind === "syn-ack" ? guard.ack : "";
-  return `${guard.kind} ${flow.localIp} ${flow.localPort} ${flow.remoteIp} ${flow.remotePort} ${ack}`;
 }
 
 interface Hosted {
@@ -184,18 +160,21 @@ export class TechniqueWorkers {
       : this.#options.registry[spec.technique].technique.guardPlan?.(spec) ?? null;
     if (plan !== null && this.#options.firewall !== undefined) {
       // The guards go in while the start travels to the worker (one batch, as the worker's
-      // request would be): the worker's request for them is answered at once.
+      // request would be); their handles follow the start, and the worker answers the
+      // technique's request for them itself (worker_host.ts): no round trip to the daemon.
       const { isns, guards } = plannedGuards(spec, plan);
       spec = { ...spec, isns };
-      const batch = this.#options.firewall.addAll(key, uid, guards, guardTtlMs);
-      const handles = new Map<string, Promise<number>[]>();
-      for (const [i, guard] of guards.entries()) {
-        const mine = batch.then((all) => all[i] ?? 0);
-        mine.catch(() => {});
-        const k = guardKey(guard);
-        handles.set(k, [...(handles.get(k) ?? []), mine]);
-      }
-      running.planned = { handles, settled: batch.catch(() => {}) };
+      this.#options.firewall.addAll(key, uid, guards, guardTtlMs).then(
+        (handles) => hosted.worker.postMessage({ type: "planned", key, guards, handles }),
+        (error) =>
+          hosted.worker.postMessage({
+            type: "planned",
+            key,
+            guards,
+            handles: [],
+            error: (error as Error).message,
+          }),
+      );
     }
     hosted.worker.postMessage({ type: "start", key, spec, logLevel: this.#options.log.level });
     return key;
@@ -477,18 +456,6 @@ export class TechniqueWorkers {
       for (const guard of message.guards) assertGuard(guard);
     } catch (error) {
       return answer([], (error as Error).message);
-    }
-    // Guards planned at the start: answered with what is (being) put in already.
-    const planned = running.planned;
-    if (planned !== undefined) {
-      const taken = takePlanned(planned.handles, message.guards);
-      if (taken !== null) {
-        Promise.all(taken).then(
-          (handles) => this.#soon(() => answer(handles)),
-          (error) => this.#soon(() => answer([], (error as Error).message)),
-        );
-        return;
-      }
     }
     // A batch answers all its guards at once: the answers take their share of the turns too.
     firewall.addAll(message.key, running.uid, message.guards, running.guardTtlMs).then(

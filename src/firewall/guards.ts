@@ -49,6 +49,13 @@ export type Guard =
     ack: number;
   };
 
+/** A guard as one line of text: equal guards, equal keys (to match a request with a plan). */
+export function guardKey(guard: Guard): string {
+  const { flow } = guard;
+  const ack = guard.kind === "syn-ack" ? ` ${guard.ack}` : "";
+  return `${guard.kind} ${flow.localIp} ${flow.localPort} ${flow.remoteIp} ${flow.remotePort}${ack}`;
+}
+
 /** The kinds of guard. */
 export const GUARD_KINDS = ["time-exceeded", "pure-syn", "rst-out", "syn-ack"] as const;
 

@@ -66,7 +66,12 @@ export type ToWorker =
   | { type: "peer"; key: number; data: string }
   | { type: "cancel"; key: number; reason: string }
   /** The answer to a `guard` (one handle per guard, in order) or `unguard` (no handles) request. */
-  | { type: "guarded"; request: number; handles: number[]; error?: string };
+  | { type: "guarded"; request: number; handles: number[]; error?: string }
+  /**
+   * The guards the daemon put in for an attempt from its technique's plan (`spec.isns`), with
+   * their handles in the same order, or why they could not go in.
+   */
+  | { type: "planned"; key: number; guards: Guard[]; handles: number[]; error?: string };
 
 /** Worker to daemon. */
 export type FromWorker =

@@ -22,7 +22,7 @@ import { AttemptTimeoutError, CancelledError } from "../errors.ts";
 import { Logger, parseLevel } from "../log.ts";
 import type { FromWorker, ToWorker } from "./protocol.ts";
 import type { AttemptFirewall, Technique } from "./technique.ts";
-import type { Guard } from "../firewall/guards.ts";
+import { type Guard, guardKey } from "../firewall/guards.ts";
 import { collectGarbage } from "./heap.ts";
 import { TurnScheduler } from "../control/turns.ts";
 
@@ -69,6 +69,27 @@ export function hostTechnique(technique: Technique, port: WorkerPort): void {
     }, COLLECT_AFTER_MS);
   };
   const post = (message: FromWorker) => port.postMessage(message);
+  /**
+   * Guards the daemon put in from an attempt's plan (workers.ts), by key: once its `planned`
+   * message came, the handles of the guards not yet handed to the technique, by guardKey.
+   */
+  const planned = new Map<number, {
+    arrived: Promise<Map<string, number[]>>;
+    arrive(handles: Map<string, number[]>): void;
+    fail(error: Error): void;
+  }>();
+  const expectPlanned = (key: number) => {
+    let arrive!: (handles: Map<string, number[]>) => void;
+    let fail!: (error: Error) => void;
+    const arrived = new Promise<Map<string, number[]>>((resolve, reject) => {
+      arrive = resolve;
+      fail = reject;
+    });
+    arrived.catch(() => {});
+    const entry = { arrived, arrive, fail };
+    planned.set(key, entry);
+    return entry;
+  };
   /** Guard requests waiting for the daemon's answer. */
   const requests = new Map<number, { resolve(handles: number[]): void; reject(e: Error): void }>();
   let nextRequest = 1;
@@ -123,12 +144,27 @@ export function hostTechnique(technique: Technique, port: WorkerPort): void {
         },
       );
     };
+    const askDaemon = (guard: Guard) =>
+      new Promise<number>((resolve, reject) => {
+        if (asked.length === 0) queueMicrotask(sendAsked);
+        asked.push({ guard, resolve, reject });
+      });
+    const plan = spec.isns === undefined ? undefined : planned.get(key) ?? expectPlanned(key);
+    // A technique waiting for the planned handles stops waiting when the attempt ends.
+    if (plan !== undefined) {
+      controller.signal.addEventListener("abort", () => plan.fail(controller.signal.reason), {
+        once: true,
+      });
+    }
     const firewall: AttemptFirewall = {
-      add: (guard) =>
-        new Promise<number>((resolve, reject) => {
-          if (asked.length === 0) queueMicrotask(sendAsked);
-          asked.push({ guard, resolve, reject });
-        }),
+      // A guard the daemon put in from the attempt's plan is answered here with its handle;
+      // any other goes to the daemon.
+      add: plan === undefined ? askDaemon : async (guard) => {
+        const handles = await plan.arrived;
+        const handle = handles.get(guardKey(guard))?.shift();
+        if (controller.signal.aborted) throw controller.signal.reason;
+        return handle ?? await askDaemon(guard);
+      },
       remove: async (handle) => {
         await ask({ type: "unguard", key, request: nextRequest++, handle });
       },
@@ -193,6 +229,7 @@ export function hostTechnique(technique: Technique, port: WorkerPort): void {
     } finally {
       clearTimeout(attempt.timer);
       running.delete(key);
+      planned.delete(key);
       if (running.size === 0) collectLater();
       // Under sustained load V8 lets the heap grow with garbage it has not collected yet (a
       // worker reached 26 MB committed for 6 MB live, and the daemon's RSS kept growing).
@@ -225,6 +262,7 @@ export function hostTechnique(technique: Technique, port: WorkerPort): void {
           (reason) => post({ type: "failed", key, reason: failureReason(reason) }),
         ).finally(() => {
           pending.delete(key);
+          if (!running.has(key)) planned.delete(key);
           if (--owner.waiting === 0 && owners.get(client) === owner) owners.delete(client);
         });
         return;
@@ -241,6 +279,19 @@ export function hostTechnique(technique: Technique, port: WorkerPort): void {
         const reason = new CancelledError(message.reason);
         running.get(message.key)?.controller.abort(reason);
         pending.get(message.key)?.abort(reason);
+        return;
+      }
+      case "planned": {
+        // Only for an attempt that is waiting for its turn or running.
+        if (!running.has(message.key) && !pending.has(message.key)) return;
+        const entry = planned.get(message.key) ?? expectPlanned(message.key);
+        if (message.error !== undefined) return entry.fail(new Error(message.error));
+        const handles = new Map<string, number[]>();
+        for (const [i, guard] of message.guards.entries()) {
+          const k = guardKey(guard);
+          handles.set(k, [...(handles.get(k) ?? []), message.handles[i] ?? 0]);
+        }
+        entry.arrive(handles);
         return;
       }
       case "guarded": {
