@@ -25,8 +25,9 @@
  * Needs root.
  *
  * Run alone: `deno run -A tests/bench/fairness.ts [--trials N] [--quick] [--json FILE]` (requests
- * per cell: 50 with `--quick`, else the larger of N and 500 `status`, 200 `initiate`; the
- * bystander's attempts are {@linkcode INITIATE_PAUSE_MS} apart).
+ * per cell: 50 with `--quick`, else the larger of N and 2000 `status`, 200 `initiate`; the
+ * bystander's attempts are {@linkcode INITIATE_PAUSE_MS} apart, and each load runs
+ * {@linkcode LOAD_WARMUP_MS} before the timing starts).
  *
  * @module
  */
@@ -56,6 +57,9 @@ export type AskKind = "status" | "initiate" | "initiate-udp";
  * fair share, one start in nine, not the next one.
  */
 const INITIATE_PAUSE_MS = 40;
+
+/** Milliseconds a load runs before the bystander starts timing. */
+const LOAD_WARMUP_MS = 2000;
 
 /** The load process's niceness (see startLoad). */
 const LOAD_NICE = 10;
@@ -318,8 +322,8 @@ interface Cell {
 
 /** The fairness section of `make bench`. */
 export const section: Section = async (context: BenchContext): Promise<SectionResult> => {
-  // A p99 needs a few hundred samples: at least 500 requests per cell in a full run.
-  const count = context.quick ? 50 : Math.max(500, context.trials);
+  // A p99 needs a few hundred samples: at least 2000 status requests per cell in a full run.
+  const count = context.quick ? 50 : Math.max(2000, context.trials);
   const initiates = context.quick ? 50 : Math.max(200, context.trials);
   const cells: Cell[] = [];
   await withVoidNamespace("fair", async (ns) => {
@@ -338,6 +342,9 @@ export const section: Section = async (context: BenchContext): Promise<SectionRe
         // Each load takes ports of its own: the previous load's cancellations may still hold theirs.
         const offset = LOAD_CLIENTS * LOAD_DEPTH * runs++;
         const stopLoad = load === "none" ? null : await startLoad(daemon.socketPath, load, offset);
+        // Steady state: the load's first second (its clients' first requests, the pacer's burst,
+        // the JIT warming to new code paths) is over before the bystander starts timing.
+        if (stopLoad !== null) await new Promise((resolve) => setTimeout(resolve, LOAD_WARMUP_MS));
         const started = performance.now();
         let measured: { times: number[]; error?: string };
         let replies = 0;
