@@ -342,10 +342,11 @@ export const section: Section = async (context: BenchContext): Promise<SectionRe
         // Each load takes ports of its own: the previous load's cancellations may still hold theirs.
         const offset = LOAD_CLIENTS * LOAD_DEPTH * runs++;
         const stopLoad = load === "none" ? null : await startLoad(daemon.socketPath, load, offset);
+        // The load's replies are counted from its start, so its rate is too.
+        const started = performance.now();
         // Steady state: the load's first second (its clients' first requests, the pacer's burst,
         // the JIT warming to new code paths) is over before the bystander starts timing.
         if (stopLoad !== null) await new Promise((resolve) => setTimeout(resolve, LOAD_WARMUP_MS));
-        const started = performance.now();
         let measured: { times: number[]; error?: string };
         let replies = 0;
         try {
