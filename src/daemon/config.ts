@@ -126,7 +126,7 @@ Options:
                            (default 512)
   --start-rate N           attempts started per second, all clients together,
                            shared fairly, N/10 at once after a pause,
-                           1-1000000 (default 500)
+                           1-1000000 (default 200)
   --max-guards N           firewall set elements held at once, 1-1000000
                            (default 16384)
   --max-guards-per-user N  firewall set elements held at once by one non-root
@@ -280,7 +280,7 @@ function parseFlags(args: readonly string[]): Invocation {
     maxClientsPerUser: 64,
     maxAttemptsPerClient: 256,
     maxAttemptsPerUser: 512,
-    startRate: 500,
+    startRate: 200,
     maxGuards: 16384,
     maxGuardsPerUser: 4096,
     workerIdleMs: 30_000,

@@ -51,12 +51,12 @@ export type AskKind = "status" | "initiate" | "initiate-udp";
 
 /**
  * Milliseconds the bystander waits between its attempts: a client that starts attempts now and
- * then (25 a second at most), while each load client starts as many as the daemon lets it (the
- * daemon's 500 starts a second, `--start-rate`, shared: about 60 each). Attempt starts are paced
+ * then (10 a second at most), while each load client starts as many as the daemon lets it (the
+ * daemon's 200 starts a second, `--start-rate`, shared: about 25 each). Attempt starts are paced
  * (src/control/pacer.ts), and a client that asks as often as every load client does gets its
  * fair share, one start in nine, not the next one.
  */
-const INITIATE_PAUSE_MS = 40;
+const INITIATE_PAUSE_MS = 100;
 
 /** Milliseconds a load runs before the bystander starts timing. */
 const LOAD_WARMUP_MS = 2000;

@@ -12,7 +12,7 @@ Deno.test("no flags run with the documented defaults", () => {
       maxClientsPerUser: 64,
       maxAttemptsPerClient: 256,
       maxAttemptsPerUser: 512,
-      startRate: 500,
+      startRate: 200,
       maxGuards: 16384,
       maxGuardsPerUser: 4096,
       workerIdleMs: 30_000,
