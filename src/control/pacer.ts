@@ -13,8 +13,9 @@
  * and a bystander's `status` took 15-17 ms at p99. Bounding the starts
  * bounds that work for all clients together.
  *
- * A waiting token goes to the client served least recently (as turns.ts
- * does for requests). Clients that always wait share the tokens
+ * A waiting token goes to the client served least recently: the pacer is a
+ * token bucket that feeds turns.ts's scheduler, whose grants it defers
+ * until a token is there. Clients that always wait share the tokens
  * round-robin; a client that asks less often than once a round (less than
  * its fair share) has been served longer ago than every one of them and
  * gets the next token; nobody starves. A start that finds a token and
@@ -33,13 +34,7 @@
  * @module
  */
 
-interface Waiter {
-  owner: object;
-  resolve(): void;
-  reject(reason: unknown): void;
-  signal: AbortSignal | undefined;
-  onAbort: () => void;
-}
+import { TurnScheduler } from "./turns.ts";
 
 /** Options of a {@linkcode StartPacer}. */
 export interface StartPacerOptions {
@@ -58,10 +53,9 @@ export class StartPacer {
   readonly #now: () => number;
   #tokens: number;
   #at: number;
-  #waiting: Waiter[] = [];
-  readonly #lastServed = new WeakMap<object, number>();
-  #served = 0;
   #timer: ReturnType<typeof setTimeout> | undefined;
+  /** Least recently served first; each grant waits for a token (#whenToken). */
+  readonly #turns = new TurnScheduler({ defer: (grant) => this.#whenToken(grant) });
 
   /** A pacer with a full bucket. Throws RangeError unless rate > 0 and burst >= 1. */
   constructor(options: StartPacerOptions) {
@@ -80,7 +74,7 @@ export class StartPacer {
 
   /** Owners waiting for a token now. */
   get waiting(): number {
-    return this.#waiting.length;
+    return this.#turns.waiting;
   }
 
   /**
@@ -88,75 +82,34 @@ export class StartPacer {
    * reason when `signal` aborts first. An owner waits for one token at a time.
    */
   take(owner: object, signal?: AbortSignal): Promise<void> {
-    if (signal?.aborted) return Promise.reject(signal.reason);
-    this.#refill();
-    if (this.#waiting.length === 0 && this.#tokens >= 1) {
-      this.#tokens -= 1;
-      this.#lastServed.set(owner, ++this.#served);
-      return Promise.resolve();
-    }
-    return new Promise<void>((resolve, reject) => {
-      const waiter: Waiter = {
-        owner,
-        resolve,
-        reject,
-        signal,
-        onAbort: () => {
-          const at = this.#waiting.indexOf(waiter);
-          if (at >= 0) this.#waiting.splice(at, 1);
-          if (this.#waiting.length === 0) this.#stop();
-          reject(signal?.reason);
-        },
-      };
-      signal?.addEventListener("abort", waiter.onAbort, { once: true });
-      this.#waiting.push(waiter);
-      this.#schedule();
-    });
+    return this.#turns.turn(owner, signal);
   }
 
   /** Stops the timer; waiters stay (a stopped daemon cancels them through their signals). */
   close(): void {
-    this.#stop();
-  }
-
-  #refill(): void {
-    const now = this.#now();
-    this.#tokens = Math.min(this.#burst, this.#tokens + ((now - this.#at) * this.#rate) / 1000);
-    this.#at = now;
-  }
-
-  #stop(): void {
     clearTimeout(this.#timer);
     this.#timer = undefined;
   }
 
-  #schedule(): void {
-    if (this.#timer !== undefined || this.#waiting.length === 0) return;
-    const ms = Math.max(0, ((1 - this.#tokens) * 1000) / this.#rate);
+  /**
+   * Runs `grant` at once when a token is there (it is taken), else once one
+   * has come. A grant that finds nobody waiting any more (they all aborted)
+   * takes no token.
+   */
+  #whenToken(grant: () => void): void {
+    if (this.#turns.waiting === 0) return grant();
+    this.#tokens = Math.min(
+      this.#burst,
+      this.#tokens + ((this.#now() - this.#at) * this.#rate) / 1000,
+    );
+    this.#at = this.#now();
+    if (this.#tokens >= 1) {
+      this.#tokens -= 1;
+      return grant();
+    }
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
-      this.#grant();
-    }, ms);
-  }
-
-  #grant(): void {
-    this.#refill();
-    while (this.#tokens >= 1 && this.#waiting.length > 0) {
-      let best = 0;
-      let oldest = Infinity;
-      for (let i = 0; i < this.#waiting.length; i++) {
-        const last = this.#lastServed.get((this.#waiting[i] as Waiter).owner) ?? -1;
-        if (last < oldest) {
-          oldest = last;
-          best = i;
-        }
-      }
-      const [waiter] = this.#waiting.splice(best, 1) as [Waiter];
-      waiter.signal?.removeEventListener("abort", waiter.onAbort);
-      this.#lastServed.set(waiter.owner, ++this.#served);
-      this.#tokens -= 1;
-      waiter.resolve();
-    }
-    this.#schedule();
+      this.#whenToken(grant);
+    }, ((1 - this.#tokens) * 1000) / this.#rate);
   }
 }
